@@ -1,0 +1,1 @@
+"""Kafka-ML services, one folder each."""

@@ -1,0 +1,1 @@
+"""The REST gateway: validates requests, emits commands, waits for outcomes, reads PostgreSQL."""

@@ -1,0 +1,23 @@
+"""Runs the REST gateway:
+
+    KAFKAML_BOOTSTRAP_SERVERS=… KAFKAML_API_DATABASE_URL=… KAFKAML_API_TOKEN=… python -m services.api
+"""
+
+from __future__ import annotations
+
+import logging
+
+import uvicorn
+
+from shared.settings import get_settings
+from services.api.app import create_app
+
+
+def main() -> None:
+    settings = get_settings()
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    uvicorn.run(create_app(settings), host=settings.api_host, port=settings.api_port, log_level="info")
+
+
+if __name__ == "__main__":
+    main()

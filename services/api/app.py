@@ -1,0 +1,64 @@
+"""The FastAPI application: routes under /api/v1, problem details, bearer auth."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import APIRouter, Depends, FastAPI
+
+from shared.db.engine import make_engine, make_sessionmaker
+from shared.kafka import Producer
+from shared.settings import Settings
+from services.api import problems
+from services.api.commands import CommandBus
+from services.api.deps import require_token
+from services.api.routes import commands, configurations, health, models
+
+log = logging.getLogger("kafkaml.api")
+
+
+def create_app(settings: Settings) -> FastAPI:
+    if not settings.api_token:
+        raise RuntimeError("KAFKAML_API_TOKEN is not set: the API refuses to run without a token")
+    database_url = settings.api_database_url
+    if not database_url:
+        log.warning("KAFKAML_API_DATABASE_URL is not set: reading through KAFKAML_DATABASE_URL (not read-only)")
+        database_url = settings.db_url
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = make_engine(database_url)
+        producer = Producer(settings)
+        await producer.start()
+        bus = CommandBus(settings, producer)
+        await bus.start()
+        app.state.sessions = make_sessionmaker(engine)
+        app.state.producer = producer
+        app.state.bus = bus
+        log.info("API ready on %s:%s", settings.api_host, settings.api_port)
+        try:
+            yield
+        finally:
+            await bus.stop()
+            await producer.stop()
+            await engine.dispose()
+
+    app = FastAPI(
+        title="Kafka-ML",
+        version="0.1.0",
+        description="Train and serve TensorFlow and PyTorch models on Kafka streams. "
+        "Every route but /api/v1/health needs `Authorization: Bearer <token>`.",
+        lifespan=lifespan,
+        docs_url="/docs",
+        openapi_url="/openapi.json",
+    )
+    app.state.settings = settings
+    problems.install(app)
+    app.include_router(health.router, prefix="/api/v1")
+    protected = APIRouter(prefix="/api/v1", dependencies=[Depends(require_token)])
+    for module in (models, configurations, commands):
+        protected.include_router(module.router)
+    app.include_router(protected)
+    return app

@@ -1,0 +1,81 @@
+"""Sending a command and waiting for its outcome event.
+
+One consumer per API process reads the events topic from its end (no
+consumer group: every API replica sees every outcome) and resolves the
+waiting requests by correlation id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+
+from aiokafka import AIOKafkaConsumer
+
+from shared.events import OUTCOME_TYPES, Envelope, decode
+from shared.errors import Undecodable
+from shared.kafka import Producer, make_consumer, wait_for_assignment
+from shared.settings import Settings
+from shared.topics import topic_of, topics_for
+
+log = logging.getLogger("kafkaml.api.commands")
+
+
+class CommandBus:
+    def __init__(self, settings: Settings, producer: Producer) -> None:
+        self.settings = settings
+        self.topics = topics_for(settings)
+        self.producer = producer
+        self._waiting: dict[uuid.UUID, asyncio.Future[Envelope]] = {}
+        self._consumer: AIOKafkaConsumer | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._consumer = make_consumer(
+            self.settings, self.topics.events, group_id=None, auto_offset_reset="latest"
+        )
+        await self._consumer.start()
+        self._task = asyncio.create_task(self._listen(), name="outcome-listener")
+        await wait_for_assignment(self._consumer)
+        # Resolve positions now, so no outcome published after start-up is missed.
+        for partition in self._consumer.assignment():
+            await self._consumer.position(partition)
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        if self._consumer:
+            await self._consumer.stop()
+
+    async def send(self, command: Envelope, timeout_s: float | None = None) -> Envelope | None:
+        """Publishes ``command``; returns its outcome event, or None if none came in time."""
+        future: asyncio.Future[Envelope] = asyncio.get_running_loop().create_future()
+        self._waiting[command.event_id] = future
+        try:
+            await self.producer.publish(topic_of(self.topics, command.kind, command.type), command)
+            return await asyncio.wait_for(future, timeout_s or self.settings.command_timeout_s)
+        except TimeoutError:
+            return None
+        finally:
+            self._waiting.pop(command.event_id, None)
+
+    async def _listen(self) -> None:
+        assert self._consumer is not None
+        while True:
+            batches = await self._consumer.getmany(timeout_ms=500, max_records=500)
+            for records in batches.values():
+                for record in records:
+                    self._resolve(record.value)
+
+    def _resolve(self, raw: bytes | None) -> None:
+        try:
+            event = decode(raw)
+        except Undecodable:
+            return  # not ours to judge: the owning consumers dead-letter it
+        if event.type not in OUTCOME_TYPES or event.correlation_id is None:
+            return
+        future = self._waiting.get(event.correlation_id)
+        if future is not None and not future.done():
+            future.set_result(event)

@@ -1,0 +1,54 @@
+"""Errors as problem details (RFC 9457): ``type``, ``title``, ``status``, ``detail``, ``field``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from shared.errors import KafkaMLError
+
+PROBLEM = "application/problem+json"
+
+
+def problem(status: int, title: str, detail: str, *, field: str | None = None, **extra: Any) -> JSONResponse:
+    body: dict[str, Any] = {"type": "about:blank", "title": title, "status": status, "detail": detail}
+    if field is not None:
+        body["field"] = field
+    body.update({k: v for k, v in extra.items() if v is not None})
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=headers)
+
+
+class Problem(KafkaMLError):
+    """An HTTP answer other than success, raised from a route."""
+
+    def __init__(self, status: int, title: str, detail: str, *, field: str | None = None, line: int | None = None):
+        super().__init__(detail, field=field)
+        self.status = status
+        self.title = title
+        self.line = line
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(KafkaMLError)
+    async def on_error(_: Request, exc: KafkaMLError) -> JSONResponse:
+        return problem(exc.status, exc.title, exc.detail, field=exc.field, line=getattr(exc, "line", None))
+
+    @app.exception_handler(RequestValidationError)
+    async def on_invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [
+            {"field": ".".join(str(p) for p in e["loc"] if p not in ("body", "query", "path")), "message": e["msg"]}
+            for e in exc.errors()
+        ]
+        first = errors[0] if errors else {"field": None, "message": "invalid request"}
+        detail = "; ".join(f"{e['field'] or 'body'}: {e['message']}" for e in errors)
+        return problem(422, "Invalid request", detail, field=first["field"] or None, errors=errors)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def on_http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        titles = {401: "Unauthorized", 404: "Not found", 405: "Method not allowed"}
+        return problem(exc.status_code, titles.get(exc.status_code, "Error"), str(exc.detail))

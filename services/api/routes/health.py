@@ -1,0 +1,30 @@
+"""Health: the one route that needs no token."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from sqlalchemy import text
+
+from shared.kafka import ping
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/health", summary="Whether the API reaches Kafka and PostgreSQL")
+async def health(request: Request) -> JSONResponse:
+    state = request.app.state
+    report = {"status": "ok", "kafka": "ok", "database": "ok"}
+    try:
+        await ping(state.producer)
+    except Exception as exc:  # noqa: BLE001 - any failure is the answer
+        report["kafka"] = f"unreachable: {type(exc).__name__}: {exc}"
+    try:
+        async with state.sessions() as session:
+            await session.execute(text("SELECT 1"))
+    except Exception as exc:  # noqa: BLE001
+        report["database"] = f"unreachable: {type(exc).__name__}: {exc}"
+    healthy = report["kafka"] == "ok" and report["database"] == "ok"
+    if not healthy:
+        report["status"] = "degraded"
+    return JSONResponse(report, status_code=200 if healthy else 503)

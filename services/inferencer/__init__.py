@@ -1,0 +1,1 @@
+"""The inferencer service (arrives with a later issue)."""

@@ -1,0 +1,1 @@
+"""The metrics service (arrives with a later issue)."""

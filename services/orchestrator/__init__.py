@@ -1,0 +1,1 @@
+"""The orchestrator: owns the catalog; reacts to commands, launches workloads, records outcomes."""

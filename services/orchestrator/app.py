@@ -1,0 +1,121 @@
+"""The orchestrator's faust app: thin agents that decode, call a handler, publish, ack.
+
+Faust acks a record when the agent takes the next one, and commits acked
+offsets periodically, so an offset is committed only after ``deliver``
+returned: the handler's transaction committed and its answer was acknowledged
+by the broker (or the record was dead-lettered).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import faust
+
+from shared.db.engine import make_engine, make_sessionmaker
+from shared.db.uow import SqlUnitOfWork
+from shared.events import decode
+from shared.handling import handle_once
+from shared.kafka import Producer, Received, deliver
+from shared.settings import Settings, get_settings
+from shared.topics import topic_of, topics_for
+from services.orchestrator.handlers import HANDLERS
+
+log = logging.getLogger("kafkaml.orchestrator")
+
+CONSUMER = "orchestrator"
+
+
+def create_app(settings: Settings) -> faust.App:
+    topics = topics_for(settings)
+    app = faust.App(
+        f"{settings.topic_prefix}-orchestrator",
+        broker=f"kafka://{settings.brokers.replace(',', ';kafka://')}",
+        value_serializer="raw",
+        key_serializer="raw",
+        store="memory://",
+        web_enabled=False,
+        topic_disable_leader=True,
+        topic_allow_declare=False,  # every topic is created up front, with our partition counts
+        consumer_auto_offset_reset="earliest",
+        producer_acks=-1,
+        # Short group timeouts: with faust's defaults the first join on the embedded broker takes 30 s.
+        broker_session_timeout=6,
+        broker_rebalance_timeout=6,
+        broker_heartbeat_interval=1,
+        broker_commit_every=1,
+        broker_commit_interval=0.5,
+    )
+    runtime = Runtime(settings)
+    inbox = app.topic(topics.commands, topics.events, value_type=bytes, key_type=bytes, allow_empty=True)
+
+    @app.agent(inbox, name="handle_messages")
+    async def handle_messages(stream: faust.StreamT[bytes]) -> None:
+        async for event in stream.events():
+            message = event.message
+            received = Received(
+                topic=message.topic,
+                partition=message.partition,
+                offset=message.offset,
+                key=message.key,
+                value=message.value,
+                headers=list(message.headers or []),
+            )
+            await runtime.handle(received)
+
+    @app.task
+    async def start_runtime() -> None:
+        await runtime.start()
+
+    app.kafkaml_runtime = runtime  # type: ignore[attr-defined]  # for tests and shutdown
+    return app
+
+
+class Runtime:
+    """What the agent needs: a producer and the database, started once."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.topics = topics_for(settings)
+        self.engine = make_engine(settings.db_url)
+        self.sessions = make_sessionmaker(self.engine)
+        self.producer = Producer(settings)
+        self._started = asyncio.Event()
+        self._starting = False
+
+    async def start(self) -> None:
+        if self._starting:
+            await self._started.wait()
+            return
+        self._starting = True
+        await self.producer.start()
+        self._started.set()
+        log.info("orchestrator ready: consuming %s and %s", self.topics.commands, self.topics.events)
+
+    async def handle(self, received: Received) -> None:
+        await self.start()
+        await deliver(
+            received,
+            self.process,
+            producer=self.producer,
+            dead_letter_topic=self.topics.dead_letters,
+            consumer=CONSUMER,
+        )
+
+    async def process(self, received: Received) -> None:
+        message = decode(received.value)
+        handler = HANDLERS.get(message.type)
+        if handler is None:
+            return  # another service's event
+        outgoing = await handle_once(message, handler, uow=SqlUnitOfWork(self.sessions), consumer=CONSUMER)
+        for answer in outgoing:
+            await self.producer.publish(topic_of(self.topics, answer.kind, answer.type), answer)
+        log.info(
+            "%s %s → %s", message.type, message.event_id, ", ".join(a.type for a in outgoing) or "nothing"
+        )
+
+
+def app_from_env() -> Any:
+    return create_app(get_settings())

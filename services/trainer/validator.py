@@ -1,0 +1,79 @@
+"""The trainer's validator role: builds users' model code in a sandbox and answers.
+
+    KAFKAML_BOOTSTRAP_SERVERS=… python -m services.trainer.validator
+
+It has no database credentials: the model definition arrives in the
+command, the summary or the error leaves as an event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+from shared.events import Envelope, ModelValidated, ModelValidationFailed, ValidateModel, decode
+from shared.events.validation import ValidationError, ValidationPassed
+from shared.kafka import Producer, Received, consume, ensure_topics, make_consumer
+from shared.settings import Settings, get_settings
+from shared.topics import topics_for
+from services.trainer.sandbox import ModelCodeError, Sandbox
+
+log = logging.getLogger("kafkaml.validator")
+
+
+async def validate(command: ValidateModel, sandbox: Sandbox) -> Envelope:
+    """The answer to one validation command."""
+    definition = command.payload.model
+    try:
+        summary = await sandbox.validate(definition)
+    except ModelCodeError as error:
+        log.info("model %r rejected: %s", definition.name, error.message)
+        failure = ValidationError(model=definition, error=error.message, field=error.field, line=error.line)
+        return command.reply(ModelValidationFailed(payload=failure))
+    log.info("model %r validated: %d parameters", definition.name, summary.parameters)
+    return command.reply(ModelValidated(payload=ValidationPassed(model=definition, summary=summary)))
+
+
+async def run(settings: Settings, stop: asyncio.Event) -> None:
+    topics = topics_for(settings)
+    await ensure_topics(settings)
+    sandbox = Sandbox(timeout_s=settings.validation_timeout_s, memory_mb=settings.validation_memory_mb)
+    await sandbox.start()
+    consumer = make_consumer(settings, topics.validation, group_id=f"{settings.topic_prefix}-validator")
+    async with Producer(settings) as producer:
+
+        async def on_record(received: Received) -> None:
+            message = decode(received.value)
+            if not isinstance(message, ValidateModel):
+                raise ValueError(f"the validation topic takes ValidateModel, not {message.type}")
+            await producer.publish(topics.events, await validate(message, sandbox))
+
+        await consumer.start()
+        log.info("validator ready: consuming %s", topics.validation)
+        try:
+            await consume(
+                consumer, on_record, producer=producer, dead_letter_topic=topics.dead_letters,
+                name="validator", stop=stop,
+            )
+        finally:
+            await consumer.stop()
+            await sandbox.close()
+
+
+def main() -> None:
+    settings = get_settings()
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    async def serve() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await run(settings, stop)
+
+    asyncio.run(serve())
+
+
+if __name__ == "__main__":
+    main()

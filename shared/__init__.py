@@ -1,0 +1,1 @@
+"""What more than one Kafka-ML service needs: settings, topics, messages, Kafka and database helpers."""

@@ -1,0 +1,97 @@
+"""Every message type, and one way to decode any of them.
+
+>>> msg = decode(raw_bytes)          # raises Undecodable with the reason
+>>> producer.publish(topic, msg)     # see shared.kafka
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import Field, TypeAdapter
+from pydantic import ValidationError as PydanticValidationError
+
+from shared.errors import Undecodable
+from shared.events.catalog import (
+    CommandRejected,
+    ConfigurationCreated,
+    ConfigurationDeleted,
+    ConfigurationDefinition,
+    ConfigurationRecord,
+    CreateConfiguration,
+    CreateModel,
+    DeleteConfiguration,
+    DeleteModel,
+    ModelCreated,
+    ModelDefinition,
+    ModelDeleted,
+    ModelRecord,
+    ModelSummary,
+    Rejection,
+)
+from shared.events.envelope import Envelope, Payload
+from shared.events.validation import ModelValidated, ModelValidationFailed, ValidateModel
+
+Message = Annotated[
+    CreateModel
+    | DeleteModel
+    | CreateConfiguration
+    | DeleteConfiguration
+    | ValidateModel
+    | ModelValidated
+    | ModelValidationFailed
+    | ModelCreated
+    | ModelDeleted
+    | ConfigurationCreated
+    | ConfigurationDeleted
+    | CommandRejected,
+    Field(discriminator="type"),
+]
+
+MESSAGE_ADAPTER: TypeAdapter[Message] = TypeAdapter(Message)
+
+# Events that end a REST mutation: the API waits for one of these.
+OUTCOME_TYPES = frozenset(
+    {"ModelCreated", "ModelDeleted", "ConfigurationCreated", "ConfigurationDeleted", "CommandRejected"}
+)
+
+
+def decode(raw: bytes | None) -> Envelope:
+    if raw is None:
+        raise Undecodable("empty message (no value)")
+    try:
+        message: Envelope = MESSAGE_ADAPTER.validate_json(raw)
+    except PydanticValidationError as exc:
+        errors = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or '(root)'}: {e['msg']}" for e in exc.errors()[:5]
+        )
+        raise Undecodable(f"not a Kafka-ML message: {errors}") from exc
+    return message
+
+
+__all__ = [
+    "MESSAGE_ADAPTER",
+    "OUTCOME_TYPES",
+    "CommandRejected",
+    "ConfigurationCreated",
+    "ConfigurationDefinition",
+    "ConfigurationDeleted",
+    "ConfigurationRecord",
+    "CreateConfiguration",
+    "CreateModel",
+    "DeleteConfiguration",
+    "DeleteModel",
+    "Envelope",
+    "Message",
+    "ModelCreated",
+    "ModelDefinition",
+    "ModelDeleted",
+    "ModelRecord",
+    "ModelSummary",
+    "ModelValidated",
+    "ModelValidationFailed",
+    "Payload",
+    "Rejection",
+    "ValidateModel",
+    "decode",
+]

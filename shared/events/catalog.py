@@ -1,0 +1,157 @@
+"""Commands and events of the catalog: models and configurations."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, ClassVar, Literal
+
+from pydantic import Field
+
+from shared.events.envelope import Envelope, Payload
+
+Framework = Literal["tensorflow", "pytorch"]
+
+
+# --- shared payload pieces -------------------------------------------------
+
+
+class ModelDefinition(Payload):
+    """A model as a user defines it: source code that assigns ``model``."""
+
+    name: str = Field(min_length=1, max_length=200)
+    framework: Framework
+    code: str = Field(min_length=1, max_length=1_000_000)
+    imports: str = Field(default="", max_length=100_000)
+    description: str = Field(default="", max_length=10_000)
+    upper_model_id: int | None = None
+
+
+class LayerSummary(Payload):
+    name: str
+    type: str
+    output_shape: list[Any] | None = None
+    parameters: int = 0
+
+
+class ModelSummary(Payload):
+    layers: list[LayerSummary]
+    parameters: int
+    trainable_parameters: int
+    input_shapes: list[list[int | None]]
+    output_shapes: list[list[int | None]]
+
+
+class ModelRecord(Payload):
+    id: int
+    name: str
+    framework: Framework
+    description: str
+    imports: str
+    code: str
+    upper_model_id: int | None
+    summary: ModelSummary
+    created_at: datetime
+
+    def partition_key(self) -> int:
+        return self.id
+
+
+class ConfigurationRecord(Payload):
+    id: int
+    name: str
+    description: str
+    model_ids: list[int]
+    created_at: datetime
+
+    def partition_key(self) -> int:
+        return self.id
+
+
+# --- commands --------------------------------------------------------------
+
+
+class CreateModel(Envelope):
+    """Validate a model's code in the trainer's sandbox, then add it to the catalog."""
+
+    kind: ClassVar[str] = "command"
+    type: Literal["CreateModel"] = "CreateModel"
+    payload: ModelDefinition
+
+
+class DeleteModelPayload(Payload):
+    model_id: int
+
+    def partition_key(self) -> int:
+        return self.model_id
+
+
+class DeleteModel(Envelope):
+    kind: ClassVar[str] = "command"
+    type: Literal["DeleteModel"] = "DeleteModel"
+    payload: DeleteModelPayload
+
+
+class ConfigurationDefinition(Payload):
+    name: str = Field(min_length=1, max_length=200)
+    description: str = Field(default="", max_length=10_000)
+    model_ids: list[int] = Field(min_length=1)
+
+
+class CreateConfiguration(Envelope):
+    """Group models; the top model of a distributed chain brings its whole chain."""
+
+    kind: ClassVar[str] = "command"
+    type: Literal["CreateConfiguration"] = "CreateConfiguration"
+    payload: ConfigurationDefinition
+
+
+class DeleteConfigurationPayload(Payload):
+    configuration_id: int
+
+    def partition_key(self) -> int:
+        return self.configuration_id
+
+
+class DeleteConfiguration(Envelope):
+    kind: ClassVar[str] = "command"
+    type: Literal["DeleteConfiguration"] = "DeleteConfiguration"
+    payload: DeleteConfigurationPayload
+
+
+# --- events ----------------------------------------------------------------
+
+
+class ModelCreated(Envelope):
+    type: Literal["ModelCreated"] = "ModelCreated"
+    payload: ModelRecord
+
+
+class ModelDeleted(Envelope):
+    type: Literal["ModelDeleted"] = "ModelDeleted"
+    payload: DeleteModelPayload
+
+
+class ConfigurationCreated(Envelope):
+    type: Literal["ConfigurationCreated"] = "ConfigurationCreated"
+    payload: ConfigurationRecord
+
+
+class ConfigurationDeleted(Envelope):
+    type: Literal["ConfigurationDeleted"] = "ConfigurationDeleted"
+    payload: DeleteConfigurationPayload
+
+
+class Rejection(Payload):
+    """Why a command changed nothing, in the terms of an HTTP problem."""
+
+    command_type: str
+    status: int = Field(description="404 missing, 409 conflict, 422 invalid")
+    title: str
+    detail: str
+    field: str | None = None
+    line: int | None = None
+
+
+class CommandRejected(Envelope):
+    type: Literal["CommandRejected"] = "CommandRejected"
+    payload: Rejection

@@ -1,0 +1,270 @@
+"""The one Kafka producer helper and the one consumer loop.
+
+Delivery rules (ARCHITECTURE.md): an offset is committed only after the
+handler's effect is durable; handlers are idempotent on the message id; a
+message no handler can accept goes to the dead-letter topic with the reason
+and the stream goes on; a transient failure (broker or database away) is
+retried, never skipped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from aiokafka.structs import RecordMetadata
+
+from shared.errors import KafkaMLError
+from shared.events import Envelope
+from shared.settings import Settings
+from shared.topics import TopicSpec, topics_for
+
+log = logging.getLogger(__name__)
+
+Headers = list[tuple[str, bytes]]
+
+
+# --- topics ----------------------------------------------------------------
+
+
+async def ensure_topics(settings: Settings, extra: Sequence[TopicSpec] = ()) -> None:
+    """Creates every registry topic (and ``extra``) that does not exist yet."""
+    specs = [*topics_for(settings).specs(), *extra]
+    await create_topics(settings, specs)
+
+
+async def create_topics(settings: Settings, specs: Sequence[TopicSpec]) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.brokers)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [s for s in specs if s.name not in existing]
+        if not missing:
+            return
+        response = await admin.create_topics(
+            [
+                NewTopic(s.name, num_partitions=s.partitions, replication_factor=1, topic_configs=s.config)
+                for s in missing
+            ]
+        )
+        for name, code, *_ in response.topic_errors:
+            if code not in (0, TopicAlreadyExistsError.errno):
+                raise KafkaMLError(f"could not create topic {name!r}: Kafka error code {code}")
+        log.info("created topics: %s", ", ".join(s.name for s in missing))
+    finally:
+        await admin.close()
+
+
+# --- producing -------------------------------------------------------------
+
+
+class Producer:
+    """Publishes and waits for the broker's acknowledgement: a send either lands or raises."""
+
+    def __init__(self, settings: Settings, **overrides: Any) -> None:
+        options: dict[str, Any] = {
+            "bootstrap_servers": settings.brokers,
+            "acks": "all",
+            "enable_idempotence": settings.enable_idempotence,
+            "linger_ms": 1,
+            "max_request_size": 8 * 1024 * 1024,
+        }
+        options.update(overrides)
+        self._options = options
+        self._client: AIOKafkaProducer | None = None
+
+    @property
+    def _producer(self) -> AIOKafkaProducer:
+        if self._client is None:
+            raise RuntimeError("Producer.start() was not called")
+        return self._client
+
+    async def start(self) -> None:
+        # aiokafka binds its client to the running loop, so it is created here, not in __init__.
+        self._client = AIOKafkaProducer(**self._options)
+        await self._client.start()
+
+    async def stop(self) -> None:
+        await self._producer.stop()
+
+    async def __aenter__(self) -> Producer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def publish(self, topic: str, message: Envelope) -> RecordMetadata:
+        return await self.send(topic, message.to_bytes(), key=message.key())
+
+    async def send(
+        self, topic: str, value: bytes | None, *, key: bytes | None = None, headers: Headers | None = None
+    ) -> RecordMetadata:
+        future = await self._producer.send(topic, value, key=key, headers=headers)
+        return await future
+
+    async def dead_letter(self, topic: str, received: Received, reason: str, *, consumer: str) -> None:
+        headers = [
+            *received.headers,
+            ("kafkaml-dlq-reason", reason.encode()),
+            ("kafkaml-dlq-consumer", consumer.encode()),
+            ("kafkaml-dlq-source", f"{received.topic}:{received.partition}:{received.offset}".encode()),
+        ]
+        await self.send(topic, received.value, key=received.key, headers=headers)
+
+
+# --- consuming -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Received:
+    """A consumed record, whichever client read it (aiokafka here, faust in the agents)."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: Headers = field(default_factory=list)
+
+
+Handle = Callable[[Received], Awaitable[None]]
+
+
+class Rejected(KafkaMLError):
+    """A handler's verdict that the message can never be processed: dead-letter it."""
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Failures that go away by themselves: retry, never skip the message."""
+    if isinstance(exc, (OSError, ConnectionError, asyncio.TimeoutError, KafkaError)):
+        return True
+    # Database connectivity, without importing SQLAlchemy into every worker.
+    return type(exc).__name__ in {
+        "OperationalError",
+        "InterfaceError",
+        "ConnectionDoesNotExistError",
+        "CannotConnectNowError",
+        "IntegrityError",  # a concurrent duplicate: the retry finds it processed
+        "SerializationError",
+        "DeadlockDetectedError",
+    }
+
+
+async def deliver(
+    received: Received,
+    handle: Handle,
+    *,
+    producer: Producer,
+    dead_letter_topic: str,
+    consumer: str,
+    max_backoff_s: float = 30.0,
+) -> None:
+    """Runs ``handle`` until it succeeds, retrying transient failures.
+
+    A message the handler rejects, or that fails for a reason that no retry
+    will cure, goes to the dead-letter topic with the reason; either way the
+    caller may commit its offset afterwards.
+    """
+    delay = 0.2
+    while True:
+        try:
+            await handle(received)
+            return
+        except (KafkaMLError, ValueError, TypeError, KeyError, LookupError) as exc:
+            reason = getattr(exc, "detail", None) or f"{type(exc).__name__}: {exc}"
+            log.warning(
+                "%s: dead-lettering %s:%s:%s: %s", consumer, received.topic, received.partition,
+                received.offset, reason,
+            )
+            await producer.dead_letter(dead_letter_topic, received, reason, consumer=consumer)
+            return
+        except Exception as exc:
+            if not is_transient(exc):
+                log.exception("%s: handler failed on %s:%s", consumer, received.topic, received.offset)
+                reason = f"handler failed: {type(exc).__name__}: {exc}"
+                await producer.dead_letter(dead_letter_topic, received, reason, consumer=consumer)
+                return
+            log.warning("%s: transient failure (%s: %s), retrying in %.1fs", consumer, type(exc).__name__, exc, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, max_backoff_s)
+
+
+def make_consumer(settings: Settings, *topics: str, group_id: str | None, **overrides: Any) -> AIOKafkaConsumer:
+    """A consumer with manual commits and the short fetch wait the embedded broker needs."""
+    options: dict[str, Any] = {
+        "bootstrap_servers": settings.brokers,
+        "group_id": group_id,
+        "enable_auto_commit": False,
+        "auto_offset_reset": "earliest",
+        "fetch_max_wait_ms": settings.fetch_max_wait_ms,
+        # Short group timeouts: the embedded broker stalls a join until a dead member times out.
+        "session_timeout_ms": 10_000,
+        "heartbeat_interval_ms": 1_000,
+        "rebalance_timeout_ms": 10_000,
+        "max_poll_interval_ms": 300_000,
+    }
+    options.update(overrides)
+    return AIOKafkaConsumer(*topics, **options)
+
+
+async def consume(
+    consumer: AIOKafkaConsumer,
+    handle: Handle,
+    *,
+    producer: Producer,
+    dead_letter_topic: str,
+    name: str,
+    stop: asyncio.Event | None = None,
+    max_records: int = 100,
+) -> None:
+    """The one consumer loop: fetch a batch, deliver each record, then commit.
+
+    The offset of a record is committed only after ``deliver`` returned, i.e.
+    after its effect is durable or it was dead-lettered.
+    """
+    stop = stop or asyncio.Event()
+    while not stop.is_set():
+        batches = await consumer.getmany(timeout_ms=200, max_records=max_records)
+        for tp, records in batches.items():
+            for record in records:
+                await deliver(
+                    received_from(record),
+                    handle,
+                    producer=producer,
+                    dead_letter_topic=dead_letter_topic,
+                    consumer=name,
+                )
+            if consumer._group_id is not None:  # noqa: SLF001 - aiokafka exposes no getter
+                await consumer.commit({TopicPartition(tp.topic, tp.partition): records[-1].offset + 1})
+
+
+def received_from(record: Any) -> Received:
+    return Received(
+        topic=record.topic,
+        partition=record.partition,
+        offset=record.offset,
+        key=record.key,
+        value=record.value,
+        headers=list(record.headers or []),
+    )
+
+
+async def wait_for_assignment(consumer: AIOKafkaConsumer, timeout_s: float = 60.0) -> None:
+    """A consumer is ready only once it holds partitions (a join takes seconds here)."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while not consumer.assignment():
+        if asyncio.get_running_loop().time() > deadline:
+            raise TimeoutError("consumer got no partitions in time")
+        await asyncio.sleep(0.1)
+
+
+async def ping(producer: Producer, timeout_s: float = 3.0) -> None:
+    """Raises unless the brokers answer a metadata request in time (for health checks)."""
+    await asyncio.wait_for(producer._producer.client.fetch_all_metadata(), timeout_s)  # noqa: SLF001

@@ -1,0 +1,64 @@
+"""One settings pattern for every process: environment variables with the ``KAFKAML_`` prefix.
+
+CONTRACTS.md fixes the public variables; the others are additions with safe defaults.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="KAFKAML_", extra="ignore")
+
+    # --- public contract (CONTRACTS.md section 1) ---
+    home: Path = Field(default=Path(".kafkaml"), description="State folder of a local stack")
+    bootstrap_servers: str | None = Field(default=None, description="Kafka brokers")
+    database_url: str | None = Field(default=None, description="PostgreSQL URL (owner role)")
+    api_port: int = 8000
+    api_token: str | None = None
+    control_topic: str = "KAFKA_ML_CONTROL_TOPIC"
+
+    # --- additions ---
+    api_host: str = "127.0.0.1"
+    # The API reads through a role that cannot write; `kafkaml up` creates it.
+    api_database_url: str | None = None
+    # Prefix for every internal topic, so that stacks (and tests) can share a broker.
+    topic_prefix: str = "kafkaml"
+    # Idempotent producers need InitProducerId, which the embedded broker lacks.
+    enable_idempotence: bool = False
+    # The embedded broker holds an empty fetch for the whole wait: keep it short.
+    fetch_max_wait_ms: int = 10
+    # How long a REST mutation waits for its outcome event before answering 202.
+    command_timeout_s: float = 15.0
+    # Model validation sandbox limits.
+    validation_timeout_s: float = 60.0
+    validation_memory_mb: int = 4096
+    log_level: str = "INFO"
+
+    @property
+    def brokers(self) -> str:
+        if not self.bootstrap_servers:
+            raise RuntimeError(
+                "KAFKAML_BOOTSTRAP_SERVERS is not set: start a stack with `kafkaml up` "
+                "or point it at your Kafka brokers."
+            )
+        return self.bootstrap_servers
+
+    @property
+    def db_url(self) -> str:
+        if not self.database_url:
+            raise RuntimeError(
+                "KAFKAML_DATABASE_URL is not set: start a stack with `kafkaml up` "
+                "or point it at your PostgreSQL server."
+            )
+        return self.database_url
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

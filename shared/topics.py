@@ -1,0 +1,71 @@
+"""The one registry of Kafka topics: names, partition counts, configs.
+
+Every topic is created explicitly at start-up (`ensure_topics`): a topic
+auto-created by a produce gets the broker's default partition count, and the
+embedded broker's default is not ours. Keys are entity ids, so one entity's
+messages stay ordered.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from shared.settings import Settings
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    partitions: int
+    config: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Topics:
+    """Names of the internal topics for one stack (they share the settings' prefix)."""
+
+    prefix: str
+    control: str
+
+    @property
+    def commands(self) -> str:
+        """Commands to the orchestrator (REST gateway or users' own producers)."""
+        return f"{self.prefix}.commands"
+
+    @property
+    def events(self) -> str:
+        """Every domain event: outcomes of commands, workload state, validation answers."""
+        return f"{self.prefix}.events"
+
+    @property
+    def validation(self) -> str:
+        """Model validation commands, consumed by the trainer's validator role."""
+        return f"{self.prefix}.validation"
+
+    @property
+    def dead_letters(self) -> str:
+        """Messages no handler could decode or accept, with the reason in the headers."""
+        return f"{self.prefix}.dead-letters"
+
+    def specs(self) -> list[TopicSpec]:
+        return [
+            TopicSpec(self.commands, partitions=4),
+            TopicSpec(self.events, partitions=4),
+            TopicSpec(self.validation, partitions=2),
+            TopicSpec(self.dead_letters, partitions=1),
+            # Upstream's data sources send to the control topic; one partition keeps
+            # announcements in order for trainers that read it from the beginning.
+            TopicSpec(self.control, partitions=1),
+        ]
+
+
+def topics_for(settings: Settings) -> Topics:
+    return Topics(prefix=settings.topic_prefix, control=settings.control_topic)
+
+
+def topic_of(topics: Topics, message_kind: str, message_type: str) -> str:
+    """Where a message of this kind goes: commands to the orchestrator (validation to the
+    validator), every event to the events topic."""
+    if message_type == "ValidateModel":
+        return topics.validation
+    return topics.commands if message_kind == "command" else topics.events
