@@ -1,0 +1,118 @@
+"""In-memory stand-ins for the unit of work, for handler tests (pure logic only)."""
+
+from __future__ import annotations
+
+import itertools
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from types import SimpleNamespace
+from typing import Any, Self
+
+from shared.db.tables import Configuration, Model
+
+
+class FakeModels:
+    def __init__(self) -> None:
+        self.rows: dict[int, Model] = {}
+        self.ids = itertools.count(1)
+        self.config_links: dict[int, list[int]] = {}
+
+    async def add(self, model: Model) -> Model:
+        model.id = next(self.ids)
+        model.created_at = datetime.now(UTC)
+        self.rows[model.id] = model
+        return model
+
+    async def get(self, model_id: int) -> Model | None:
+        return self.rows.get(model_id)
+
+    async def by_command(self, command_id: uuid.UUID) -> Model | None:
+        return next((m for m in self.rows.values() if m.command_id == command_id), None)
+
+    async def list(self) -> Sequence[Model]:
+        return list(self.rows.values())
+
+    async def delete(self, model_id: int) -> None:
+        del self.rows[model_id]
+
+    async def upper_links(self) -> dict[int, int | None]:
+        return {m.id: m.upper_model_id for m in self.rows.values()}
+
+    async def configurations_using(self, model_id: int) -> list[int]:
+        return sorted(c for c, models in self.config_links.items() if model_id in models)
+
+
+class FakeConfigurations:
+    def __init__(self, models: FakeModels) -> None:
+        self.models = models
+        self.rows: dict[int, Configuration] = {}
+        self.ids = itertools.count(1)
+
+    async def add(self, configuration: Configuration, model_ids: Sequence[int]) -> Configuration:
+        configuration.id = next(self.ids)
+        configuration.created_at = datetime.now(UTC)
+        self.rows[configuration.id] = configuration
+        self.models.config_links[configuration.id] = list(model_ids)
+        return configuration
+
+    async def get(self, configuration_id: int) -> Configuration | None:
+        return self.rows.get(configuration_id)
+
+    async def by_command(self, command_id: uuid.UUID) -> Configuration | None:
+        return next((c for c in self.rows.values() if c.command_id == command_id), None)
+
+    async def model_ids(self, configuration_ids: Sequence[int]) -> dict[int, list[int]]:
+        return {c: list(self.models.config_links.get(c, [])) for c in configuration_ids}
+
+    async def delete(self, configuration_id: int) -> None:
+        del self.rows[configuration_id]
+        self.models.config_links.pop(configuration_id, None)
+
+    async def deployments_using(self, configuration_id: int) -> list[int]:
+        return []
+
+
+class FakeProcessed:
+    def __init__(self) -> None:
+        self.rows: dict[tuple[str, uuid.UUID], list[dict[str, Any]]] = {}
+
+    async def get(self, consumer: str, message_id: uuid.UUID) -> list[dict[str, Any]] | None:
+        return self.rows.get((consumer, message_id))
+
+    async def add(self, consumer: str, message_id: uuid.UUID, published: list[dict[str, Any]]) -> None:
+        self.rows[(consumer, message_id)] = published
+
+
+class FakeOutcomes:
+    def __init__(self) -> None:
+        self.rows: dict[uuid.UUID, Any] = {}
+
+    async def record(self, command_id: uuid.UUID, outcome_type: str, event: dict[str, Any]) -> None:
+        self.rows.setdefault(command_id, SimpleNamespace(outcome_type=outcome_type, event=event))
+
+    async def get(self, command_id: uuid.UUID) -> Any:
+        return self.rows.get(command_id)
+
+
+class FakeUnitOfWork:
+    """Commits are counted; leaving without commit discards nothing (tests assert on commits)."""
+
+    def __init__(self) -> None:
+        self.models = FakeModels()
+        self.configurations = FakeConfigurations(self.models)
+        self.processed = FakeProcessed()
+        self.outcomes = FakeOutcomes()
+        self.commits = 0
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
+
+    async def commit(self) -> None:
+        self.commits += 1
+
+    async def rollback(self) -> None:
+        return None

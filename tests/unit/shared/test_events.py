@@ -1,0 +1,54 @@
+"""The message contract: decoding, errors, and the exported JSON Schema kept current."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from shared.errors import Undecodable
+from shared.events import CreateModel, ModelDefinition, decode
+from shared.events.schemas import SCHEMA_DIR, render
+from shared.topics import Topics, topic_of
+
+
+def test_roundtrip_keeps_type_and_ids() -> None:
+    command = CreateModel(payload=ModelDefinition(name="m", framework="pytorch", code="model = 1"))
+    decoded = decode(command.to_bytes())
+    assert isinstance(decoded, CreateModel)
+    assert decoded.event_id == command.event_id and decoded.payload == command.payload
+
+
+def test_unknown_fields_are_ignored_for_forward_compatibility() -> None:
+    raw = json.loads(CreateModel(payload=ModelDefinition(name="m", framework="pytorch", code="x")).to_bytes())
+    raw["future_field"] = 1
+    raw["payload"]["another"] = "x"
+    assert isinstance(decode(json.dumps(raw).encode()), CreateModel)
+
+
+@pytest.mark.parametrize(
+    ("raw", "words"),
+    [
+        (b"not json", "not a Kafka-ML message"),
+        (b'{"type": "Nope", "payload": {}}', "type"),
+        (b'{"type": "CreateModel", "payload": {"name": "m"}}', "CreateModel.payload.framework: Field required"),
+        (None, "empty"),
+    ],
+)
+def test_undecodable_messages_say_why(raw: bytes | None, words: str) -> None:
+    with pytest.raises(Undecodable) as error:
+        decode(raw)
+    assert words in error.value.detail
+
+
+def test_exported_schema_is_current() -> None:
+    """Run `make schemas` when this fails: the files are the public contract."""
+    for name, text in render().items():
+        assert (SCHEMA_DIR / name).read_text() == text, f"{name} is stale: run `make schemas`"
+
+
+def test_messages_are_routed_by_kind() -> None:
+    topics = Topics(prefix="p", control="ctl")
+    assert topic_of(topics, "command", "CreateModel") == "p.commands"
+    assert topic_of(topics, "command", "ValidateModel") == "p.validation"
+    assert topic_of(topics, "event", "ModelCreated") == "p.events"
