@@ -1,0 +1,119 @@
+"""Fixtures shared by the integration and end-to-end tiers.
+
+One real broker (Tansu) and one real PostgreSQL are started per test session
+from the packages the project declares; each test gets its own database and
+its own topic prefix, so tests never see each other's data.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from shared.db.migrate import upgrade
+from shared.db.roles import plain_url
+from shared.settings import Settings
+from shared.stack.broker import Broker, start_broker
+from shared.stack.postgres import EmbeddedPostgres, start_postgres
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def stack_home() -> Iterator[Path]:
+    # Short: PostgreSQL's unix socket path must stay under ~100 characters.
+    home = Path(tempfile.mkdtemp(prefix="kml-", dir="/tmp"))
+    yield home
+    shutil.rmtree(home, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def broker(stack_home: Path) -> Iterator[Broker]:
+    with start_broker(stack_home) as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def postgres(stack_home: Path) -> Iterator[EmbeddedPostgres]:
+    with start_postgres(stack_home) as running:
+        yield running
+
+
+def database_url(server_url: str, name: str) -> str:
+    head, _, query = server_url.partition("?")
+    base = head.rsplit("/", 1)[0]
+    return f"{base}/{name}" + (f"?{query}" if query else "")
+
+
+@pytest.fixture
+async def database(postgres: EmbeddedPostgres) -> AsyncIterator[str]:
+    """A fresh database with the project's schema, dropped after the test."""
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(plain_url(postgres.url))
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    url = database_url(postgres.url, name)
+    await asyncio.to_thread(upgrade, url)
+    try:
+        yield url
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+
+
+@pytest.fixture
+def settings(broker: Broker, database: str, stack_home: Path) -> Settings:
+    prefix = f"t{uuid.uuid4().hex[:10]}"
+    return Settings(
+        home=stack_home,
+        bootstrap_servers=broker.bootstrap_servers,
+        database_url=database,
+        topic_prefix=prefix,
+        control_topic=f"{prefix}.control",
+        api_token="test-token",
+    )
+
+
+def service_env(settings: Settings, *, database: bool) -> dict[str, str]:
+    """The environment a service process gets: the database URL only where it may have it."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KAFKAML_")}
+    env.update(
+        KAFKAML_BOOTSTRAP_SERVERS=settings.brokers,
+        KAFKAML_TOPIC_PREFIX=settings.topic_prefix,
+        KAFKAML_CONTROL_TOPIC=settings.control_topic,
+        KAFKAML_LOG_LEVEL="INFO",
+        PYTHONUNBUFFERED="1",
+    )
+    if database:
+        env["KAFKAML_DATABASE_URL"] = settings.db_url
+    return env
+
+
+@pytest.fixture
+def run_service(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
+    """Starts ``python -m MODULE`` as a real process; kills whatever is left at teardown."""
+    started: list[subprocess.Popen[bytes]] = []
+
+    def start(module: str, env: dict[str, str], name: str | None = None) -> subprocess.Popen[bytes]:
+        log = open(tmp_path / f"{name or module}-{len(started)}.log", "wb")  # noqa: SIM115 - lives with the process
+        process = subprocess.Popen(
+            [sys.executable, "-m", module], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        if process.poll() is None:
+            process.kill()
+            process.wait(10)
