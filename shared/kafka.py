@@ -180,8 +180,12 @@ async def deliver(
         except (KafkaMLError, ValueError, TypeError, KeyError, LookupError) as exc:
             reason = getattr(exc, "detail", None) or f"{type(exc).__name__}: {exc}"
             log.warning(
-                "%s: dead-lettering %s:%s:%s: %s", consumer, received.topic, received.partition,
-                received.offset, reason,
+                "%s: dead-lettering %s:%s:%s: %s",
+                consumer,
+                received.topic,
+                received.partition,
+                received.offset,
+                reason,
             )
             await producer.dead_letter(dead_letter_topic, received, reason, consumer=consumer)
             return
@@ -241,7 +245,7 @@ async def consume(
                     dead_letter_topic=dead_letter_topic,
                     consumer=name,
                 )
-            if consumer._group_id is not None:  # noqa: SLF001 - aiokafka exposes no getter
+            if consumer._group_id is not None:
                 await consumer.commit({TopicPartition(tp.topic, tp.partition): records[-1].offset + 1})
 
 
@@ -267,4 +271,4 @@ async def wait_for_assignment(consumer: AIOKafkaConsumer, timeout_s: float = 60.
 
 async def ping(producer: Producer, timeout_s: float = 3.0) -> None:
     """Raises unless the brokers answer a metadata request in time (for health checks)."""
-    await asyncio.wait_for(producer._producer.client.fetch_all_metadata(), timeout_s)  # noqa: SLF001
+    await asyncio.wait_for(producer._producer.client.fetch_all_metadata(), timeout_s)

@@ -106,7 +106,11 @@ def run_service(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen[bytes
     def start(module: str, env: dict[str, str], name: str | None = None) -> subprocess.Popen[bytes]:
         log = open(tmp_path / f"{name or module}-{len(started)}.log", "wb")  # noqa: SIM115 - lives with the process
         process = subprocess.Popen(
-            [sys.executable, "-m", module], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
+            [sys.executable, "-m", module],
+            cwd=REPO,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )
         started.append(process)

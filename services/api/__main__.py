@@ -1,6 +1,6 @@
 """Runs the REST gateway:
 
-    KAFKAML_BOOTSTRAP_SERVERS=… KAFKAML_API_DATABASE_URL=… KAFKAML_API_TOKEN=… python -m services.api
+KAFKAML_BOOTSTRAP_SERVERS=… KAFKAML_API_DATABASE_URL=… KAFKAML_API_TOKEN=… python -m services.api
 """
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ import logging
 
 import uvicorn
 
-from shared.settings import get_settings
 from services.api.app import create_app
+from shared.settings import get_settings
 
 
 def main() -> None:

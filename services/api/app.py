@@ -8,13 +8,13 @@ from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, Depends, FastAPI
 
-from shared.db.engine import make_engine, make_sessionmaker
-from shared.kafka import Producer
-from shared.settings import Settings
 from services.api import problems
 from services.api.commands import CommandBus
 from services.api.deps import require_token
 from services.api.routes import commands, configurations, health, models
+from shared.db.engine import make_engine, make_sessionmaker
+from shared.kafka import Producer
+from shared.settings import Settings
 
 log = logging.getLogger("kafkaml.api")
 

@@ -13,8 +13,8 @@ import uuid
 
 from aiokafka import AIOKafkaConsumer
 
-from shared.events import OUTCOME_TYPES, Envelope, decode
 from shared.errors import Undecodable
+from shared.events import OUTCOME_TYPES, Envelope, decode
 from shared.kafka import Producer, make_consumer, wait_for_assignment
 from shared.settings import Settings
 from shared.topics import topic_of, topics_for
@@ -32,9 +32,7 @@ class CommandBus:
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        self._consumer = make_consumer(
-            self.settings, self.topics.events, group_id=None, auto_offset_reset="latest"
-        )
+        self._consumer = make_consumer(self.settings, self.topics.events, group_id=None, auto_offset_reset="latest")
         await self._consumer.start()
         self._task = asyncio.create_task(self._listen(), name="outcome-listener")
         await wait_for_assignment(self._consumer)

@@ -10,9 +10,9 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from services.api.commands import CommandBus
 from shared.errors import KafkaMLError
 from shared.settings import Settings
-from services.api.commands import CommandBus
 
 
 class Unauthorized(KafkaMLError):

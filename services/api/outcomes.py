@@ -5,8 +5,8 @@ from __future__ import annotations
 from fastapi import Response
 from fastapi.responses import JSONResponse
 
-from shared.events import CommandRejected, Envelope
 from services.api.problems import Problem
+from shared.events import CommandRejected, Envelope
 
 API = "/api/v1"
 

@@ -1,6 +1,6 @@
 """Runs the orchestrator:
 
-    KAFKAML_BOOTSTRAP_SERVERS=… KAFKAML_DATABASE_URL=… python -m services.orchestrator
+KAFKAML_BOOTSTRAP_SERVERS=… KAFKAML_DATABASE_URL=… python -m services.orchestrator
 """
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ import logging
 
 from faust import Worker
 
+from services.orchestrator.app import create_app
 from shared.kafka import ensure_topics
 from shared.settings import get_settings
-from services.orchestrator.app import create_app
 
 
 def main() -> None:

@@ -14,6 +14,7 @@ from typing import Any
 
 import faust
 
+from services.orchestrator.handlers import HANDLERS
 from shared.db.engine import make_engine, make_sessionmaker
 from shared.db.uow import SqlUnitOfWork
 from shared.events import decode
@@ -21,7 +22,6 @@ from shared.handling import handle_once
 from shared.kafka import Producer, Received, deliver
 from shared.settings import Settings, get_settings
 from shared.topics import topic_of, topics_for
-from services.orchestrator.handlers import HANDLERS
 
 log = logging.getLogger("kafkaml.orchestrator")
 
@@ -112,9 +112,7 @@ class Runtime:
         outgoing = await handle_once(message, handler, uow=SqlUnitOfWork(self.sessions), consumer=CONSUMER)
         for answer in outgoing:
             await self.producer.publish(topic_of(self.topics, answer.kind, answer.type), answer)
-        log.info(
-            "%s %s → %s", message.type, message.event_id, ", ".join(a.type for a in outgoing) or "nothing"
-        )
+        log.info("%s %s → %s", message.type, message.event_id, ", ".join(a.type for a in outgoing) or "nothing")
 
 
 def app_from_env() -> Any:

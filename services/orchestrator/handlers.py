@@ -109,13 +109,17 @@ async def delete_model(command: DeleteModel, uow: UnitOfWork) -> list[Envelope]:
     configurations = await uow.models.configurations_using(model_id)
     if configurations:
         return reject(
-            command, "DeleteModel", 409,
+            command,
+            "DeleteModel",
+            409,
             f"model {model_id} is used by configuration(s) {', '.join(map(str, configurations))}; delete those first",
         )
     lower = sorted(m for m, upper in (await uow.models.upper_links()).items() if upper == model_id)
     if lower:
         return reject(
-            command, "DeleteModel", 409,
+            command,
+            "DeleteModel",
+            409,
             f"model {model_id} is the upper model of model(s) {', '.join(map(str, lower))}; delete those first",
         )
     await uow.models.delete(model_id)
@@ -150,22 +154,25 @@ async def create_configuration(command: CreateConfiguration, uow: UnitOfWork) ->
     missing = sorted({m for m in command.payload.model_ids if m not in links})
     if missing:
         return reject(
-            command, "CreateConfiguration", 422,
-            f"model(s) {', '.join(map(str, missing))} do not exist", field="model_ids",
+            command,
+            "CreateConfiguration",
+            422,
+            f"model(s) {', '.join(map(str, missing))} do not exist",
+            field="model_ids",
         )
     not_top = sorted({m for m in command.payload.model_ids if links[m] is not None})
     if not_top:
         return reject(
-            command, "CreateConfiguration", 422,
+            command,
+            "CreateConfiguration",
+            422,
             f"model(s) {', '.join(map(str, not_top))} sit below an upper model in a distributed chain; "
             "choose the top model of the chain, it brings the whole chain",
             field="model_ids",
         )
     model_ids = expand_chains(command.payload.model_ids, links)
     configuration = await uow.configurations.add(
-        Configuration(
-            name=command.payload.name, description=command.payload.description, command_id=command.event_id
-        ),
+        Configuration(name=command.payload.name, description=command.payload.description, command_id=command.event_id),
         model_ids,
     )
     return [command.reply(ConfigurationCreated(payload=configuration_record(configuration, model_ids)))]
@@ -178,7 +185,9 @@ async def delete_configuration(command: DeleteConfiguration, uow: UnitOfWork) ->
     deployments = await uow.configurations.deployments_using(configuration_id)
     if deployments:
         return reject(
-            command, "DeleteConfiguration", 409,
+            command,
+            "DeleteConfiguration",
+            409,
             f"configuration {configuration_id} is used by deployment(s) {', '.join(map(str, deployments))}",
         )
     await uow.configurations.delete(configuration_id)

@@ -12,12 +12,12 @@ import asyncio
 import logging
 import signal
 
+from services.trainer.sandbox import ModelCodeError, Sandbox, SandboxError
 from shared.events import Envelope, ModelValidated, ModelValidationFailed, ValidateModel, decode
 from shared.events.validation import ValidationError, ValidationPassed
 from shared.kafka import Producer, Received, consume, ensure_topics, make_consumer
 from shared.settings import Settings, get_settings
 from shared.topics import topics_for
-from services.trainer.sandbox import ModelCodeError, Sandbox
 
 log = logging.getLogger("kafkaml.validator")
 
@@ -30,6 +30,11 @@ async def validate(command: ValidateModel, sandbox: Sandbox) -> Envelope:
     except ModelCodeError as error:
         log.info("model %r rejected: %s", definition.name, error.message)
         failure = ValidationError(model=definition, error=error.message, field=error.field, line=error.line)
+        return command.reply(ModelValidationFailed(payload=failure))
+    except SandboxError as error:
+        # Not the user's fault, but an answer beats a request left waiting.
+        log.error("sandbox failure while validating %r: %s", definition.name, error)
+        failure = ValidationError(model=definition, error=f"the validator could not run the code: {error}; try again")
         return command.reply(ModelValidationFailed(payload=failure))
     log.info("model %r validated: %d parameters", definition.name, summary.parameters)
     return command.reply(ModelValidated(payload=ValidationPassed(model=definition, summary=summary)))
@@ -53,8 +58,12 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
         log.info("validator ready: consuming %s", topics.validation)
         try:
             await consume(
-                consumer, on_record, producer=producer, dead_letter_topic=topics.dead_letters,
-                name="validator", stop=stop,
+                consumer,
+                on_record,
+                producer=producer,
+                dead_letter_topic=topics.dead_letters,
+                name="validator",
+                stop=stop,
             )
         finally:
             await consumer.stop()

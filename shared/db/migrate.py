@@ -1,6 +1,6 @@
 """Database migrations (Alembic), run by `kafkaml up` or as a pre-start step:
 
-    python -m shared.db.migrate            # upgrades $KAFKAML_DATABASE_URL to head
+python -m shared.db.migrate            # upgrades $KAFKAML_DATABASE_URL to head
 """
 
 from __future__ import annotations

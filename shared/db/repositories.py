@@ -53,9 +53,7 @@ class ConfigurationRepository:
     async def add(self, configuration: Configuration, model_ids: Sequence[int]) -> Configuration:
         self.session.add(configuration)
         await self.session.flush()
-        self.session.add_all(
-            ConfigurationModel(configuration_id=configuration.id, model_id=m) for m in model_ids
-        )
+        self.session.add_all(ConfigurationModel(configuration_id=configuration.id, model_id=m) for m in model_ids)
         await self.session.flush()
         return configuration
 

@@ -46,9 +46,7 @@ class Configuration(Base):
 class ConfigurationModel(Base):
     __tablename__ = "configuration_models"
 
-    configuration_id: Mapped[int] = mapped_column(
-        ForeignKey("configurations.id", ondelete="CASCADE"), primary_key=True
-    )
+    configuration_id: Mapped[int] = mapped_column(ForeignKey("configurations.id", ondelete="CASCADE"), primary_key=True)
     model_id: Mapped[int] = mapped_column(ForeignKey("models.id", ondelete="RESTRICT"), primary_key=True, index=True)
 
 

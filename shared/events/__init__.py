@@ -15,8 +15,8 @@ from shared.errors import Undecodable
 from shared.events.catalog import (
     CommandRejected,
     ConfigurationCreated,
-    ConfigurationDeleted,
     ConfigurationDefinition,
+    ConfigurationDeleted,
     ConfigurationRecord,
     CreateConfiguration,
     CreateModel,
@@ -62,9 +62,7 @@ def decode(raw: bytes | None) -> Envelope:
     try:
         message: Envelope = MESSAGE_ADAPTER.validate_json(raw)
     except PydanticValidationError as exc:
-        errors = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or '(root)'}: {e['msg']}" for e in exc.errors()[:5]
-        )
+        errors = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or '(root)'}: {e['msg']}" for e in exc.errors()[:5])
         raise Undecodable(f"not a Kafka-ML message: {errors}") from exc
     return message
 

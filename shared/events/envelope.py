@@ -33,9 +33,7 @@ class Envelope(BaseModel):
     type: str
     version: int = 1
     occurred_at: datetime = Field(default_factory=utcnow)
-    correlation_id: UUID | None = Field(
-        default=None, description="The command this message answers (its event_id)"
-    )
+    correlation_id: UUID | None = Field(default=None, description="The command this message answers (its event_id)")
     payload: Any
 
     def key(self) -> bytes:

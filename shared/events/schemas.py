@@ -1,6 +1,6 @@
 """Exports the message schemas as JSON Schema files (a public contract).
 
-    python -m shared.events.schemas          # rewrites shared/events/schemas/
+python -m shared.events.schemas          # rewrites shared/events/schemas/
 """
 
 from __future__ import annotations

@@ -8,9 +8,9 @@ from typing import Any, Literal
 from fastapi import APIRouter
 from pydantic import BaseModel
 
-from shared.db.repositories import OutcomeRepository
 from services.api.deps import SessionDep
 from services.api.outcomes import API
+from shared.db.repositories import OutcomeRepository
 
 router = APIRouter(prefix="/commands", tags=["commands"])
 

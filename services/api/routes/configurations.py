@@ -6,13 +6,19 @@ from typing import Any
 
 from fastapi import APIRouter, Response
 
+from services.api.deps import BusDep, SessionDep
+from services.api.outcomes import no_content, pending, raise_if_rejected
 from shared.db.records import configuration_record
 from shared.db.repositories import ConfigurationRepository
 from shared.errors import NotFound
-from shared.events import ConfigurationCreated, ConfigurationDefinition, ConfigurationRecord, CreateConfiguration, DeleteConfiguration
+from shared.events import (
+    ConfigurationCreated,
+    ConfigurationDefinition,
+    ConfigurationRecord,
+    CreateConfiguration,
+    DeleteConfiguration,
+)
 from shared.events.catalog import DeleteConfigurationPayload
-from services.api.deps import BusDep, SessionDep
-from services.api.outcomes import no_content, pending, raise_if_rejected
 
 router = APIRouter(prefix="/configurations", tags=["configurations"])
 
@@ -51,7 +57,9 @@ async def get_configuration(configuration_id: int, session: SessionDep) -> Confi
     return configuration_record(configuration, (await repository.model_ids([configuration_id]))[configuration_id])
 
 
-@router.delete("/{configuration_id}", status_code=204, summary="Delete a configuration (409 while a deployment uses it)")
+@router.delete(
+    "/{configuration_id}", status_code=204, summary="Delete a configuration (409 while a deployment uses it)"
+)
 async def delete_configuration(configuration_id: int, bus: BusDep) -> Response:
     command = DeleteConfiguration(payload=DeleteConfigurationPayload(configuration_id=configuration_id))
     outcome = await bus.send(command)

@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Response
 
+from services.api.deps import BusDep, SessionDep
+from services.api.outcomes import no_content, pending, raise_if_rejected
 from shared.db.records import model_record
 from shared.db.repositories import ModelRepository
 from shared.errors import NotFound
 from shared.events import CreateModel, DeleteModel, ModelCreated, ModelDefinition, ModelRecord
 from shared.events.catalog import DeleteModelPayload
-from services.api.deps import BusDep, SessionDep
-from services.api.outcomes import no_content, pending, raise_if_rejected
 
 router = APIRouter(prefix="/models", tags=["models"])
 

@@ -21,7 +21,9 @@ async def test_api_role_reads_but_postgres_refuses_its_writes(database: str) -> 
     try:
         assert await api.fetchval("SELECT count(*) FROM configurations") == 1
         with pytest.raises(asyncpg.ReadOnlySQLTransactionError):
-            await api.execute("INSERT INTO configurations (name, description, command_id) VALUES ('x', '', gen_random_uuid())")
+            await api.execute(
+                "INSERT INTO configurations (name, description, command_id) VALUES ('x', '', gen_random_uuid())"
+            )
         # Even with the read-only default switched off, the role holds no write privilege.
         await api.execute("SET default_transaction_read_only = off")
         for statement in (

@@ -27,14 +27,16 @@ from shared.events import (
     decode,
 )
 from shared.events.validation import ValidationPassed
-from shared.kafka import Producer, ensure_topics, make_consumer, wait_for_assignment
+from shared.kafka import Producer, ensure_topics, make_consumer
 from shared.settings import Settings
 from shared.topics import topics_for
 from tests.conftest import service_env
 
 pytestmark = pytest.mark.integration
 
-SUMMARY = ModelSummary(layers=[], parameters=1, trainable_parameters=1, input_shapes=[[None, 1]], output_shapes=[[None, 1]])
+SUMMARY = ModelSummary(
+    layers=[], parameters=1, trainable_parameters=1, input_shapes=[[None, 1]], output_shapes=[[None, 1]]
+)
 StartService = Callable[..., subprocess.Popen[bytes]]
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from services.orchestrator.handlers import HANDLERS, expand_chains
 from shared.events import (
     CommandRejected,
     ConfigurationCreated,
@@ -20,10 +21,11 @@ from shared.events import (
 from shared.events.catalog import DeleteModelPayload
 from shared.events.validation import ValidationError, ValidationPassed
 from shared.handling import handle_once
-from services.orchestrator.handlers import HANDLERS, expand_chains
 from tests.unit.fakes import FakeUnitOfWork
 
-SUMMARY = ModelSummary(layers=[], parameters=10, trainable_parameters=10, input_shapes=[[None, 2]], output_shapes=[[None, 1]])
+SUMMARY = ModelSummary(
+    layers=[], parameters=10, trainable_parameters=10, input_shapes=[[None, 2]], output_shapes=[[None, 1]]
+)
 
 
 def definition(name: str = "m", upper: int | None = None, framework: str = "tensorflow") -> ModelDefinition:
@@ -97,7 +99,11 @@ async def test_configuration_refuses_a_model_inside_a_chain_and_unknown_models()
         command = CreateConfiguration(payload=ConfigurationDefinition(name="c", model_ids=ids))
         [rejected] = await HANDLERS["CreateConfiguration"](command, uow)  # type: ignore[arg-type]
         assert isinstance(rejected, CommandRejected)
-        assert rejected.payload.status == 422 and rejected.payload.field == "model_ids" and words in rejected.payload.detail
+        assert (
+            rejected.payload.status == 422
+            and rejected.payload.field == "model_ids"
+            and words in rejected.payload.detail
+        )
 
 
 async def test_delete_model_conflicts_while_used_and_works_after() -> None:
@@ -120,7 +126,11 @@ async def test_delete_model_conflicts_while_a_lower_model_points_to_it() -> None
     cloud = await create(uow, definition("cloud"))
     await create(uow, definition("edge", upper=cloud))
     [conflict] = await HANDLERS["DeleteModel"](DeleteModel(payload=DeleteModelPayload(model_id=cloud)), uow)  # type: ignore[arg-type]
-    assert isinstance(conflict, CommandRejected) and conflict.payload.status == 409 and "upper model" in conflict.payload.detail
+    assert (
+        isinstance(conflict, CommandRejected)
+        and conflict.payload.status == 409
+        and "upper model" in conflict.payload.detail
+    )
 
 
 async def test_handle_once_replays_the_stored_answer_for_a_redelivered_message() -> None:

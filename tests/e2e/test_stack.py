@@ -1,0 +1,221 @@
+"""End to end: `kafkaml up --detach` on a fresh home, then the REST API as a user calls it,
+then `kafkaml down` leaves no process behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+import pytest
+
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.e2e
+
+KERAS = """model = tf.keras.models.Sequential([
+  tf.keras.layers.Flatten(input_shape=(8, 8)),
+  tf.keras.layers.Dense(128, activation='relu'),
+  tf.keras.layers.Dense(10, activation='softmax')
+])
+model.compile(
+    optimizer=tf.keras.optimizers.Adam(0.001),
+    loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    metrics=[tf.keras.metrics.SparseCategoricalAccuracy()],
+)
+"""
+
+PYTORCH = """class NeuralNetwork(nn.Module):
+    def __init__(self):
+        super(NeuralNetwork, self).__init__()
+        self.flatten = nn.Flatten()
+        self.linear_relu_stack = nn.Sequential(
+            nn.Linear(8*8, 128),
+            nn.ReLU(),
+            nn.Linear(128, 10),
+            nn.Softmax()
+        )
+
+    def forward(self, x):
+        x = self.flatten(x)
+        logits = self.linear_relu_stack(x)
+        return logits
+
+    def loss_fn(self):
+        return nn.CrossEntropyLoss()
+
+    def optimizer(self):
+        return torch.optim.Adam(model.parameters(), lr=0.001)
+
+    def metrics(self):
+        val_metrics = {
+            "accuracy": Accuracy(),
+            "loss": Loss(self.loss_fn())
+         }
+        return val_metrics
+
+model = NeuralNetwork()
+"""
+PYTORCH_IMPORTS = "import torch\nimport torch.nn as nn\nfrom ignite.metrics import Accuracy, Loss\n"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def kafkaml(env: dict[str, str], *args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "shared.cli", *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def stack_processes(home: Path) -> list[psutil.Process]:
+    """Every process whose command line or working files point into ``home``."""
+    found = []
+    for process in psutil.process_iter(["cmdline", "pid"]):
+        try:
+            cmdline = " ".join(process.info["cmdline"] or [])
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+        if str(home) in cmdline and process.pid != os.getpid():
+            found.append(process)
+    return found
+
+
+@pytest.fixture(scope="module")
+def stack() -> Iterator[dict[str, Any]]:
+    home = Path(tempfile.mkdtemp(prefix="kml-e2e-", dir="/tmp"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KAFKAML_")}
+    env.update(KAFKAML_HOME=str(home), KAFKAML_API_PORT=str(free_port()))
+    started = time.monotonic()
+    up = kafkaml(env, "up", "--detach")
+    assert up.returncode == 0, f"kafkaml up failed:\n{up.stdout}\n{up.stderr}"
+    info = json.loads((home / "stack.json").read_text())
+    info.update(home=home, env=env, up_seconds=time.monotonic() - started)
+    try:
+        yield info
+    finally:
+        # test_down_leaves_no_process stops it; this is the safety net when a test failed first.
+        kafkaml(env, "down", timeout=120)
+
+
+@pytest.fixture(scope="module")
+def api(stack: dict[str, Any]) -> Iterator[httpx.Client]:
+    headers = {"Authorization": f"Bearer {stack['token']}"}
+    with httpx.Client(base_url=stack["api_url"] + "/api/v1", headers=headers, timeout=60) as client:
+        yield client
+
+
+def test_up_writes_stack_json_and_health_is_ok(stack: dict[str, Any]) -> None:
+    for key in ("api_url", "bootstrap_servers", "database_url", "token"):
+        assert stack[key], key
+    assert oct((stack["home"] / "stack.json").stat().st_mode & 0o777) == "0o600"
+    health = httpx.get(stack["api_url"] + "/api/v1/health", timeout=10)
+    assert health.status_code == 200
+    assert health.json() == {"status": "ok", "kafka": "ok", "database": "ok"}
+    status = kafkaml(stack["env"], "status")
+    assert status.returncode == 0, status.stdout + status.stderr
+
+
+def test_routes_need_the_token(stack: dict[str, Any]) -> None:
+    base = stack["api_url"] + "/api/v1"
+    for method, path in (("GET", "/models"), ("POST", "/models"), ("GET", "/configurations"), ("DELETE", "/models/1")):
+        answer = httpx.request(method, base + path, timeout=10)
+        assert answer.status_code == 401, (method, path)
+        assert answer.headers["content-type"].startswith("application/problem+json")
+    wrong = httpx.get(base + "/models", headers={"Authorization": "Bearer nope"}, timeout=10)
+    assert wrong.status_code == 401
+    assert httpx.get(stack["api_url"] + "/openapi.json", timeout=10).status_code == 200
+
+
+def test_keras_model_is_validated_and_summarized_within_10_s(api: httpx.Client) -> None:
+    body = {"name": "digits-keras", "framework": "tensorflow", "code": KERAS}
+    first = api.post("/models", json=body)
+    assert first.status_code == 201, first.text
+    started = time.monotonic()
+    answer = api.post("/models", json=body | {"name": "digits-keras-2"})
+    elapsed = time.monotonic() - started
+    assert answer.status_code == 201, answer.text
+    assert elapsed < 10, f"took {elapsed:.1f}s on a warm stack"
+    summary = answer.json()["summary"]
+    assert summary["parameters"] == 9610
+    assert summary["input_shapes"] == [[None, 8, 8]] and summary["output_shapes"] == [[None, 10]]
+    assert [layer["type"] for layer in summary["layers"]] == ["Flatten", "Dense", "Dense"]
+    fetched = api.get(f"/models/{answer.json()['id']}")
+    assert fetched.status_code == 200 and fetched.json()["summary"]["parameters"] == 9610
+
+
+def test_pytorch_model_is_accepted(api: httpx.Client) -> None:
+    answer = api.post(
+        "/models", json={"name": "digits-torch", "framework": "pytorch", "code": PYTORCH, "imports": PYTORCH_IMPORTS}
+    )
+    assert answer.status_code == 201, answer.text
+    assert answer.json()["summary"]["parameters"] == 9610
+
+
+def test_unclosed_bracket_answers_422_naming_the_line(api: httpx.Client) -> None:
+    code = "model = tf.keras.models.Sequential([\n  tf.keras.layers.Dense(10),\n\nmodel.compile()\n"
+    answer = api.post("/models", json={"name": "broken", "framework": "tensorflow", "code": code})
+    assert answer.status_code == 422, answer.text
+    problem = answer.json()
+    assert problem["field"] == "code" and problem["line"] == 1
+    assert "line 1" in problem["detail"]
+
+
+def test_pytorch_model_without_training_hooks_is_refused(api: httpx.Client) -> None:
+    code = "class N(nn.Module):\n    def forward(self, x):\n        return x\nmodel = N()\n"
+    answer = api.post("/models", json={"name": "bare", "framework": "pytorch", "code": code})
+    assert answer.status_code == 422
+    assert all(word in answer.json()["detail"] for word in ("loss_fn", "optimizer", "metrics"))
+
+
+def test_bad_fields_are_named(api: httpx.Client) -> None:
+    answer = api.post("/models", json={"name": "x", "framework": "sklearn", "code": "model = 1"})
+    assert answer.status_code == 422 and answer.json()["field"] == "framework"
+
+
+def test_model_in_use_cannot_be_deleted(api: httpx.Client) -> None:
+    model = api.post("/models", json={"name": "used", "framework": "tensorflow", "code": KERAS}).json()
+    configuration = api.post("/configurations", json={"name": "c", "model_ids": [model["id"]]})
+    assert configuration.status_code == 201, configuration.text
+    assert configuration.json()["model_ids"] == [model["id"]]
+    conflict = api.delete(f"/models/{model['id']}")
+    assert conflict.status_code == 409 and str(configuration.json()["id"]) in conflict.json()["detail"]
+    assert api.delete(f"/configurations/{configuration.json()['id']}").status_code == 204
+    assert api.delete(f"/models/{model['id']}").status_code == 204
+    assert api.get(f"/models/{model['id']}").status_code == 404
+
+
+def test_distributed_chain_comes_with_its_top_model(api: httpx.Client) -> None:
+    top = api.post("/models", json={"name": "cloud", "framework": "tensorflow", "code": KERAS}).json()
+    edge = api.post(
+        "/models", json={"name": "edge", "framework": "tensorflow", "code": KERAS, "upper_model_id": top["id"]}
+    ).json()
+    configuration = api.post("/configurations", json={"name": "chain", "model_ids": [top["id"]]})
+    assert configuration.status_code == 201
+    assert configuration.json()["model_ids"] == sorted([top["id"], edge["id"]])
+    assert api.post("/configurations", json={"name": "x", "model_ids": [edge["id"]]}).status_code == 422
+
+
+def test_down_leaves_no_process(stack: dict[str, Any]) -> None:
+    down = kafkaml(stack["env"], "down", timeout=120)
+    assert down.returncode == 0, down.stdout + down.stderr
+    time.sleep(1)
+    assert stack_processes(stack["home"]) == []
+    assert not (stack["home"] / "stack.json").exists()
