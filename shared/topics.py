@@ -43,6 +43,16 @@ class Topics:
         return f"{self.prefix}.validation"
 
     @property
+    def jobs(self) -> str:
+        """Job specs for trainers (and later inferencers), keyed by job id."""
+        return f"{self.prefix}.jobs"
+
+    @property
+    def artifacts(self) -> str:
+        """Trained models in checksummed chunks, keyed by result id."""
+        return f"{self.prefix}.artifacts"
+
+    @property
     def dead_letters(self) -> str:
         """Messages no handler could decode or accept, with the reason in the headers."""
         return f"{self.prefix}.dead-letters"
@@ -52,6 +62,9 @@ class Topics:
             TopicSpec(self.commands, partitions=4),
             TopicSpec(self.events, partitions=4),
             TopicSpec(self.validation, partitions=2),
+            # One partition: a starting trainer scans it for its job id.
+            TopicSpec(self.jobs, partitions=1),
+            TopicSpec(self.artifacts, partitions=4),
             TopicSpec(self.dead_letters, partitions=1),
             # Upstream's data sources send to the control topic; one partition keeps
             # announcements in order for trainers that read it from the beginning.
@@ -66,6 +79,7 @@ def topics_for(settings: Settings) -> Topics:
 def topic_of(topics: Topics, message_kind: str, message_type: str) -> str:
     """Where a message of this kind goes: commands to the orchestrator (validation to the
     validator), every event to the events topic."""
-    if message_type == "ValidateModel":
-        return topics.validation
+    special = {"ValidateModel": topics.validation, "TrainJob": topics.jobs, "ArtifactChunk": topics.artifacts}
+    if message_type in special:
+        return special[message_type]
     return topics.commands if message_kind == "command" else topics.events

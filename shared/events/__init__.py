@@ -29,7 +29,29 @@ from shared.events.catalog import (
     ModelSummary,
     Rejection,
 )
+from shared.events.datasources import (
+    DatasourceRecord,
+    DatasourceRecorded,
+    DatasourceSent,
+    SendDatasource,
+    SendDatasourcePayload,
+)
 from shared.events.envelope import Envelope, Payload
+from shared.events.training import (
+    ArtifactChunk,
+    DeploymentCreated,
+    DeploymentRecord,
+    DeployTraining,
+    EpochCompleted,
+    JobSpec,
+    StopTraining,
+    TrainingFailed,
+    TrainingFinished,
+    TrainingParams,
+    TrainingStatusChanged,
+    TrainingStopped,
+    TrainJob,
+)
 from shared.events.validation import ModelValidated, ModelValidationFailed, ValidateModel
 
 Message = Annotated[
@@ -44,7 +66,20 @@ Message = Annotated[
     | ModelDeleted
     | ConfigurationCreated
     | ConfigurationDeleted
-    | CommandRejected,
+    | CommandRejected
+    | DeployTraining
+    | DeploymentCreated
+    | StopTraining
+    | TrainingStopped
+    | TrainJob
+    | TrainingStatusChanged
+    | EpochCompleted
+    | TrainingFinished
+    | TrainingFailed
+    | ArtifactChunk
+    | DatasourceRecorded
+    | SendDatasource
+    | DatasourceSent,
     Field(discriminator="type"),
 ]
 
@@ -52,7 +87,16 @@ MESSAGE_ADAPTER: TypeAdapter[Message] = TypeAdapter(Message)
 
 # Events that end a REST mutation: the API waits for one of these.
 OUTCOME_TYPES = frozenset(
-    {"ModelCreated", "ModelDeleted", "ConfigurationCreated", "ConfigurationDeleted", "CommandRejected"}
+    {
+        "ModelCreated",
+        "ModelDeleted",
+        "ConfigurationCreated",
+        "ConfigurationDeleted",
+        "DeploymentCreated",
+        "TrainingStopped",
+        "DatasourceSent",
+        "CommandRejected",
+    }
 )
 
 
@@ -69,6 +113,24 @@ def decode(raw: bytes | None) -> Envelope:
 
 __all__ = [
     "MESSAGE_ADAPTER",
+    "ArtifactChunk",
+    "DatasourceRecord",
+    "DatasourceRecorded",
+    "DatasourceSent",
+    "DeployTraining",
+    "DeploymentCreated",
+    "DeploymentRecord",
+    "EpochCompleted",
+    "JobSpec",
+    "SendDatasource",
+    "SendDatasourcePayload",
+    "StopTraining",
+    "TrainJob",
+    "TrainingFailed",
+    "TrainingFinished",
+    "TrainingParams",
+    "TrainingStatusChanged",
+    "TrainingStopped",
     "OUTCOME_TYPES",
     "CommandRejected",
     "ConfigurationCreated",

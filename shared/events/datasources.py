@@ -1,0 +1,56 @@
+"""Data sources: what the control logger recorded from control messages."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, ClassVar, Literal
+
+from shared.events.envelope import Envelope, Payload
+
+
+class DatasourceRecord(Payload):
+    id: int
+    deployment_id: int
+    topic: str
+    input_format: Literal["RAW", "AVRO"]
+    input_config: dict[str, Any]
+    validation_rate: float
+    test_rate: float
+    total_msg: int | None
+    description: str
+    unsupervised_topic: str | None = None
+    dataset_restrictions: dict[str, Any] | str | None = None
+    incremental: bool = False
+    control_topic: str
+    partition: int
+    offset: int
+    created_at: datetime
+
+    def partition_key(self) -> int:
+        return self.deployment_id
+
+
+class DatasourceRecorded(Envelope):
+    type: Literal["DatasourceRecorded"] = "DatasourceRecorded"
+    payload: DatasourceRecord
+
+
+class SendDatasourcePayload(Payload):
+    datasource_id: int
+    deployment_id: int
+
+    def partition_key(self) -> int:
+        return self.datasource_id
+
+
+class SendDatasource(Envelope):
+    """Announce a recorded data set again, to another deployment (a new control message)."""
+
+    kind: ClassVar[str] = "command"
+    type: Literal["SendDatasource"] = "SendDatasource"
+    payload: SendDatasourcePayload
+
+
+class DatasourceSent(Envelope):
+    type: Literal["DatasourceSent"] = "DatasourceSent"
+    payload: SendDatasourcePayload

@@ -1,0 +1,240 @@
+"""Training: deployments, jobs for trainers, their progress, results and artifacts.
+
+Flow: ``DeployTraining`` (REST) → orchestrator records the deployment and one
+result per model, publishes ``DeploymentCreated`` and one ``TrainJob`` per
+job (a standalone model, or a whole distributed chain) on the jobs topic, and
+launches a trainer per job. The trainer, which has no database credentials,
+reads its ``TrainJob``, finds its data through the control topic, and reports
+``TrainingStatusChanged`` → ``EpochCompleted``… → ``TrainingFinished`` (with
+the model sent as ``ArtifactChunk``s) or ``TrainingFailed``.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, ClassVar, Literal
+
+from pydantic import Field
+
+from shared.events.catalog import Framework
+from shared.events.envelope import Envelope, Payload
+
+ResultStatus = Literal["created", "waiting_data", "training", "finished", "failed", "stopped"]
+TERMINAL_STATUSES: frozenset[str] = frozenset({"finished", "failed", "stopped"})
+
+
+class DistributedParams(Payload):
+    """Joint training of a distributed chain (upstream's defaults)."""
+
+    optimizer: str = "adam"
+    learning_rate: float = Field(default=0.001, gt=0)
+    loss: str = "sparse_categorical_crossentropy"
+    metrics: list[str] | str = Field(default_factory=lambda: ["sparse_categorical_accuracy"])
+
+
+class TrainingParams(Payload):
+    configuration_id: int
+    batch_size: int = Field(default=32, ge=1, le=1_000_000)
+    fit: dict[str, Any] = Field(default_factory=lambda: {"epochs": 5})
+    evaluate: dict[str, Any] = Field(default_factory=dict)
+    confusion_matrix: bool = False
+    gpus: int = Field(default=0, ge=0, le=16)
+    distributed: DistributedParams | None = None
+
+
+class DeployTraining(Envelope):
+    """Deploy a configuration for training: one result per model."""
+
+    kind: ClassVar[str] = "command"
+    type: Literal["DeployTraining"] = "DeployTraining"
+    payload: TrainingParams
+
+
+class ResultRef(Payload):
+    id: int
+    model_id: int
+    status: ResultStatus
+
+
+class DeploymentRecord(TrainingParams):
+    id: int
+    status: str
+    created_at: datetime
+    results: list[ResultRef]
+
+    def partition_key(self) -> int:
+        return self.id
+
+
+class DeploymentCreated(Envelope):
+    type: Literal["DeploymentCreated"] = "DeploymentCreated"
+    payload: DeploymentRecord
+
+
+class StopTrainingPayload(Payload):
+    result_id: int
+
+    def partition_key(self) -> int:
+        return self.result_id
+
+
+class StopTraining(Envelope):
+    """Stop the job that trains this result (the whole chain for a distributed model)."""
+
+    kind: ClassVar[str] = "command"
+    type: Literal["StopTraining"] = "StopTraining"
+    payload: StopTrainingPayload
+
+
+class TrainingStopped(Envelope):
+    """The outcome of ``StopTraining`` (the results then move to ``stopped``)."""
+
+    type: Literal["TrainingStopped"] = "TrainingStopped"
+    payload: StopTrainingPayload
+
+
+class JobModel(Payload):
+    """One model a job trains. In a chain, ``upper_model_id`` links to the next model up."""
+
+    result_id: int
+    model_id: int
+    name: str
+    code: str
+    imports: str = ""
+    upper_model_id: int | None = None
+
+
+class JobSpec(Payload):
+    job_id: str
+    deployment_id: int
+    framework: Framework
+    models: list[JobModel] = Field(min_length=1)
+    batch_size: int
+    fit: dict[str, Any]
+    evaluate: dict[str, Any]
+    confusion_matrix: bool
+    gpus: int = 0
+    distributed: DistributedParams | None = None
+    # How long the trainer waits for its control message before failing.
+    data_timeout_s: float = 3600.0
+
+    def partition_key(self) -> str:
+        return self.job_id
+
+
+class TrainJob(Envelope):
+    """A trainer's job spec; the trainer reads it from the jobs topic by its ``job_id``."""
+
+    kind: ClassVar[str] = "command"
+    type: Literal["TrainJob"] = "TrainJob"
+    payload: JobSpec
+
+
+class DatasourceRef(Payload):
+    """The control message a trainer used (its place on the control topic identifies it)."""
+
+    control_topic: str
+    partition: int
+    offset: int
+    deployment_id: int
+    topic: str
+    input_format: Literal["RAW", "AVRO"]
+    input_config: dict[str, Any]
+    validation_rate: float
+    test_rate: float
+    total_msg: int | None = None
+
+
+class StatusChange(Payload):
+    result_id: int
+    deployment_id: int
+    status: ResultStatus
+    error: str | None = None
+    datasource: DatasourceRef | None = None
+
+    def partition_key(self) -> int:
+        return self.result_id
+
+
+class TrainingStatusChanged(Envelope):
+    type: Literal["TrainingStatusChanged"] = "TrainingStatusChanged"
+    payload: StatusChange
+
+
+class EpochMetrics(Payload):
+    result_id: int
+    epoch: int = Field(ge=1)
+    train: dict[str, float]
+    val: dict[str, float] = Field(default_factory=dict)
+
+    def partition_key(self) -> int:
+        return self.result_id
+
+
+class EpochCompleted(Envelope):
+    type: Literal["EpochCompleted"] = "EpochCompleted"
+    payload: EpochMetrics
+
+
+class ArtifactRef(Payload):
+    format: Literal["keras", "pt"]
+    size: int
+    sha256: str
+    chunks: int
+
+
+class SampleCounts(Payload):
+    train: int
+    validation: int
+    test: int
+    # Samples that could not be decoded (wrong size, bad Avro): skipped and reported.
+    bad: int = 0
+
+
+class TrainingOutcome(Payload):
+    result_id: int
+    deployment_id: int
+    test_metrics: dict[str, float] = Field(default_factory=dict)
+    confusion_matrix: list[list[int]] | None = None
+    training_time: float
+    artifact: ArtifactRef
+    samples: SampleCounts
+    datasource: DatasourceRef | None = None
+
+    def partition_key(self) -> int:
+        return self.result_id
+
+
+class TrainingFinished(Envelope):
+    type: Literal["TrainingFinished"] = "TrainingFinished"
+    payload: TrainingOutcome
+
+
+class Failure(Payload):
+    result_id: int
+    deployment_id: int
+    error: str
+
+    def partition_key(self) -> int:
+        return self.result_id
+
+
+class TrainingFailed(Envelope):
+    type: Literal["TrainingFailed"] = "TrainingFailed"
+    payload: Failure
+
+
+class Chunk(Payload):
+    result_id: int
+    index: int = Field(ge=0)
+    count: int = Field(ge=1)
+    sha256: str = Field(description="of the whole artifact")
+    data: str = Field(description="base64 of this chunk's bytes")
+
+    def partition_key(self) -> int:
+        return self.result_id
+
+
+class ArtifactChunk(Envelope):
+    type: Literal["ArtifactChunk"] = "ArtifactChunk"
+    payload: Chunk
