@@ -38,6 +38,13 @@ class Settings(BaseSettings):
     # Model validation sandbox limits.
     validation_timeout_s: float = 60.0
     validation_memory_mb: int = 4096
+    # Training workloads.
+    launcher: str = Field(default="local", description="local | kubernetes")
+    trainer_memory_mb: int = 8192
+    # Above this, a trainer re-reads its data from Kafka each epoch instead of keeping it decoded.
+    trainer_cache_mb: int = 2048
+    # How long a trainer waits for its control message before its result fails.
+    data_timeout_s: float = 3600.0
     log_level: str = "INFO"
 
     @property

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Depends, FastAPI
 from services.api import problems
 from services.api.commands import CommandBus
 from services.api.deps import require_token
-from services.api.routes import commands, configurations, health, models
+from services.api.routes import commands, configurations, datasources, deployments, health, models, results
 from shared.db.engine import make_engine, make_sessionmaker
 from shared.kafka import Producer
 from shared.settings import Settings
@@ -58,7 +58,7 @@ def create_app(settings: Settings) -> FastAPI:
     problems.install(app)
     app.include_router(health.router, prefix="/api/v1")
     protected = APIRouter(prefix="/api/v1", dependencies=[Depends(require_token)])
-    for module in (models, configurations, commands):
+    for module in (models, configurations, deployments, results, datasources, commands):
         protected.include_router(module.router)
     app.include_router(protected)
     return app

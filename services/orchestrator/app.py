@@ -9,15 +9,20 @@ by the broker (or the record was dead-lettered).
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from typing import Any
 
 import faust
 
 from services.orchestrator.handlers import HANDLERS
+from services.orchestrator.launchers import Launcher, LocalLauncher
+from shared.control import key_for_deployment
 from shared.db.engine import make_engine, make_sessionmaker
 from shared.db.uow import SqlUnitOfWork
-from shared.events import decode
+from shared.events import Envelope, decode
+from shared.events.datasources import DatasourceSent
+from shared.events.training import Failure, JobSpec, TrainingFailed, TrainingStopped, TrainJob
 from shared.handling import handle_once
 from shared.kafka import Producer, Received, deliver
 from shared.settings import Settings, get_settings
@@ -74,7 +79,7 @@ def create_app(settings: Settings) -> faust.App:
 
 
 class Runtime:
-    """What the agent needs: a producer and the database, started once."""
+    """What the agent needs: a producer, the database and the launcher, started once."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -82,6 +87,7 @@ class Runtime:
         self.engine = make_engine(settings.db_url)
         self.sessions = make_sessionmaker(self.engine)
         self.producer = Producer(settings)
+        self.launcher: Launcher = LocalLauncher(settings, self.report_failure, memory_mb=settings.trainer_memory_mb)
         self._started = asyncio.Event()
         self._starting = False
 
@@ -91,8 +97,46 @@ class Runtime:
             return
         self._starting = True
         await self.producer.start()
+        await self.reconcile()
         self._started.set()
         log.info("orchestrator ready: consuming %s and %s", self.topics.commands, self.topics.events)
+
+    async def reconcile(self) -> None:
+        """After a restart: every job the database says is in flight runs again."""
+        async with SqlUnitOfWork(self.sessions) as uow:
+            jobs = await uow.training.active_jobs()
+        running = await self.launcher.running()
+        for job in jobs:
+            if str(job.id) in running:
+                continue
+            spec = JobSpec.model_validate(job.spec)
+            log.info(
+                "reconcile: job %s of deployment %d is not running; launching it again", job.id, spec.deployment_id
+            )
+            # The spec goes out again too: an embedded broker forgets its topics on restart.
+            await self.producer.publish(self.topics.jobs, TrainJob(payload=spec))
+            await self.launcher.launch_training(spec)
+
+    async def report_failure(self, spec: JobSpec, reason: str) -> None:
+        """A job's process ended without reporting: its results fail with the reason."""
+        for model in spec.models:
+            failure = Failure(result_id=model.result_id, deployment_id=spec.deployment_id, error=reason)
+            await self.producer.publish(self.topics.events, TrainingFailed(payload=failure))
+
+    async def after_commit(self, answer: Envelope) -> None:
+        """Effects outside the database, run once the answer is committed and published
+        (and again on a redelivery: each is idempotent)."""
+        if isinstance(answer, TrainJob):
+            await self.launcher.launch_training(answer.payload)
+        elif isinstance(answer, TrainingStopped) and answer.payload.job_id:
+            await self.launcher.stop(answer.payload.job_id)
+        elif isinstance(answer, DatasourceSent):
+            sent = answer.payload
+            await self.producer.send(
+                self.settings.control_topic,
+                json.dumps(sent.control_message).encode(),
+                key=key_for_deployment(sent.deployment_id),
+            )
 
     async def handle(self, received: Received) -> None:
         await self.start()
@@ -112,6 +156,8 @@ class Runtime:
         outgoing = await handle_once(message, handler, uow=SqlUnitOfWork(self.sessions), consumer=CONSUMER)
         for answer in outgoing:
             await self.producer.publish(topic_of(self.topics, answer.kind, answer.type), answer)
+        for answer in outgoing:
+            await self.after_commit(answer)
         log.info("%s %s → %s", message.type, message.event_id, ", ".join(a.type for a in outgoing) or "nothing")
 
 

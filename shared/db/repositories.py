@@ -10,7 +10,17 @@ from sqlalchemy import delete, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from shared.db.tables import CommandOutcome, Configuration, ConfigurationModel, Model, ProcessedMessage
+from shared.db.tables import (
+    CommandOutcome,
+    Configuration,
+    ConfigurationModel,
+    Datasource,
+    Deployment,
+    Model,
+    ProcessedMessage,
+    TrainingJob,
+    TrainingResult,
+)
 
 
 class ModelRepository:
@@ -81,8 +91,10 @@ class ConfigurationRepository:
         await self.session.execute(delete(Configuration).where(Configuration.id == configuration_id))
 
     async def deployments_using(self, configuration_id: int) -> list[int]:
-        # Deployments arrive with the training issue; until then nothing uses a configuration.
-        return []
+        rows = await self.session.scalars(
+            select(Deployment.id).where(Deployment.configuration_id == configuration_id).order_by(Deployment.id)
+        )
+        return list(rows)
 
 
 class ProcessedRepository:
@@ -108,3 +120,90 @@ class OutcomeRepository:
 
     async def get(self, command_id: uuid.UUID) -> CommandOutcome | None:
         return await self.session.get(CommandOutcome, command_id)
+
+
+ACTIVE_STATUSES = ("created", "waiting_data", "training")
+
+
+class DeploymentRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def add(self, deployment: Deployment) -> Deployment:
+        self.session.add(deployment)
+        await self.session.flush()
+        return deployment
+
+    async def get(self, deployment_id: int) -> Deployment | None:
+        return await self.session.get(Deployment, deployment_id)
+
+    async def by_command(self, command_id: uuid.UUID) -> Deployment | None:
+        return await self.session.scalar(select(Deployment).where(Deployment.command_id == command_id))
+
+    async def list(self) -> Sequence[Deployment]:
+        return (await self.session.scalars(select(Deployment).order_by(Deployment.id))).all()
+
+    async def using_configuration(self, configuration_id: int) -> list[int]:
+        rows = await self.session.scalars(
+            select(Deployment.id).where(Deployment.configuration_id == configuration_id).order_by(Deployment.id)
+        )
+        return list(rows)
+
+
+class TrainingRepository:
+    """Training jobs and their results (one result per model)."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def add_job(self, job: TrainingJob, results: Sequence[TrainingResult]) -> list[TrainingResult]:
+        self.session.add(job)
+        await self.session.flush()
+        self.session.add_all(results)
+        await self.session.flush()
+        return list(results)
+
+    async def job(self, job_id: uuid.UUID) -> TrainingJob | None:
+        return await self.session.get(TrainingJob, job_id)
+
+    async def result(self, result_id: int, *, for_update: bool = False) -> TrainingResult | None:
+        statement = select(TrainingResult).where(TrainingResult.id == result_id)
+        if for_update:
+            statement = statement.with_for_update()
+        return await self.session.scalar(statement)
+
+    async def results(
+        self, *, deployment_ids: Sequence[int] | None = None, job_id: uuid.UUID | None = None
+    ) -> Sequence[TrainingResult]:
+        statement = select(TrainingResult).order_by(TrainingResult.id)
+        if deployment_ids is not None:
+            statement = statement.where(TrainingResult.deployment_id.in_(deployment_ids))
+        if job_id is not None:
+            statement = statement.where(TrainingResult.job_id == job_id)
+        return (await self.session.scalars(statement)).all()
+
+    async def active_jobs(self) -> Sequence[TrainingJob]:
+        """Jobs with a result still in flight: what must be running after a restart."""
+        active = select(TrainingResult.job_id).where(TrainingResult.status.in_(ACTIVE_STATUSES))
+        return (await self.session.scalars(select(TrainingJob).where(TrainingJob.id.in_(active)))).all()
+
+
+class DatasourceRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def get(self, datasource_id: int) -> Datasource | None:
+        return await self.session.get(Datasource, datasource_id)
+
+    async def list(self) -> Sequence[Datasource]:
+        return (await self.session.scalars(select(Datasource).order_by(Datasource.id))).all()
+
+    async def at(self, control_topic: str, partition: int, offset: int) -> Datasource | None:
+        """The data source recorded from the control message at this position."""
+        return await self.session.scalar(
+            select(Datasource).where(
+                Datasource.control_topic == control_topic,
+                Datasource.partition == partition,
+                Datasource.offset == offset,
+            )
+        )

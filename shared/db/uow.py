@@ -8,15 +8,21 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from shared.db.repositories import (
     ConfigurationRepository,
+    DatasourceRepository,
+    DeploymentRepository,
     ModelRepository,
     OutcomeRepository,
     ProcessedRepository,
+    TrainingRepository,
 )
 
 
 class UnitOfWork(Protocol):
     models: ModelRepository
     configurations: ConfigurationRepository
+    deployments: DeploymentRepository
+    datasources: DatasourceRepository
+    training: TrainingRepository
     processed: ProcessedRepository
     outcomes: OutcomeRepository
 
@@ -36,6 +42,9 @@ class SqlUnitOfWork:
         self.session = self._sessions()
         self.models = ModelRepository(self.session)
         self.configurations = ConfigurationRepository(self.session)
+        self.deployments = DeploymentRepository(self.session)
+        self.datasources = DatasourceRepository(self.session)
+        self.training = TrainingRepository(self.session)
         self.processed = ProcessedRepository(self.session)
         self.outcomes = OutcomeRepository(self.session)
         return self

@@ -51,6 +51,11 @@ class SendDatasource(Envelope):
     payload: SendDatasourcePayload
 
 
+class DatasourceResent(SendDatasourcePayload):
+    # The upstream-format control message, as it goes to the control topic after the commit.
+    control_message: dict[str, Any]
+
+
 class DatasourceSent(Envelope):
     type: Literal["DatasourceSent"] = "DatasourceSent"
-    payload: SendDatasourcePayload
+    payload: DatasourceResent

@@ -23,6 +23,18 @@ ResultStatus = Literal["created", "waiting_data", "training", "finished", "faile
 TERMINAL_STATUSES: frozenset[str] = frozenset({"finished", "failed", "stopped"})
 
 
+def deployment_status(statuses: list[str]) -> str:
+    """One word for a deployment from its results' states."""
+    if not statuses:
+        return "created"
+    for status in ("training", "waiting_data", "created"):
+        if status in statuses:
+            return status
+    if all(s == "finished" for s in statuses):
+        return "finished"
+    return "failed" if "failed" in statuses else "stopped"
+
+
 class DistributedParams(Payload):
     """Joint training of a distributed chain (upstream's defaults)."""
 
@@ -73,6 +85,8 @@ class DeploymentCreated(Envelope):
 
 class StopTrainingPayload(Payload):
     result_id: int
+    # Filled in by the orchestrator's answer: the job whose process is stopped.
+    job_id: str | None = None
 
     def partition_key(self) -> int:
         return self.result_id

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from types import SimpleNamespace
 from typing import Any, Self
 
-from shared.db.tables import Configuration, Model
+from shared.db.tables import Configuration, Datasource, Deployment, Model, TrainingJob, TrainingResult
 
 
 class FakeModels:
@@ -73,6 +73,65 @@ class FakeConfigurations:
         return []
 
 
+class FakeDeployments:
+    def __init__(self) -> None:
+        self.rows: dict[int, Deployment] = {}
+        self.ids = itertools.count(1)
+
+    async def add(self, deployment: Deployment) -> Deployment:
+        deployment.id = next(self.ids)
+        deployment.created_at = datetime.now(UTC)
+        self.rows[deployment.id] = deployment
+        return deployment
+
+    async def get(self, deployment_id: int) -> Deployment | None:
+        return self.rows.get(deployment_id)
+
+    async def by_command(self, command_id: uuid.UUID) -> Deployment | None:
+        return next((d for d in self.rows.values() if d.command_id == command_id), None)
+
+
+class FakeTraining:
+    def __init__(self) -> None:
+        self.jobs: dict[uuid.UUID, TrainingJob] = {}
+        self.rows: dict[int, TrainingResult] = {}
+        self.ids = itertools.count(1)
+
+    async def add_job(self, job: TrainingJob, results: Sequence[TrainingResult]) -> list[TrainingResult]:
+        self.jobs[job.id] = job
+        for result in results:
+            result.id = next(self.ids)
+            self.rows[result.id] = result
+        return list(results)
+
+    async def job(self, job_id: uuid.UUID) -> TrainingJob | None:
+        return self.jobs.get(job_id)
+
+    async def result(self, result_id: int, *, for_update: bool = False) -> TrainingResult | None:
+        return self.rows.get(result_id)
+
+    async def results(
+        self, *, deployment_ids: Sequence[int] | None = None, job_id: uuid.UUID | None = None
+    ) -> Sequence[TrainingResult]:
+        return [
+            r
+            for r in self.rows.values()
+            if (deployment_ids is None or r.deployment_id in deployment_ids) and (job_id is None or r.job_id == job_id)
+        ]
+
+    async def active_jobs(self) -> Sequence[TrainingJob]:
+        active = {r.job_id for r in self.rows.values() if r.status in ("created", "waiting_data", "training")}
+        return [self.jobs[j] for j in active]
+
+
+class FakeDatasources:
+    def __init__(self) -> None:
+        self.rows: dict[int, Datasource] = {}
+
+    async def get(self, datasource_id: int) -> Datasource | None:
+        return self.rows.get(datasource_id)
+
+
 class FakeProcessed:
     def __init__(self) -> None:
         self.rows: dict[tuple[str, uuid.UUID], list[dict[str, Any]]] = {}
@@ -101,6 +160,9 @@ class FakeUnitOfWork:
     def __init__(self) -> None:
         self.models = FakeModels()
         self.configurations = FakeConfigurations(self.models)
+        self.deployments = FakeDeployments()
+        self.training = FakeTraining()
+        self.datasources = FakeDatasources()
         self.processed = FakeProcessed()
         self.outcomes = FakeOutcomes()
         self.commits = 0

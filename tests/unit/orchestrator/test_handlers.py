@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from services.orchestrator.handlers import HANDLERS, expand_chains
+from services.orchestrator.catalog import expand_chains
+from services.orchestrator.handlers import HANDLERS
 from shared.events import (
     CommandRejected,
     ConfigurationCreated,

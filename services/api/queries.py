@@ -1,0 +1,128 @@
+"""Read models of the API: rows of several services' tables joined for a response."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from pydantic import BaseModel
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from shared.db.tables import Artifact, Datasource, Deployment, EpochMetric, FinalMetrics, TrainingResult
+from shared.events.training import DeploymentRecord, ResultRef, TrainingParams, deployment_status
+
+
+class ResultPublic(BaseModel):
+    id: int
+    deployment_id: int
+    model_id: int
+    status: str
+    train_metrics: dict[str, list[float]]
+    val_metrics: dict[str, list[float]]
+    test_metrics: dict[str, float]
+    confusion_matrix: list[list[int]] | None
+    training_time: float | None
+    error: str | None
+    datasource_id: int | None
+    samples: dict[str, int] | None
+    model_available: bool
+
+
+def curves(rows: Sequence[EpochMetric], which: str) -> dict[str, list[float]]:
+    """Per-epoch values by metric name, in epoch order."""
+    found: dict[str, list[float]] = {}
+    for row in sorted(rows, key=lambda r: r.epoch):
+        for name, value in getattr(row, which).items():
+            found.setdefault(name, []).append(value)
+    return found
+
+
+async def results(
+    session: AsyncSession, *, result_id: int | None = None, deployment_id: int | None = None
+) -> list[ResultPublic]:
+    statement = select(TrainingResult).order_by(TrainingResult.id)
+    if result_id is not None:
+        statement = statement.where(TrainingResult.id == result_id)
+    if deployment_id is not None:
+        statement = statement.where(TrainingResult.deployment_id == deployment_id)
+    rows = (await session.scalars(statement)).all()
+    ids = [r.id for r in rows]
+    epochs = (await session.scalars(select(EpochMetric).where(EpochMetric.result_id.in_(ids)))).all()
+    finals = {
+        f.result_id: f
+        for f in (await session.scalars(select(FinalMetrics).where(FinalMetrics.result_id.in_(ids)))).all()
+    }
+    artifacts = set((await session.scalars(select(Artifact.result_id).where(Artifact.result_id.in_(ids)))).all())
+    answer = []
+    for row in rows:
+        mine = [e for e in epochs if e.result_id == row.id]
+        final = finals.get(row.id)
+        answer.append(
+            ResultPublic(
+                id=row.id,
+                deployment_id=row.deployment_id,
+                model_id=row.model_id,
+                status=row.status,
+                train_metrics=curves(mine, "train"),
+                val_metrics=curves(mine, "val"),
+                test_metrics=final.test_metrics if final else {},
+                confusion_matrix=final.confusion_matrix if final else None,
+                training_time=final.training_time if final else None,
+                error=row.error,
+                datasource_id=await datasource_id(session, row.datasource),
+                samples=final.samples if final else None,
+                model_available=row.id in artifacts,
+            )
+        )
+    return answer
+
+
+async def datasource_id(session: AsyncSession, reference: dict[str, Any] | None) -> int | None:
+    if not reference:
+        return None
+    found: int | None = await session.scalar(
+        select(Datasource.id).where(
+            Datasource.control_topic == reference["control_topic"],
+            Datasource.partition == reference["partition"],
+            Datasource.offset == reference["offset"],
+        )
+    )
+    return found
+
+
+async def deployments(session: AsyncSession, deployment_id: int | None = None) -> list[DeploymentRecord]:
+    statement = select(Deployment).order_by(Deployment.id)
+    if deployment_id is not None:
+        statement = statement.where(Deployment.id == deployment_id)
+    rows = (await session.scalars(statement)).all()
+    ids = [d.id for d in rows]
+    result_rows = (
+        await session.scalars(
+            select(TrainingResult).where(TrainingResult.deployment_id.in_(ids)).order_by(TrainingResult.id)
+        )
+    ).all()
+    answer = []
+    for row in rows:
+        refs = [
+            ResultRef(id=r.id, model_id=r.model_id, status=r.status) for r in result_rows if r.deployment_id == row.id
+        ]  # type: ignore[arg-type]
+        params = TrainingParams(
+            configuration_id=row.configuration_id,
+            batch_size=row.batch_size,
+            fit=row.fit,
+            evaluate=row.evaluate,
+            confusion_matrix=row.confusion_matrix,
+            gpus=row.gpus,
+            distributed=row.distributed,  # type: ignore[arg-type]  # validated by pydantic
+        )
+        answer.append(
+            DeploymentRecord(
+                **params.model_dump(),
+                id=row.id,
+                status=deployment_status([r.status for r in refs]),
+                created_at=row.created_at,
+                results=refs,
+            )
+        )
+    return answer

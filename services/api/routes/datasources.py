@@ -1,0 +1,41 @@
+"""Data sources: what control messages announced."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+from pydantic import BaseModel
+
+from services.api.deps import BusDep, SessionDep
+from services.api.outcomes import pending, raise_if_rejected
+from shared.db.repositories import DatasourceRepository
+from shared.db.tables import Datasource
+from shared.events.datasources import DatasourceRecord, SendDatasource, SendDatasourcePayload
+
+router = APIRouter(prefix="/datasources", tags=["data sources"])
+
+
+class SendRequest(BaseModel):
+    deployment_id: int
+
+
+def record(row: Datasource) -> DatasourceRecord:
+    return DatasourceRecord.model_validate(row, from_attributes=True)
+
+
+@router.get("", response_model=list[DatasourceRecord], summary="Data sources the control topic announced")
+async def list_datasources(session: SessionDep) -> list[DatasourceRecord]:
+    return [record(row) for row in await DatasourceRepository(session).list()]
+
+
+@router.post("/{datasource_id}/send", summary="Announce the same data to another deployment")
+async def send_datasource(datasource_id: int, body: SendRequest, bus: BusDep) -> Any:
+    command = SendDatasource(
+        payload=SendDatasourcePayload(datasource_id=datasource_id, deployment_id=body.deployment_id)
+    )
+    outcome = await bus.send(command)
+    if outcome is None:
+        return pending(command)
+    raise_if_rejected(outcome)
+    return {"datasource_id": datasource_id, "deployment_id": body.deployment_id, "status": "sent"}

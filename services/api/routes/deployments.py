@@ -1,0 +1,45 @@
+"""Deployments: a configuration deployed for training, one result per model."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+
+from services.api import queries
+from services.api.deps import BusDep, SessionDep
+from services.api.outcomes import pending, raise_if_rejected
+from shared.errors import NotFound
+from shared.events.training import DeploymentCreated, DeploymentRecord, DeployTraining, TrainingParams
+
+router = APIRouter(prefix="/deployments", tags=["training"])
+
+
+@router.post(
+    "",
+    status_code=201,
+    response_model=DeploymentRecord,
+    summary="Deploy a configuration for training",
+    responses={202: {"description": "Accepted; poll the Location"}, 422: {"description": "A parameter is not taken"}},
+)
+async def create_deployment(body: TrainingParams, bus: BusDep) -> Any:
+    command = DeployTraining(payload=body)
+    outcome = await bus.send(command)
+    if outcome is None:
+        return pending(command)
+    raise_if_rejected(outcome)
+    assert isinstance(outcome, DeploymentCreated)
+    return outcome.payload
+
+
+@router.get("", response_model=list[DeploymentRecord], summary="List deployments")
+async def list_deployments(session: SessionDep) -> list[DeploymentRecord]:
+    return await queries.deployments(session)
+
+
+@router.get("/{deployment_id}", response_model=DeploymentRecord, summary="Get a deployment and its results")
+async def get_deployment(deployment_id: int, session: SessionDep) -> DeploymentRecord:
+    found = await queries.deployments(session, deployment_id)
+    if not found:
+        raise NotFound(f"deployment {deployment_id} does not exist", field="deployment_id")
+    return found[0]

@@ -1,0 +1,111 @@
+"""Training results: curves, metrics, confusion matrix, the trained model."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Response
+from sqlalchemy import select
+
+from services.api import pictures, queries
+from services.api.deps import BusDep, SessionDep
+from services.api.outcomes import pending, raise_if_rejected
+from services.api.queries import ResultPublic
+from shared.db.tables import Artifact, FinalMetrics, TrainingResult
+from shared.errors import Conflict, NotFound
+from shared.events.training import StopTraining, StopTrainingPayload
+
+router = APIRouter(prefix="/results", tags=["training"])
+
+MEDIA = {"keras": "application/octet-stream", "pt": "application/octet-stream"}
+
+
+async def one(session: SessionDep, result_id: int) -> ResultPublic:
+    found = await queries.results(session, result_id=result_id)
+    if not found:
+        raise NotFound(f"result {result_id} does not exist", field="result_id")
+    return found[0]
+
+
+@router.get("", response_model=list[ResultPublic], summary="List training results")
+async def list_results(session: SessionDep, deployment_id: int | None = None) -> list[ResultPublic]:
+    return await queries.results(session, deployment_id=deployment_id)
+
+
+@router.get("/{result_id}", response_model=ResultPublic, summary="Get a training result")
+async def get_result(result_id: int, session: SessionDep) -> ResultPublic:
+    return await one(session, result_id)
+
+
+@router.get(
+    "/{result_id}/model",
+    summary="Download the trained model (.keras or .pt state dict)",
+    response_class=Response,
+    responses={200: {"content": {"application/octet-stream": {}}}},
+)
+async def download_model(result_id: int, session: SessionDep) -> Response:
+    await one(session, result_id)
+    artifact = await session.get(Artifact, result_id)
+    final = await session.get(FinalMetrics, result_id)
+    if artifact is None or final is None:
+        raise Conflict(f"result {result_id} has no trained model yet", field="result_id")
+    extension = final.artifact_format
+    return Response(
+        artifact.data,
+        media_type=MEDIA.get(extension, "application/octet-stream"),
+        headers={
+            "Content-Disposition": f'attachment; filename="result-{result_id}.{extension}"',
+            "X-Checksum-SHA256": artifact.sha256,
+        },
+    )
+
+
+@router.get(
+    "/{result_id}/confusion-matrix.png",
+    summary="The confusion matrix as a picture",
+    response_class=Response,
+    responses={200: {"content": {"image/png": {}}}},
+)
+async def confusion_matrix_picture(result_id: int, session: SessionDep) -> Response:
+    result = await one(session, result_id)
+    if not result.confusion_matrix:
+        raise Conflict(
+            f'result {result_id} has no confusion matrix (deploy with "confusion_matrix": true; '
+            "it is computed for classifiers once training has finished)",
+            field="result_id",
+        )
+    png = pictures.confusion_matrix_png(result.confusion_matrix, f"result {result_id}")
+    return Response(png, media_type="image/png")
+
+
+@router.get(
+    "/{result_id}/curves.png",
+    summary="The learning curves as a picture",
+    response_class=Response,
+    responses={200: {"content": {"image/png": {}}}},
+)
+async def curves_picture(result_id: int, session: SessionDep) -> Response:
+    result = await one(session, result_id)
+    if not result.train_metrics:
+        raise Conflict(f"result {result_id} has no finished epoch yet", field="result_id")
+    png = pictures.curves_png(result.train_metrics, result.val_metrics, f"result {result_id}")
+    return Response(png, media_type="image/png")
+
+
+@router.post("/{result_id}/stop", response_model=ResultPublic, summary="Stop a running training job")
+async def stop_result(result_id: int, bus: BusDep, session: SessionDep) -> Any:
+    command = StopTraining(payload=StopTrainingPayload(result_id=result_id))
+    outcome = await bus.send(command)
+    if outcome is None:
+        return pending(command)
+    raise_if_rejected(outcome)
+    return await one(session, result_id)
+
+
+@router.get("/{result_id}/inference-config", summary="Input format and config suggested from the training stream")
+async def inference_config(result_id: int, session: SessionDep) -> dict[str, Any]:
+    await one(session, result_id)
+    reference = await session.scalar(select(TrainingResult.datasource).where(TrainingResult.id == result_id))
+    if not reference:
+        raise Conflict(f"result {result_id} has not received its training stream yet", field="result_id")
+    return {"input_format": reference["input_format"], "input_config": reference["input_config"]}

@@ -1,0 +1,223 @@
+"""Training handlers: deployments, jobs, result states, stops."""
+
+from __future__ import annotations
+
+import uuid
+
+from services.orchestrator.replies import reject
+from shared.control import ControlMessage
+from shared.db.tables import Deployment, Model, TrainingJob, TrainingResult
+from shared.db.uow import UnitOfWork
+from shared.events import Envelope
+from shared.events.datasources import DatasourceResent, DatasourceSent, SendDatasource
+from shared.events.training import (
+    TERMINAL_STATUSES,
+    DeploymentCreated,
+    DeploymentRecord,
+    DeployTraining,
+    JobModel,
+    JobSpec,
+    ResultRef,
+    StopTraining,
+    StopTrainingPayload,
+    TrainingFailed,
+    TrainingFinished,
+    TrainingStatusChanged,
+    TrainingStopped,
+    TrainJob,
+)
+from shared.frameworks import check_training_params
+
+# Forward moves only: a late "training" never undoes "finished".
+ORDER = {"created": 0, "waiting_data": 1, "training": 2, "finished": 3, "failed": 3, "stopped": 3}
+
+
+def chains(models: list[Model]) -> list[list[Model]]:
+    """Groups a configuration's models into jobs: each distributed chain is one job,
+    ordered bottom (edge) first; a model on its own is a job of one."""
+    ids = {m.id for m in models}
+    below: dict[int, list[Model]] = {}
+    for model in models:
+        if model.upper_model_id in ids:
+            below.setdefault(model.upper_model_id, []).append(model)  # type: ignore[arg-type]
+    jobs = []
+    for top in (m for m in models if m.upper_model_id not in ids):
+        chain, pending = [], [top]
+        while pending:
+            current = pending.pop()
+            chain.append(current)
+            pending.extend(below.get(current.id, []))
+        jobs.append(list(reversed(chain)))
+    return jobs
+
+
+async def deploy_training(command: DeployTraining, uow: UnitOfWork) -> list[Envelope]:
+    """Records the deployment and one result per model; asks for one trainer per job."""
+    params = command.payload
+    if await uow.deployments.by_command(command.event_id) is not None:
+        return []  # the stored answer of the first delivery is published again by handle_once
+    configuration = await uow.configurations.get(params.configuration_id)
+    if configuration is None:
+        return reject(
+            command,
+            "DeployTraining",
+            422,
+            f"configuration {params.configuration_id} does not exist",
+            field="configuration_id",
+        )
+    model_ids = (await uow.configurations.model_ids([configuration.id]))[configuration.id]
+    models = [m for m in [await uow.models.get(i) for i in model_ids] if m is not None]
+    for framework in sorted({m.framework for m in models}):
+        for section, values in (("fit", params.fit), ("evaluate", params.evaluate)):
+            problem = check_training_params(framework, section, values)
+            if problem:
+                return reject(command, "DeployTraining", 422, problem[1], field=problem[0])
+    jobs = chains(models)
+    for chain in jobs:
+        if len(chain) > 1 and chain[0].framework != "tensorflow":
+            return reject(
+                command,
+                "DeployTraining",
+                422,
+                "distributed chains are trained with TensorFlow only",
+                field="configuration_id",
+            )
+
+    deployment = await uow.deployments.add(
+        Deployment(
+            configuration_id=configuration.id,
+            batch_size=params.batch_size,
+            fit=params.fit,
+            evaluate=params.evaluate,
+            confusion_matrix=params.confusion_matrix,
+            gpus=params.gpus,
+            distributed=params.distributed.model_dump(mode="json") if params.distributed else None,
+            command_id=command.event_id,
+        )
+    )
+    answers: list[Envelope] = []
+    refs: list[ResultRef] = []
+    for chain in jobs:
+        job_id = uuid.uuid5(command.event_id, str(chain[0].id))  # stable across redeliveries
+        results = [
+            TrainingResult(deployment_id=deployment.id, model_id=m.id, job_id=job_id, status="created") for m in chain
+        ]
+        job = TrainingJob(id=job_id, deployment_id=deployment.id, spec={})
+        await uow.training.add_job(job, results)
+        spec = JobSpec(
+            job_id=str(job_id),
+            deployment_id=deployment.id,
+            framework=chain[0].framework,  # type: ignore[arg-type]  # CHECK-constrained column
+            models=[
+                JobModel(
+                    result_id=r.id,
+                    model_id=m.id,
+                    name=m.name,
+                    code=m.code,
+                    imports=m.imports,
+                    upper_model_id=m.upper_model_id if len(chain) > 1 else None,
+                )
+                for m, r in zip(chain, results, strict=True)
+            ],
+            batch_size=params.batch_size,
+            fit=params.fit,
+            evaluate=params.evaluate,
+            confusion_matrix=params.confusion_matrix,
+            gpus=params.gpus,
+            distributed=params.distributed if len(chain) > 1 else None,
+        )
+        job.spec = spec.model_dump(mode="json")
+        answers.append(command.reply(TrainJob(payload=spec)))
+        refs.extend(ResultRef(id=r.id, model_id=r.model_id, status="created") for r in results)
+    record = DeploymentRecord(
+        **params.model_dump(),
+        id=deployment.id,
+        status="created",
+        created_at=deployment.created_at,
+        results=sorted(refs, key=lambda r: r.id),
+    )
+    return [command.reply(DeploymentCreated(payload=record)), *answers]
+
+
+async def move_result(uow: UnitOfWork, result_id: int, status: str, **changes: object) -> bool:
+    """Moves a result forward; False when it is unknown or already past ``status``."""
+    result = await uow.training.result(result_id, for_update=True)
+    if result is None or result.status in TERMINAL_STATUSES or ORDER[status] < ORDER[result.status]:
+        return False
+    result.status = status
+    for name, value in changes.items():
+        setattr(result, name, value)
+    return True
+
+
+async def training_status_changed(event: TrainingStatusChanged, uow: UnitOfWork) -> list[Envelope]:
+    change = event.payload
+    datasource = change.datasource.model_dump(mode="json") if change.datasource else None
+    extra: dict[str, object] = {"error": change.error} if change.error else {}
+    if datasource:
+        extra["datasource"] = datasource
+    await move_result(uow, change.result_id, change.status, **extra)
+    return []
+
+
+async def training_finished(event: TrainingFinished, uow: UnitOfWork) -> list[Envelope]:
+    outcome = event.payload
+    extra: dict[str, object] = {}
+    if outcome.datasource:
+        extra["datasource"] = outcome.datasource.model_dump(mode="json")
+    await move_result(uow, outcome.result_id, "finished", **extra)
+    return []
+
+
+async def training_failed(event: TrainingFailed, uow: UnitOfWork) -> list[Envelope]:
+    await move_result(uow, event.payload.result_id, "failed", error=event.payload.error)
+    return []
+
+
+async def stop_training(command: StopTraining, uow: UnitOfWork) -> list[Envelope]:
+    """Marks every active result of the job stopped; the runtime then stops the process."""
+    result_id = command.payload.result_id
+    result = await uow.training.result(result_id)
+    if result is None:
+        return reject(command, "StopTraining", 404, f"result {result_id} does not exist")
+    if result.status in TERMINAL_STATUSES:
+        return reject(command, "StopTraining", 409, f"result {result_id} is already {result.status}")
+    for sibling in await uow.training.results(job_id=result.job_id):
+        await move_result(uow, sibling.id, "stopped", error="stopped by a user")
+    payload = StopTrainingPayload(result_id=result_id, job_id=str(result.job_id))
+    return [command.reply(TrainingStopped(payload=payload))]
+
+
+async def send_datasource(command: SendDatasource, uow: UnitOfWork) -> list[Envelope]:
+    """Announces a recorded data set to another deployment; the runtime sends the
+    control message after the commit."""
+    request = command.payload
+    datasource = await uow.datasources.get(request.datasource_id)
+    if datasource is None:
+        return reject(command, "SendDatasource", 404, f"data source {request.datasource_id} does not exist")
+    if await uow.deployments.get(request.deployment_id) is None:
+        return reject(
+            command,
+            "SendDatasource",
+            422,
+            f"deployment {request.deployment_id} does not exist",
+            field="deployment_id",
+        )
+    control = ControlMessage(
+        topic=datasource.topic,
+        input_format=datasource.input_format,  # type: ignore[arg-type]  # validated when recorded
+        input_config=datasource.input_config,
+        validation_rate=datasource.validation_rate,
+        test_rate=datasource.test_rate,
+        total_msg=datasource.total_msg,
+        description=datasource.description,
+        unsupervised_topic=datasource.unsupervised_topic,
+        dataset_restrictions=datasource.dataset_restrictions,
+        incremental=datasource.incremental,
+    )
+    payload = DatasourceResent(
+        datasource_id=datasource.id,
+        deployment_id=request.deployment_id,
+        control_message=control.model_dump(mode="json"),
+    )
+    return [command.reply(DatasourceSent(payload=payload))]

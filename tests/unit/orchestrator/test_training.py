@@ -1,0 +1,147 @@
+"""Training handlers against an in-memory unit of work."""
+
+from __future__ import annotations
+
+from shared.db.tables import Datasource
+from shared.events import CommandRejected, ConfigurationDefinition, CreateConfiguration, ModelDefinition
+from shared.events.datasources import DatasourceSent, SendDatasource, SendDatasourcePayload
+from shared.events.training import (
+    DeploymentCreated,
+    DeployTraining,
+    Failure,
+    StatusChange,
+    StopTraining,
+    StopTrainingPayload,
+    TrainingFailed,
+    TrainingParams,
+    TrainingStatusChanged,
+    TrainingStopped,
+    TrainJob,
+    deployment_status,
+)
+from services.orchestrator.handlers import HANDLERS
+from tests.unit.fakes import FakeUnitOfWork
+from tests.unit.orchestrator.test_handlers import create, definition
+
+
+async def configured(uow: FakeUnitOfWork, *defs: ModelDefinition) -> tuple[int, list[int]]:
+    ids = [await create(uow, d) for d in defs]
+    tops = [i for i, d in zip(ids, defs, strict=True) if d.upper_model_id is None]
+    command = CreateConfiguration(payload=ConfigurationDefinition(name="c", model_ids=tops))
+    [created] = await HANDLERS["CreateConfiguration"](command, uow)  # type: ignore[arg-type]
+    return created.payload.id, ids  # type: ignore[attr-defined]
+
+
+async def deploy(uow: FakeUnitOfWork, configuration_id: int, **params: object) -> list[object]:
+    command = DeployTraining(payload=TrainingParams(configuration_id=configuration_id, **params))  # type: ignore[arg-type]
+    return await HANDLERS["DeployTraining"](command, uow)  # type: ignore[arg-type,return-value]
+
+
+async def test_one_result_and_one_job_per_model() -> None:
+    uow = FakeUnitOfWork()
+    configuration, models = await configured(uow, definition("a"), definition("b", framework="pytorch"))
+    created, *jobs = await deploy(uow, configuration, fit={"epochs": 3}, confusion_matrix=True)
+    assert isinstance(created, DeploymentCreated)
+    assert sorted(r.model_id for r in created.payload.results) == sorted(models)
+    assert all(r.status == "created" for r in created.payload.results)
+    assert len(jobs) == 2 and all(isinstance(j, TrainJob) for j in jobs)
+    frameworks = {j.payload.framework for j in jobs}  # type: ignore[attr-defined]
+    assert frameworks == {"tensorflow", "pytorch"}
+
+
+async def test_unknown_fit_key_is_refused_naming_it() -> None:
+    uow = FakeUnitOfWork()
+    configuration, _ = await configured(uow, definition("a"))
+    [rejected] = await deploy(uow, configuration, fit={"epochs": 3, "epohcs": 1})
+    assert isinstance(rejected, CommandRejected)
+    assert rejected.payload.field == "fit.epohcs" and rejected.payload.status == 422
+    assert not uow.deployments.rows
+
+
+async def test_distributed_chain_is_one_job_bottom_first() -> None:
+    uow = FakeUnitOfWork()
+    cloud = await create(uow, definition("cloud"))
+    fog = await create(uow, definition("fog", upper=cloud))
+    edge = await create(uow, definition("edge", upper=fog))
+    command = CreateConfiguration(payload=ConfigurationDefinition(name="c", model_ids=[cloud]))
+    [config] = await HANDLERS["CreateConfiguration"](command, uow)  # type: ignore[arg-type]
+    created, job = await deploy(uow, config.payload.id, distributed={"optimizer": "adam"})  # type: ignore[attr-defined]
+    assert isinstance(job, TrainJob)
+    assert [m.model_id for m in job.payload.models] == [edge, fog, cloud]
+    assert job.payload.distributed is not None
+    assert len(created.payload.results) == 3  # type: ignore[attr-defined]
+
+
+async def test_states_move_forward_only_and_failure_keeps_its_reason() -> None:
+    uow = FakeUnitOfWork()
+    configuration, _ = await configured(uow, definition("a"))
+    created, _job = await deploy(uow, configuration)
+    result = created.payload.results[0].id  # type: ignore[attr-defined]
+    deployment = created.payload.id  # type: ignore[attr-defined]
+
+    async def move(status: str) -> None:
+        change = StatusChange(result_id=result, deployment_id=deployment, status=status)  # type: ignore[arg-type]
+        await HANDLERS["TrainingStatusChanged"](TrainingStatusChanged(payload=change), uow)  # type: ignore[arg-type]
+
+    await move("training")
+    await move("waiting_data")  # late, out of order: ignored
+    assert uow.training.rows[result].status == "training"
+    failure = Failure(result_id=result, deployment_id=deployment, error="model.fit raised ValueError")
+    await HANDLERS["TrainingFailed"](TrainingFailed(payload=failure), uow)  # type: ignore[arg-type]
+    await move("training")
+    assert (uow.training.rows[result].status, uow.training.rows[result].error) == ("failed", failure.error)
+
+
+async def test_stop_marks_the_whole_job_and_names_it() -> None:
+    uow = FakeUnitOfWork()
+    cloud = await create(uow, definition("cloud"))
+    await create(uow, definition("edge", upper=cloud))
+    command = CreateConfiguration(payload=ConfigurationDefinition(name="c", model_ids=[cloud]))
+    [config] = await HANDLERS["CreateConfiguration"](command, uow)  # type: ignore[arg-type]
+    created, job = await deploy(uow, config.payload.id)  # type: ignore[attr-defined]
+    first = created.payload.results[0].id  # type: ignore[attr-defined]
+    stop = StopTraining(payload=StopTrainingPayload(result_id=first))
+    [stopped] = await HANDLERS["StopTraining"](stop, uow)  # type: ignore[arg-type]
+    assert isinstance(stopped, TrainingStopped) and stopped.payload.job_id == job.payload.job_id  # type: ignore[attr-defined]
+    assert {r.status for r in uow.training.rows.values()} == {"stopped"}
+    [again] = await HANDLERS["StopTraining"](StopTraining(payload=stop.payload), uow)  # type: ignore[arg-type]
+    assert isinstance(again, CommandRejected) and again.payload.status == 409
+
+
+async def test_send_datasource_builds_the_upstream_control_message() -> None:
+    uow = FakeUnitOfWork()
+    configuration, _ = await configured(uow, definition("a"))
+    created, _ = await deploy(uow, configuration)
+    uow.datasources.rows[1] = Datasource(
+        id=1,
+        deployment_id=99,
+        topic="data:0:0:10",
+        input_format="RAW",
+        input_config={"data_type": "uint8"},
+        validation_rate=0.1,
+        test_rate=0.1,
+        total_msg=10,
+        description="d",
+        unsupervised_topic=None,
+        dataset_restrictions={},
+        incremental=False,
+        control_topic="ctl",
+        partition=0,
+        offset=3,
+    )
+    target = created.payload.id  # type: ignore[attr-defined]
+    send = SendDatasource(payload=SendDatasourcePayload(datasource_id=1, deployment_id=target))
+    [sent] = await HANDLERS["SendDatasource"](send, uow)  # type: ignore[arg-type]
+    assert isinstance(sent, DatasourceSent)
+    assert sent.payload.control_message["topic"] == "data:0:0:10" and sent.payload.deployment_id == target
+    missing = SendDatasource(payload=SendDatasourcePayload(datasource_id=1, deployment_id=12345))
+    [rejected] = await HANDLERS["SendDatasource"](missing, uow)  # type: ignore[arg-type]
+    assert isinstance(rejected, CommandRejected) and rejected.payload.field == "deployment_id"
+
+
+def test_deployment_status_summarises_results() -> None:
+    assert deployment_status([]) == "created"
+    assert deployment_status(["finished", "training"]) == "training"
+    assert deployment_status(["finished", "finished"]) == "finished"
+    assert deployment_status(["finished", "failed"]) == "failed"
+    assert deployment_status(["finished", "stopped"]) == "stopped"
