@@ -1,2 +1,2 @@
 """The control logger (imported as ``services.control_logger``): validates upstream Kafka-ML
-control messages, records data sources and announces them. Arrives with the training issue."""
+control messages, records each as a data source and announces it with ``DatasourceRecorded``."""

@@ -1,1 +1,2 @@
-"""The metrics service (arrives with a later issue)."""
+"""The metrics service: stores training curves, final metrics and model artifacts (reassembled
+from checksummed chunks) from the events and artifacts topics, in batches."""

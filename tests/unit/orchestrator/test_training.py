@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from services.orchestrator.handlers import HANDLERS
 from shared.db.tables import Datasource
 from shared.events import CommandRejected, ConfigurationDefinition, CreateConfiguration, ModelDefinition
 from shared.events.datasources import DatasourceSent, SendDatasource, SendDatasourcePayload
@@ -19,7 +20,6 @@ from shared.events.training import (
     TrainJob,
     deployment_status,
 )
-from services.orchestrator.handlers import HANDLERS
 from tests.unit.fakes import FakeUnitOfWork
 from tests.unit.orchestrator.test_handlers import create, definition
 
