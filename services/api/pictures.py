@@ -33,7 +33,7 @@ def confusion_matrix_png(matrix: list[list[int]], title: str) -> bytes:
         plt.close(figure)
 
 
-def curves_png(train: dict[str, list[float]], val: dict[str, list[float]], title: str) -> bytes:
+def curves_png(train: dict[str, list[float | None]], val: dict[str, list[float | None]], title: str) -> bytes:
     names = sorted(set(train) | set(val))
     figure, all_axes = plt.subplots(
         1, max(1, len(names)), figsize=(4 * max(1, len(names)), 3.2), dpi=100, squeeze=False
@@ -42,7 +42,8 @@ def curves_png(train: dict[str, list[float]], val: dict[str, list[float]], title
         for axes, name in zip(all_axes[0], names, strict=False):
             for label, series in (("train", train.get(name)), ("validation", val.get(name))):
                 if series:
-                    axes.plot(range(1, len(series) + 1), series, marker="o", markersize=3, label=label)
+                    values = [float("nan") if v is None else v for v in series]  # a gap where NaN was
+                    axes.plot(range(1, len(values) + 1), values, marker="o", markersize=3, label=label)
             axes.set_title(name)
             axes.set_xlabel("epoch")
             axes.legend()

@@ -18,9 +18,9 @@ class ResultPublic(BaseModel):
     deployment_id: int
     model_id: int
     status: str
-    train_metrics: dict[str, list[float]]
-    val_metrics: dict[str, list[float]]
-    test_metrics: dict[str, float]
+    train_metrics: dict[str, list[float | None]]
+    val_metrics: dict[str, list[float | None]]
+    test_metrics: dict[str, float | None]
     confusion_matrix: list[list[int]] | None
     training_time: float | None
     error: str | None
@@ -29,9 +29,9 @@ class ResultPublic(BaseModel):
     model_available: bool
 
 
-def curves(rows: Sequence[EpochMetric], which: str) -> dict[str, list[float]]:
+def curves(rows: Sequence[EpochMetric], which: str) -> dict[str, list[float | None]]:
     """Per-epoch values by metric name, in epoch order."""
-    found: dict[str, list[float]] = {}
+    found: dict[str, list[float | None]] = {}
     for row in sorted(rows, key=lambda r: r.epoch):
         for name, value in getattr(row, which).items():
             found.setdefault(name, []).append(value)

@@ -23,6 +23,7 @@ from shared.db.uow import SqlUnitOfWork
 from shared.events import Envelope, decode
 from shared.events.datasources import DatasourceSent
 from shared.events.training import Failure, JobSpec, TrainingFailed, TrainingStopped, TrainJob
+from shared.faust_app import make_faust_app, received_of
 from shared.handling import handle_once
 from shared.kafka import Producer, Received, deliver
 from shared.settings import Settings, get_settings
@@ -35,40 +36,14 @@ CONSUMER = "orchestrator"
 
 def create_app(settings: Settings) -> faust.App:
     topics = topics_for(settings)
-    app = faust.App(
-        f"{settings.topic_prefix}-orchestrator",
-        broker=f"kafka://{settings.brokers.replace(',', ';kafka://')}",
-        value_serializer="raw",
-        key_serializer="raw",
-        store="memory://",
-        web_enabled=False,
-        topic_disable_leader=True,
-        topic_allow_declare=False,  # every topic is created up front, with our partition counts
-        consumer_auto_offset_reset="earliest",
-        producer_acks=-1,
-        # Short group timeouts: with faust's defaults the first join on the embedded broker takes 30 s.
-        broker_session_timeout=6,
-        broker_rebalance_timeout=6,
-        broker_heartbeat_interval=1,
-        broker_commit_every=1,
-        broker_commit_interval=0.5,
-    )
+    app = make_faust_app(settings, "orchestrator")
     runtime = Runtime(settings)
     inbox = app.topic(topics.commands, topics.events, value_type=bytes, key_type=bytes, allow_empty=True)
 
     @app.agent(inbox, name="handle_messages")
     async def handle_messages(stream: faust.StreamT[bytes]) -> None:
         async for event in stream.events():
-            message = event.message
-            received = Received(
-                topic=message.topic,
-                partition=message.partition,
-                offset=message.offset,
-                key=message.key,
-                value=message.value,
-                headers=list(message.headers or []),
-            )
-            await runtime.handle(received)
+            await runtime.handle(received_of(event))
 
     @app.task
     async def start_runtime() -> None:

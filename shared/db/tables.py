@@ -140,15 +140,15 @@ class EpochMetric(Base):
 
     result_id: Mapped[int] = mapped_column(ForeignKey("training_results.id", ondelete="CASCADE"), primary_key=True)
     epoch: Mapped[int] = mapped_column(Integer, primary_key=True)
-    train: Mapped[dict[str, float]] = mapped_column(JSONB)
-    val: Mapped[dict[str, float]] = mapped_column(JSONB)
+    train: Mapped[dict[str, float | None]] = mapped_column(JSONB)
+    val: Mapped[dict[str, float | None]] = mapped_column(JSONB)
 
 
 class FinalMetrics(Base):
     __tablename__ = "final_metrics"
 
     result_id: Mapped[int] = mapped_column(ForeignKey("training_results.id", ondelete="CASCADE"), primary_key=True)
-    test_metrics: Mapped[dict[str, float]] = mapped_column(JSONB)
+    test_metrics: Mapped[dict[str, float | None]] = mapped_column(JSONB)
     confusion_matrix: Mapped[list[list[int]] | None] = mapped_column(JSONB, nullable=True)
     training_time: Mapped[float] = mapped_column(Float)
     samples: Mapped[dict[str, int]] = mapped_column(JSONB)

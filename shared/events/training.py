@@ -178,8 +178,9 @@ class TrainingStatusChanged(Envelope):
 class EpochMetrics(Payload):
     result_id: int
     epoch: int = Field(ge=1)
-    train: dict[str, float]
-    val: dict[str, float] = Field(default_factory=dict)
+    # None where a value is not a number (a diverged loss is NaN; JSON has no NaN).
+    train: dict[str, float | None]
+    val: dict[str, float | None] = Field(default_factory=dict)
 
     def partition_key(self) -> int:
         return self.result_id
@@ -208,7 +209,7 @@ class SampleCounts(Payload):
 class TrainingOutcome(Payload):
     result_id: int
     deployment_id: int
-    test_metrics: dict[str, float] = Field(default_factory=dict)
+    test_metrics: dict[str, float | None] = Field(default_factory=dict)
     confusion_matrix: list[list[int]] | None = None
     training_time: float
     artifact: ArtifactRef

@@ -1,0 +1,129 @@
+"""Event handlers of the metrics service: plain async functions.
+
+Each takes an event and a ``MetricsUnitOfWork`` and returns the messages to
+publish after the commit (none, today: metrics are the end of the line). Each
+write is an upsert on the row's key, so an event applied twice changes nothing.
+A handler raises ``Invalid`` for an event that can never be stored (its result
+does not exist): the app dead-letters that event and the stream goes on.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import logging
+import math
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from services.metrics.uow import MetricsUnitOfWork
+from shared.db.tables import FinalMetrics
+from shared.errors import Invalid
+from shared.events import ArtifactChunk, Envelope, EpochCompleted, TrainingFinished
+
+log = logging.getLogger("kafkaml.metrics")
+
+# The first parameter is Any because each handler takes its own envelope type; ``handle``
+# dispatches on ``type``, which the discriminated union ties to that envelope type.
+Handler = Callable[[Any, MetricsUnitOfWork], Awaitable[list[Envelope]]]
+
+
+def finite(metrics: Mapping[str, float | None]) -> dict[str, float | None]:
+    """NaN and ±inf (a diverging loss) as null: JSON, and so JSONB, has no such numbers."""
+    return {name: value if value is not None and math.isfinite(value) else None for name, value in metrics.items()}
+
+
+async def require_result(uow: MetricsUnitOfWork, result_id: int) -> None:
+    # Results are created before their trainer starts, so a missing one was deleted (or never
+    # existed): storing would violate the foreign key forever, so the event is refused instead.
+    if not await uow.metrics.result_exists(result_id):
+        raise Invalid(f"training result {result_id} does not exist (deleted, or never created)", field="result_id")
+
+
+async def record_epoch(event: EpochCompleted, uow: MetricsUnitOfWork) -> list[Envelope]:
+    """One point of the training curves (train and validation metrics of an epoch)."""
+    epoch = event.payload
+    await require_result(uow, epoch.result_id)
+    await uow.metrics.upsert_epoch(epoch.result_id, epoch.epoch, finite(epoch.train), finite(epoch.val))
+    uow.tally.epochs += 1
+    return []
+
+
+async def record_final_metrics(event: TrainingFinished, uow: MetricsUnitOfWork) -> list[Envelope]:
+    """Test metrics, confusion matrix, training time, sample counts and the artifact's checksum."""
+    outcome = event.payload
+    await require_result(uow, outcome.result_id)
+    await uow.metrics.upsert_final(
+        FinalMetrics(
+            result_id=outcome.result_id,
+            test_metrics=finite(outcome.test_metrics),
+            confusion_matrix=outcome.confusion_matrix,
+            training_time=outcome.training_time,
+            samples=outcome.samples.model_dump(mode="json"),
+            artifact_sha256=outcome.artifact.sha256.lower(),
+            artifact_format=outcome.artifact.format,
+        )
+    )
+    uow.tally.finals += 1
+    return []
+
+
+async def store_artifact_chunk(event: ArtifactChunk, uow: MetricsUnitOfWork) -> list[Envelope]:
+    """Keeps a chunk until all ``count`` chunks of its artifact are here, then reassembles them.
+
+    The whole artifact is kept only if its sha256 is the one every chunk announced.
+    On a mismatch the chunks are dropped and an error is logged; nothing is
+    dead-lettered, since no single record is at fault and a dead-lettered chunk
+    could not be replayed into a whole artifact anyway. The result then stays
+    without an artifact (its ``final_metrics.artifact_sha256`` names one that
+    never arrived), which is what the API shows.
+    """
+    chunk = event.payload
+    sha256 = chunk.sha256.lower()
+    if chunk.index >= chunk.count:
+        raise Invalid(f"chunk index {chunk.index} is not below its count {chunk.count}", field="index")
+    try:
+        data = base64.b64decode(chunk.data, validate=True)
+    except binascii.Error as exc:
+        raise Invalid(
+            f"chunk {chunk.index} of result {chunk.result_id}: data is not base64 ({exc})", field="data"
+        ) from exc
+    await require_result(uow, chunk.result_id)
+    if await uow.artifacts.stored_sha256(chunk.result_id) == sha256:
+        return []  # that artifact is already whole: a chunk sent again after it was assembled
+    # Chunks with another checksum belong to an older attempt of the same result: the newer one wins.
+    await uow.artifacts.discard_chunks(chunk.result_id, keep_sha256=sha256)
+    await uow.artifacts.put_chunk(chunk.result_id, chunk.index, chunk.count, sha256, data)
+    uow.tally.chunks += 1
+    if await uow.artifacts.chunks_present(chunk.result_id, sha256, chunk.count) < chunk.count:
+        return []
+    artifact = b"".join(await uow.artifacts.chunk_data(chunk.result_id, sha256))
+    await uow.artifacts.discard_chunks(chunk.result_id)
+    actual = hashlib.sha256(artifact).hexdigest()
+    if actual != sha256:
+        log.error(
+            "artifact of result %s dropped: its %s chunks (%s bytes) hash to sha256 %s, the trainer announced %s",
+            chunk.result_id,
+            chunk.count,
+            len(artifact),
+            actual,
+            sha256,
+        )
+        uow.tally.corrupt.append(chunk.result_id)
+        return []
+    await uow.artifacts.store(chunk.result_id, sha256, artifact)
+    uow.tally.artifacts.append((chunk.result_id, len(artifact)))
+    return []
+
+
+HANDLERS: dict[str, Handler] = {
+    "EpochCompleted": record_epoch,
+    "TrainingFinished": record_final_metrics,
+    "ArtifactChunk": store_artifact_chunk,
+}
+
+
+async def handle(message: Envelope, uow: MetricsUnitOfWork) -> list[Envelope]:
+    """Dispatches on the message type (the app passes only types in ``HANDLERS``)."""
+    return await HANDLERS[message.type](message, uow)
