@@ -1,0 +1,42 @@
+"""Kafka-ML data sources: stream training data to Kafka and announce it to a deployment.
+
+Upstream's scripts run with only their import changed::
+
+    from shared.datasources import RawSink   # was: from datasources.raw_sink import RawSink
+
+    sink = RawSink(boostrap_servers="localhost:9094", topic="digits", deployment_id=1,
+                   data_type="uint8", label_type="uint8", validation_rate=0.1, test_rate=0.1)
+    for x, y in zip(images, labels):
+        sink.send(data=x, label=y)
+    sink.close()          # flushes, then sends the control message
+
+``AsyncRawSink``/``AsyncAvroSink`` are the asyncio versions (``await sink.send(...)``,
+``async with``); ``send_file`` streams a CSV, ``.npy`` or ``.npz`` file (``kafkaml send``).
+"""
+
+from shared.datasources.avro import AsyncAvroSink, AvroEncoder, AvroSink, record_schema
+from shared.datasources.raw import AsyncRawSink, RawEncoder, RawSink
+from shared.datasources.sink import (
+    DEFAULT_CONTROL_TOPIC,
+    AckRanges,
+    AsyncKafkaMLSink,
+    DeliveryError,
+    KafkaMLSink,
+    SinkError,
+)
+
+__all__ = [
+    "DEFAULT_CONTROL_TOPIC",
+    "AckRanges",
+    "AsyncAvroSink",
+    "AsyncKafkaMLSink",
+    "AsyncRawSink",
+    "AvroEncoder",
+    "AvroSink",
+    "DeliveryError",
+    "KafkaMLSink",
+    "RawEncoder",
+    "RawSink",
+    "SinkError",
+    "record_schema",
+]
