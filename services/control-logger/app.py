@@ -17,8 +17,8 @@ import faust
 from aiokafka.client import AIOKafkaClient
 
 from services.control_logger.handlers import record_datasource
-from services.control_logger.uow import SqlControlLoggerUnitOfWork
 from shared.db.engine import make_engine, make_sessionmaker
+from shared.db.uow import SqlUnitOfWork
 from shared.faust_app import make_faust_app, received_of
 from shared.kafka import Producer, Received, deliver
 from shared.settings import Settings, get_settings
@@ -121,7 +121,7 @@ class Runtime:
         )
 
     async def process(self, received: Received) -> None:
-        async with SqlControlLoggerUnitOfWork(self.sessions) as uow:
+        async with SqlUnitOfWork(self.sessions) as uow:
             outgoing = await record_datasource(received, uow, topics=self.broker_topics)
             await uow.commit()
         for answer in outgoing:

@@ -12,9 +12,9 @@ from __future__ import annotations
 import uuid
 from typing import Protocol
 
-from services.control_logger.uow import ControlLoggerUnitOfWork
 from shared.control import ControlMessage, deployment_id_from_key, parse_control
 from shared.db.tables import Datasource
+from shared.db.uow import UnitOfWork
 from shared.errors import Invalid
 from shared.events import DatasourceRecord, DatasourceRecorded, Envelope
 from shared.kafka import Received
@@ -86,9 +86,7 @@ def datasource_record(row: Datasource) -> DatasourceRecord:
     )
 
 
-async def record_datasource(
-    received: Received, uow: ControlLoggerUnitOfWork, *, topics: TopicCatalog
-) -> list[Envelope]:
+async def record_datasource(received: Received, uow: UnitOfWork, *, topics: TopicCatalog) -> list[Envelope]:
     """Validates a control message, records its data source once, and announces it.
 
     A redelivered message (same control topic position) finds its row and is

@@ -23,12 +23,12 @@ from typing import Any, cast
 
 import faust
 
-from services.metrics.batch import handle_batch_once
 from services.metrics.handlers import HANDLERS, handle
 from services.metrics.uow import SqlMetricsUnitOfWork
 from shared.db.engine import make_engine, make_sessionmaker
 from shared.events import Envelope, decode
 from shared.faust_app import make_faust_app, received_of
+from shared.handling import handle_batch_once
 from shared.kafka import Handle, Producer, Received, deliver, is_transient
 from shared.settings import Settings, get_settings
 from shared.topics import topic_of, topics_for

@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol, Self
 
-from shared.db.metrics_repository import ArtifactRepository, BatchProcessedRepository, MetricsRepository
-from shared.db.repositories import OutcomeRepository
+from shared.db.metrics_repository import ArtifactRepository, MetricsRepository
+from shared.db.repositories import OutcomeRepository, ProcessedRepository
 from shared.db.uow import SqlUnitOfWork
 
 
@@ -52,7 +52,7 @@ class MetricsUnitOfWork(Protocol):
 
     metrics: MetricsRepository
     artifacts: ArtifactRepository
-    processed: BatchProcessedRepository
+    processed: ProcessedRepository
     outcomes: OutcomeRepository
     tally: Tally
 
@@ -65,12 +65,9 @@ class MetricsUnitOfWork(Protocol):
 class SqlMetricsUnitOfWork(SqlUnitOfWork):
     """Leaving the block without ``commit()`` rolls back (as ``SqlUnitOfWork``)."""
 
-    processed: BatchProcessedRepository  # the batch-capable subclass of the shared one
-
     async def __aenter__(self) -> Self:
         await super().__aenter__()
         self.metrics = MetricsRepository(self.session)
         self.artifacts = ArtifactRepository(self.session)
-        self.processed = BatchProcessedRepository(self.session)
         self.tally = Tally()
         return self

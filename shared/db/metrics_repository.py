@@ -6,40 +6,13 @@ is an upsert on the table's key, so applying an event twice changes nothing.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 from sqlalchemy import delete, func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from shared.db.repositories import ProcessedRepository
-from shared.db.tables import Artifact, ArtifactPart, EpochMetric, FinalMetrics, ProcessedMessage, TrainingResult
-
-
-class BatchProcessedRepository(ProcessedRepository):
-    """``processed_messages`` read and written a batch at a time (one query each way)."""
-
-    async def seen(self, consumer: str, message_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, list[dict[str, Any]]]:
-        """Of ``message_ids``, those ``consumer`` already handled → what it published in answer."""
-        if not message_ids:
-            return {}
-        rows = await self.session.execute(
-            select(ProcessedMessage.message_id, ProcessedMessage.published).where(
-                ProcessedMessage.consumer == consumer, ProcessedMessage.message_id.in_(message_ids)
-            )
-        )
-        return {row.message_id: list(row.published) for row in rows}
-
-    async def add_many(self, consumer: str, published: Mapping[uuid.UUID, list[dict[str, Any]]]) -> None:
-        # A plain insert, not ON CONFLICT DO NOTHING: a concurrent consumer that handled one of
-        # these ids makes the batch fail (IntegrityError, retried), and the retry skips that id.
-        if published:
-            await self.session.execute(
-                insert(ProcessedMessage),
-                [{"consumer": consumer, "message_id": m, "published": p} for m, p in published.items()],
-            )
+from shared.db.tables import Artifact, ArtifactPart, EpochMetric, FinalMetrics, TrainingResult
 
 
 class MetricsRepository:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import delete, select
@@ -98,16 +98,30 @@ class ConfigurationRepository:
 
 
 class ProcessedRepository:
+    """``processed_messages``, read and written a batch at a time (one query each way)."""
+
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
 
-    async def get(self, consumer: str, message_id: uuid.UUID) -> list[dict[str, Any]] | None:
-        row = await self.session.get(ProcessedMessage, (consumer, message_id))
-        return None if row is None else list(row.published)
+    async def seen(self, consumer: str, message_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, list[dict[str, Any]]]:
+        """Of ``message_ids``, those ``consumer`` already handled → what it published in answer."""
+        if not message_ids:
+            return {}
+        rows = await self.session.execute(
+            select(ProcessedMessage.message_id, ProcessedMessage.published).where(
+                ProcessedMessage.consumer == consumer, ProcessedMessage.message_id.in_(message_ids)
+            )
+        )
+        return {row.message_id: list(row.published) for row in rows}
 
-    async def add(self, consumer: str, message_id: uuid.UUID, published: list[dict[str, Any]]) -> None:
-        self.session.add(ProcessedMessage(consumer=consumer, message_id=message_id, published=published))
-        await self.session.flush()
+    async def add_many(self, consumer: str, published: Mapping[uuid.UUID, list[dict[str, Any]]]) -> None:
+        # A plain insert, not ON CONFLICT DO NOTHING: a concurrent consumer that handled one of
+        # these ids makes the transaction fail (IntegrityError, retried), and the retry skips that id.
+        if published:
+            await self.session.execute(
+                insert(ProcessedMessage),
+                [{"consumer": consumer, "message_id": m, "published": p} for m, p in published.items()],
+            )
 
 
 class OutcomeRepository:
@@ -207,3 +221,25 @@ class DatasourceRepository:
                 Datasource.offset == offset,
             )
         )
+
+    async def record(self, datasource: Datasource) -> Datasource:
+        """Inserts ``datasource`` (a new, unsaved row with every column set) unless a row exists at
+        the same control position; returns the stored row, new or existing."""
+        values: dict[str, Any] = {
+            column.key: getattr(datasource, column.key)
+            for column in Datasource.__table__.columns
+            if column.key not in ("id", "created_at")
+        }
+        statement = (
+            insert(Datasource)
+            .values(**values)
+            .on_conflict_do_nothing(constraint="datasources_control_position")
+            .returning(Datasource)
+        )
+        inserted = (await self.session.scalars(statement)).first()
+        if inserted is not None:
+            return inserted
+        existing = await self.at(values["control_topic"], values["partition"], values["offset"])
+        if existing is None:  # pragma: no cover - the conflict proves the row exists
+            raise RuntimeError("a data source row conflicted but cannot be found")
+        return existing

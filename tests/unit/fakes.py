@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from types import SimpleNamespace
 from typing import Any, Self
@@ -136,11 +136,12 @@ class FakeProcessed:
     def __init__(self) -> None:
         self.rows: dict[tuple[str, uuid.UUID], list[dict[str, Any]]] = {}
 
-    async def get(self, consumer: str, message_id: uuid.UUID) -> list[dict[str, Any]] | None:
-        return self.rows.get((consumer, message_id))
+    async def seen(self, consumer: str, message_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, list[dict[str, Any]]]:
+        return {m: self.rows[(consumer, m)] for m in message_ids if (consumer, m) in self.rows}
 
-    async def add(self, consumer: str, message_id: uuid.UUID, published: list[dict[str, Any]]) -> None:
-        self.rows[(consumer, message_id)] = published
+    async def add_many(self, consumer: str, published: Mapping[uuid.UUID, list[dict[str, Any]]]) -> None:
+        for message_id, answers in published.items():
+            self.rows[(consumer, message_id)] = answers
 
 
 class FakeOutcomes:

@@ -14,10 +14,10 @@ import asyncpg
 import pytest
 
 from services.control_logger.handlers import record_datasource
-from services.control_logger.uow import SqlControlLoggerUnitOfWork
 from shared.control import key_for_deployment
 from shared.db.engine import make_engine, make_sessionmaker
 from shared.db.roles import plain_url
+from shared.db.uow import SqlUnitOfWork
 from shared.events import DatasourceRecorded, decode
 from shared.kafka import Producer, Received, create_topics, ensure_topics, make_consumer
 from shared.settings import Settings
@@ -83,7 +83,7 @@ async def test_a_redelivered_control_message_adds_no_row(database: str) -> None:
     try:
         answers = []
         for _ in range(2):
-            async with SqlControlLoggerUnitOfWork(sessions) as uow:
+            async with SqlUnitOfWork(sessions) as uow:
                 answers.extend(await record_datasource(received, uow, topics=KnownTopics()))
                 await uow.commit()
     finally:

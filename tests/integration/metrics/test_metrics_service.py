@@ -17,13 +17,13 @@ import asyncpg
 import pytest
 
 from services.metrics.app import CONSUMER
-from services.metrics.batch import handle_batch_once
 from services.metrics.handlers import handle
 from services.metrics.uow import SqlMetricsUnitOfWork
 from shared.db.engine import make_engine, make_sessionmaker
 from shared.db.roles import plain_url
 from shared.events import ArtifactChunk, EpochCompleted, TrainingFinished
 from shared.events.training import ArtifactRef, Chunk, EpochMetrics, SampleCounts, TrainingOutcome
+from shared.handling import handle_batch_once
 from shared.kafka import Producer, ensure_topics, make_consumer
 from shared.settings import Settings
 from shared.topics import topics_for

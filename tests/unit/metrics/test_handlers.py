@@ -11,13 +11,13 @@ from typing import Any, Self
 import pytest
 
 from services.metrics.app import split_by_size
-from services.metrics.batch import handle_batch_once
 from services.metrics.handlers import handle
 from services.metrics.uow import Tally
 from shared.db.tables import FinalMetrics
 from shared.errors import Invalid
 from shared.events import ArtifactChunk, Envelope, EpochCompleted, TrainingFinished
 from shared.events.training import ArtifactRef, Chunk, EpochMetrics, SampleCounts, TrainingOutcome
+from shared.handling import handle_batch_once
 from shared.kafka import Received
 from tests.unit.fakes import FakeOutcomes
 

@@ -1,0 +1,265 @@
+"""What a trainer tells the rest of the system: status, epochs, the artifact, the outcome.
+
+Also the outcome's parts both training modules compute the same way: the
+result of one model (:class:`ModelResult`), the confusion matrix, and a
+failure worded for the user who wrote the model (:class:`JobFailure`,
+:func:`failure_message`).
+
+Every publish waits for the broker's acknowledgement (``Producer.publish``), so
+a ``TrainingFinished`` is only sent once every chunk of its artifact landed.
+The training itself runs in a worker thread; it publishes through
+:meth:`Publisher.publish_from_thread`, which hands the send to the event loop
+and waits for its acknowledgement.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import logging
+from collections.abc import Coroutine, Mapping
+from dataclasses import dataclass
+from typing import Any, Final, Literal, TypeVar
+
+import numpy as np
+
+from services.trainer.model_code import ModelCodeError, _user_location
+from shared.events import Envelope
+from shared.events.training import (
+    ArtifactChunk,
+    ArtifactRef,
+    Chunk,
+    DatasourceRef,
+    EpochCompleted,
+    EpochMetrics,
+    Failure,
+    ResultStatus,
+    SampleCounts,
+    StatusChange,
+    TrainingFailed,
+    TrainingFinished,
+    TrainingOutcome,
+    TrainingStatusChanged,
+)
+from shared.kafka import Producer
+from shared.topics import Topics, topic_of
+
+__all__ = [
+    "CHUNK_BYTES",
+    "JobFailure",
+    "ModelResult",
+    "Publisher",
+    "chunk_artifact",
+    "confusion_matrix",
+    "failure_message",
+    "split_epoch_logs",
+]
+
+log = logging.getLogger("kafkaml.trainer")
+
+# Raw bytes per chunk: base64 and the envelope keep a message well under Kafka's 1 MB default.
+CHUNK_BYTES: Final = 512 * 1024
+
+T = TypeVar("T")
+
+# A failure travels in an event and is shown to a user: keep it readable.
+_MAX_ERROR = 2000
+
+
+class JobFailure(Exception):
+    """The job cannot succeed; the message says why, in words the user can act on."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+def _truncate(text: str) -> str:
+    return text if len(text) <= _MAX_ERROR else text[: _MAX_ERROR - 1] + "…"
+
+
+def failure_message(what: str, exc: BaseException) -> str:
+    """``"model.fit raised ValueError: … (line 3 of your code)"``: the user's line where there is one."""
+    if isinstance(exc, ModelCodeError):
+        return _truncate(f"{what}: {exc.message}")
+    # The same reading of the traceback as the validator's: the deepest frame of the user's source.
+    field, line = _user_location(exc)
+    text = str(exc).strip()
+    message = f"{what} raised {type(exc).__name__}" + (f": {text}" if text else "")
+    if line is not None:
+        message += f" (line {line} of your {field})"
+    return _truncate(message)
+
+
+def split_epoch_logs(logs: Mapping[str, Any], prefix: str = "") -> tuple[dict[str, float], dict[str, float]]:
+    """Keras-style logs → (train, validation) metrics, ``val_`` and ``prefix`` taken off the names."""
+    train: dict[str, float] = {}
+    val: dict[str, float] = {}
+    for name, value in logs.items():
+        target = train
+        if name.startswith("val_"):
+            target, name = val, name[4:]
+        if prefix:
+            if not name.startswith(prefix):
+                continue
+            name = name[len(prefix) :]
+        number = _number(value)
+        if number is not None:
+            target[name] = number
+    return train, val
+
+
+def _number(value: Any) -> float | None:
+    """A metric's value as a float; None for what is not one number (a matrix, a list)."""
+    try:
+        array = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        return None
+    if array.size != 1:
+        return None
+    return float(array.reshape(()))
+
+
+def confusion_matrix(predictions: np.ndarray[Any, Any], labels: np.ndarray[Any, Any]) -> list[list[int]] | None:
+    """Rows are true classes, columns predicted ones; None when the model is not a classifier.
+
+    A classifier has several outputs (the argmax is the class), or one
+    probability with 0/1 labels (a binary classifier: above 0.5 is class 1).
+    """
+    predictions = np.asarray(predictions)
+    labels = np.asarray(labels).reshape(len(labels), -1)
+    if len(predictions) == 0 or labels.shape[1] != 1:
+        return None
+    truth_values = labels[:, 0]
+    outputs = predictions.reshape(len(predictions), -1)
+    if outputs.shape[1] > 1:
+        classes = outputs.shape[1]
+        predicted = outputs.argmax(axis=1)
+    elif np.isin(truth_values, (0, 1)).all() and ((outputs >= 0) & (outputs <= 1)).all():
+        classes = 2
+        predicted = (outputs[:, 0] > 0.5).astype(np.int64)
+    else:
+        return None
+    if not np.all(np.equal(np.mod(truth_values, 1), 0)):
+        return None
+    truth = truth_values.astype(np.int64)
+    if truth.min() < 0 or truth.max() >= classes:
+        log.warning("labels outside 0..%d: no confusion matrix", classes - 1)
+        return None
+    matrix = np.zeros((classes, classes), dtype=np.int64)
+    np.add.at(matrix, (truth, predicted), 1)
+    return [[int(v) for v in row] for row in matrix]
+
+
+@dataclass
+class ModelResult:
+    """What training one model produced, ready to publish."""
+
+    result_id: int
+    test_metrics: dict[str, float]
+    confusion_matrix: list[list[int]] | None
+    artifact: bytes
+    format: Literal["keras", "pt"]
+
+
+def chunk_artifact(result_id: int, data: bytes, chunk_bytes: int = CHUNK_BYTES) -> list[ArtifactChunk]:
+    """The artifact as chunks, each carrying the checksum of the whole (an empty file is one empty chunk)."""
+    digest = hashlib.sha256(data).hexdigest()
+    pieces = [data[i : i + chunk_bytes] for i in range(0, len(data), chunk_bytes)] or [b""]
+    return [
+        ArtifactChunk(
+            payload=Chunk(
+                result_id=result_id,
+                index=index,
+                count=len(pieces),
+                sha256=digest,
+                data=base64.b64encode(piece).decode("ascii"),
+            )
+        )
+        for index, piece in enumerate(pieces)
+    ]
+
+
+class Publisher:
+    """Progress and outcome events of one job's results (one deployment)."""
+
+    def __init__(self, producer: Producer, topics: Topics, deployment_id: int) -> None:
+        self.producer = producer
+        self.topics = topics
+        self.deployment_id = deployment_id
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def publish(self, message: Envelope) -> None:
+        topic = topic_of(self.topics, message.kind, message.type)
+        await self.producer.publish(topic, message)
+
+    def bind_loop(self) -> None:
+        """Remembers the running loop, for :meth:`publish_from_thread`."""
+        self._loop = asyncio.get_running_loop()
+
+    def run_from_thread(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        """Runs a coroutine on the job's event loop from a training thread and waits for it."""
+        if self._loop is None:
+            coroutine.close()
+            raise RuntimeError("Publisher.bind_loop() was not called from the event loop")
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
+
+    def publish_from_thread(self, message: Envelope) -> None:
+        self.run_from_thread(self.publish(message))
+
+    # --- messages ---
+
+    async def status(self, result_id: int, status: ResultStatus, datasource: DatasourceRef | None = None) -> None:
+        await self.publish(
+            TrainingStatusChanged(
+                payload=StatusChange(
+                    result_id=result_id, deployment_id=self.deployment_id, status=status, datasource=datasource
+                )
+            )
+        )
+
+    def epoch_message(
+        self, result_id: int, epoch: int, train: Mapping[str, float], val: Mapping[str, float]
+    ) -> EpochCompleted:
+        return EpochCompleted(payload=EpochMetrics(result_id=result_id, epoch=epoch, train=dict(train), val=dict(val)))
+
+    async def artifact(self, result_id: int, data: bytes, format: Literal["keras", "pt"]) -> ArtifactRef:
+        """Publishes the artifact chunk by chunk, each acknowledged before the next."""
+        chunks = chunk_artifact(result_id, data)
+        for chunk in chunks:
+            await self.publish(chunk)
+        ref = ArtifactRef(format=format, size=len(data), sha256=chunks[0].payload.sha256, chunks=len(chunks))
+        log.info("result %d: artifact stored: %s, %d bytes in %d chunks", result_id, format, len(data), len(chunks))
+        return ref
+
+    async def finished(
+        self,
+        result_id: int,
+        *,
+        test_metrics: Mapping[str, float],
+        confusion_matrix: list[list[int]] | None,
+        training_time: float,
+        artifact: ArtifactRef,
+        samples: SampleCounts,
+        datasource: DatasourceRef | None,
+    ) -> None:
+        await self.publish(
+            TrainingFinished(
+                payload=TrainingOutcome(
+                    result_id=result_id,
+                    deployment_id=self.deployment_id,
+                    test_metrics=dict(test_metrics),
+                    confusion_matrix=confusion_matrix,
+                    training_time=training_time,
+                    artifact=artifact,
+                    samples=samples,
+                    datasource=datasource,
+                )
+            )
+        )
+
+    async def failed(self, result_id: int, error: str) -> None:
+        await self.publish(
+            TrainingFailed(payload=Failure(result_id=result_id, deployment_id=self.deployment_id, error=error))
+        )

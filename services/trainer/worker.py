@@ -1,0 +1,155 @@
+"""One training job, start to end: spec → data → training → artifact → outcome.
+
+The worker has no database credentials: its job spec, its data and every
+result travel through Kafka. The steps, each logged on one INFO line:
+
+1. read the ``TrainJob`` with our job id from the jobs topic;
+2. report ``waiting_data`` for every result of the job;
+3. find the control message keyed by the deployment id (it may come later);
+4. read and decode exactly the announced ranges, once, and split them;
+5. report ``training`` (with the data source), train in a thread, report each epoch;
+6. publish each model in checksummed chunks, then ``TrainingFinished``.
+
+Any failure (no data in time, undecodable data, an exception in the user's
+code) ends every result of the job with ``TrainingFailed`` and a reason the
+user can act on. The job function returns normally either way: a failed
+training is an outcome, not a crash of the worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from typing import Final
+
+from services.trainer.data import DataError, find_control_message, find_job_spec, load_training_data
+from services.trainer.publishing import JobFailure, ModelResult, Publisher
+from shared.events.training import JobSpec, ResultStatus
+from shared.kafka import Producer
+from shared.settings import Settings
+from shared.topics import topics_for
+
+__all__ = ["JobNotFound", "run_job", "train_job"]
+
+log = logging.getLogger("kafkaml.trainer")
+
+# Records announced but missing from a partition are waited for this long.
+MISSING_DATA_TIMEOUT_S: Final = 30.0
+SPEC_TIMEOUT_S: Final = 60.0
+
+
+class JobNotFound(DataError):
+    """No job spec with this id: nothing can be attributed to a result, nothing is published."""
+
+
+def _threads() -> int:
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+async def run_job(
+    settings: Settings,
+    job_id: str,
+    *,
+    spec_timeout_s: float = SPEC_TIMEOUT_S,
+    missing_data_timeout_s: float = MISSING_DATA_TIMEOUT_S,
+    memory_budget: int | None = None,
+) -> dict[int, ResultStatus]:
+    """Runs the job with this id; each result's final status. Raises JobNotFound without a spec."""
+    try:
+        spec = await find_job_spec(settings, job_id, spec_timeout_s)
+    except DataError as exc:
+        raise JobNotFound(exc.message) from None
+    log.info(
+        "spec found: job %s, deployment %d, %s, results %s",
+        spec.job_id,
+        spec.deployment_id,
+        spec.framework,
+        [m.result_id for m in spec.models],
+    )
+    return await train_job(settings, spec, missing_data_timeout_s=missing_data_timeout_s, memory_budget=memory_budget)
+
+
+async def train_job(
+    settings: Settings,
+    spec: JobSpec,
+    *,
+    missing_data_timeout_s: float = MISSING_DATA_TIMEOUT_S,
+    memory_budget: int | None = None,
+) -> dict[int, ResultStatus]:
+    """Trains a job whose spec is known; publishes its progress and outcome."""
+    async with Producer(settings) as producer:
+        publisher = Publisher(producer, topics_for(settings), spec.deployment_id)
+        publisher.bind_loop()
+        for model in spec.models:
+            await publisher.status(model.result_id, "waiting_data")
+        try:
+            await _train(settings, spec, publisher, missing_data_timeout_s, memory_budget)
+        except JobFailure as failure:
+            reason = failure.message
+        except Exception as exc:  # a bug of ours, or the broker gone: still an answer for the user
+            log.exception("job %s failed", spec.job_id)
+            reason = f"the trainer failed: {type(exc).__name__}: {exc}"
+        else:
+            return {m.result_id: "finished" for m in spec.models}
+        log.error("job %s failed: %s", spec.job_id, reason)
+        for model in spec.models:
+            await publisher.failed(model.result_id, reason)
+        return {m.result_id: "failed" for m in spec.models}
+
+
+async def _train(
+    settings: Settings,
+    spec: JobSpec,
+    publisher: Publisher,
+    missing_data_timeout_s: float,
+    memory_budget: int | None,
+) -> None:
+    log.info("waiting up to %g s for a control message for deployment %d", spec.data_timeout_s, spec.deployment_id)
+    found = await find_control_message(settings, spec.deployment_id, spec.data_timeout_s)
+    log.info(
+        "control message found at %s:%d offset %d: %s, %s",
+        found.control_topic,
+        found.partition,
+        found.offset,
+        found.message.input_format,
+        found.message.topic,
+    )
+    started = time.monotonic()
+    data = await load_training_data(
+        settings, found, memory_budget=memory_budget, missing_timeout_s=missing_data_timeout_s
+    )
+    datasource = found.datasource()
+    for model in spec.models:
+        await publisher.status(model.result_id, "training", datasource)
+
+    def on_epoch(result_id: int, epoch: int, train: dict[str, float], val: dict[str, float]) -> None:
+        publisher.publish_from_thread(publisher.epoch_message(result_id, epoch, train, val))
+
+    def train() -> list[ModelResult]:
+        if spec.framework == "tensorflow":
+            from services.trainer.keras_training import configure_tensorflow, train_keras
+
+            log.info("training on %s", configure_tensorflow(spec.gpus, _threads()))
+            return train_keras(spec, data, on_epoch)
+        from services.trainer.torch_training import configure_torch, train_torch
+
+        device = configure_torch(spec.gpus, _threads())
+        log.info("training on %s", device)
+        return train_torch(spec, data, on_epoch, device=device)
+
+    results = await asyncio.to_thread(train)
+    for result in results:
+        artifact = await publisher.artifact(result.result_id, result.artifact, result.format)
+        training_time = time.monotonic() - started
+        await publisher.finished(
+            result.result_id,
+            test_metrics=result.test_metrics,
+            confusion_matrix=result.confusion_matrix,
+            training_time=training_time,
+            artifact=artifact,
+            samples=data.counts,
+            datasource=datasource,
+        )
+        log.info("result %d finished in %.1f s: %s", result.result_id, training_time, result.test_metrics)

