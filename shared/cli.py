@@ -1,4 +1,4 @@
-"""The `kafkaml` command: `up`, `up --detach`, `down`, `status`, `version`.
+"""The `kafkaml` command: `up`, `up --detach`, `down`, `status`, `send`, `version`.
 
 Also runnable as ``python -m shared.cli`` (that is how ``up --detach`` starts
 the background ``up``).
@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -37,8 +38,9 @@ def _settings() -> Settings:
 
 
 def _configure_logging(settings: Settings) -> None:
+    level = logging.getLevelName(settings.log_level.upper())
     logging.basicConfig(
-        level=settings.log_level.upper(),
+        level=level if isinstance(level, int) else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
@@ -96,6 +98,61 @@ def status() -> None:
     settings = _settings()
     _configure_logging(settings)
     raise typer.Exit(show_status(settings, echo=_echo))
+
+
+@app.command()
+def send(
+    path: Annotated[Path, typer.Argument(help="A .csv (with a header row), .npy or .npz file.", exists=True)],
+    deployment_id: Annotated[int, typer.Option("--deployment-id", "-d", help="The deployment to train.")],
+    topic: Annotated[str, typer.Option(help="The data topic to send the samples to.")],
+    label: Annotated[
+        str | None, typer.Option(help="CSV: the label column (name or index); none for unlabelled data.")
+    ] = None,
+    labels: Annotated[Path | None, typer.Option(help=".npy: a second file with the labels.")] = None,
+    input_format: Annotated[str, typer.Option("--format", help="RAW or AVRO.")] = "RAW",
+    data_type: Annotated[str, typer.Option(help="numpy type of the samples (RAW).")] = "float32",
+    label_type: Annotated[str, typer.Option(help="numpy type of the labels (RAW).")] = "float32",
+    validation_rate: Annotated[float, typer.Option(help="Share of samples for validation.")] = 0.1,
+    test_rate: Annotated[float, typer.Option(help="Share of samples for the test.")] = 0.1,
+    partitions: Annotated[int | None, typer.Option(help="Create the topic with this many partitions.")] = None,
+    description: Annotated[str, typer.Option(help="Shown with the data source.")] = "",
+) -> None:
+    """Stream a data set file to Kafka as a data source, then announce it with a control message."""
+    from shared.datasources.send import send_file
+    from shared.stack.stackfile import read_stack
+
+    settings = _settings()
+    servers = settings.bootstrap_servers
+    if not servers:
+        stack = read_stack(settings.home)
+        if stack is None:
+            typer.echo("error: no Kafka to send to: start a stack (`kafkaml up -d`) or set KAFKAML_BOOTSTRAP_SERVERS")
+            raise typer.Exit(2)
+        servers = stack["bootstrap_servers"]
+    if input_format.upper() not in ("RAW", "AVRO"):
+        typer.echo("error: --format must be RAW or AVRO")
+        raise typer.Exit(2)
+    try:
+        send_file(
+            path,
+            bootstrap_servers=servers,
+            deployment_id=deployment_id,
+            topic=topic,
+            label_column=label,
+            labels_path=labels,
+            input_format=input_format.upper(),  # type: ignore[arg-type]  # checked above
+            data_type=data_type,
+            label_type=label_type,
+            validation_rate=validation_rate,
+            test_rate=test_rate,
+            control_topic=settings.control_topic,
+            description=description,
+            partitions=partitions,
+            echo=_echo,
+        )
+    except (ValueError, OSError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
 
 
 @app.command()

@@ -100,10 +100,17 @@ def start_postgres(home: Path, *, pgdata: Path | None = None) -> EmbeddedPostgre
     lib = _library()
     try:
         server = lib.get_server(data, cleanup_mode=None)
-    except subprocess.CalledProcessError as exc:
-        raise PostgresError(f"PostgreSQL did not start ({exc}); see {data / 'log'}:\n{tail(data / 'log')}") from exc
     except subprocess.TimeoutExpired as exc:
-        raise PostgresError(f"PostgreSQL did not start within {exc.timeout}s; see {data / 'log'}") from exc
+        raise PostgresError(
+            f"PostgreSQL did not start within {exc.timeout}s; see {data / 'log'}:\n{tail(data / 'log')}"
+        ) from exc
+    except Exception as exc:
+        # Whatever failed (initdb, pg_ctl, or the library reading a log that
+        # was never written), say what and where to look.
+        raise PostgresError(
+            f"PostgreSQL did not start in {data}: {type(exc).__name__}: {exc}; see {data / 'log'}:\n"
+            f"{tail(data / 'log')}"
+        ) from exc
     # With cleanup_mode=None the library's exit hook only does bookkeeping
     # that we do in stop(); unhooking it keeps its handle registry our business.
     atexit.unregister(server._cleanup)
@@ -123,6 +130,8 @@ def postgres_pid(pgdata: Path) -> int | None:
         first = (pgdata / "postmaster.pid").read_text().splitlines()[0].strip()
         pid = int(first)
     except (OSError, IndexError, ValueError):
+        return None
+    if pid <= 0:  # a single-user backend (initdb) writes its pid negated: no server
         return None
     try:
         proc = psutil.Process(pid)

@@ -26,7 +26,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -36,8 +36,8 @@ import psutil
 
 import shared
 from shared.settings import Settings
-from shared.stack.broker import Broker, start_broker_async
-from shared.stack.postgres import EmbeddedPostgres, postgres_pid, start_postgres, stop_postgres
+from shared.stack.broker import Broker, BrokerError, start_broker_async
+from shared.stack.postgres import EmbeddedPostgres, PostgresError, postgres_pid, start_postgres, stop_postgres
 from shared.stack.stackfile import (
     StackFile,
     StackFileError,
@@ -90,6 +90,8 @@ SERVICES: tuple[ServiceDef, ...] = (
     ServiceDef("orchestrator", "services.orchestrator", secrets=frozenset({"database_url"})),
     # Runs users' model code: Kafka only, no database, no token, no cluster credentials.
     ServiceDef("validator", "services.trainer.validator", scrub_env_prefixes=("KUBERNETES_",)),
+    ServiceDef("control-logger", "services.control_logger", secrets=frozenset({"database_url"})),
+    ServiceDef("metrics", "services.metrics", secrets=frozenset({"database_url"})),
 )
 
 # Settings that are secrets whatever their name; names that look like one are
@@ -294,9 +296,13 @@ class _Up:
             except _Interrupted:
                 self.echo("interrupted while starting; stopping what was started")
                 return 130
-            except Exception as exc:
-                log.debug("start-up failed", exc_info=True)
+            except (StackError, BrokerError, PostgresError) as exc:
                 self.echo(f"error: {exc}")
+                return 1
+            except Exception as exc:
+                # Unexpected: the traceback goes to the log, the gist to the user.
+                log.exception("Kafka-ML could not start")
+                self.echo(f"error: {type(exc).__name__}: {exc}")
                 return 1
             await self._serve()
             return self.exit_code
@@ -364,9 +370,13 @@ class _Up:
         bootstrap = s.bootstrap_servers or (self.broker.bootstrap_servers if self.broker else "")
         database_url = s.database_url or (self.pg.url if self.pg else "")
 
+        db_hint = f"is PostgreSQL reachable at {redact_url(database_url)}? (KAFKAML_DATABASE_URL)"
+        kafka_hint = f"is Kafka reachable at {bootstrap}? (KAFKAML_BOOTSTRAP_SERVERS)"
+
         from shared.db.migrate import upgrade
 
-        await asyncio.to_thread(upgrade, database_url)
+        with _step("applying the database migrations", db_hint):
+            await asyncio.to_thread(upgrade, database_url)
         self.echo("migrations applied")
         self._check_stop()
 
@@ -376,7 +386,8 @@ class _Up:
             from shared.db.roles import ensure_readonly_role
 
             password = read_or_create_secret(self.home / ROLE_PASSWORD_FILE)
-            api_database_url = await self._until_stop(ensure_readonly_role(database_url, READONLY_ROLE, password))
+            with _step(f"creating the read-only role {READONLY_ROLE}", db_hint):
+                api_database_url = await self._until_stop(ensure_readonly_role(database_url, READONLY_ROLE, password))
             self.echo(f"read-only database role {READONLY_ROLE} ready")
 
         self.resolved = s.model_copy(
@@ -391,7 +402,8 @@ class _Up:
 
         from shared.kafka import ensure_topics
 
-        await self._until_stop(ensure_topics(self.resolved))
+        with _step("creating the topics", kafka_hint):
+            await self._until_stop(ensure_topics(self.resolved))
         self.echo("topics ready")
 
         self.supervisor = Supervisor(on_change=self._on_services_change)
@@ -491,6 +503,18 @@ class _Up:
         remove_stack(self.home)
         if steps:
             self.echo("Kafka-ML stopped")
+
+
+@contextlib.contextmanager
+def _step(what: str, hint: str) -> Iterator[None]:
+    """Turn a failure of one start-up step into an error that says which step and what to check."""
+    try:
+        yield
+    except (_Interrupted, StackError):
+        raise
+    except Exception as exc:
+        log.debug("%s failed", what, exc_info=True)
+        raise StackError(f"{what} failed ({type(exc).__name__}: {exc}); {hint}") from exc
 
 
 def _in_thread(fn: Callable[[], None]) -> Callable[[], Awaitable[None]]:

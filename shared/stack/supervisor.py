@@ -195,6 +195,9 @@ class Supervisor:
         self.on_change = on_change
         self._children: dict[str, _Child] = {}
         self._stopping = asyncio.Event()
+        # Held while a restart spawns: stop() takes it, so no child is being
+        # born, unseen, while it stops the others.
+        self._spawning = asyncio.Lock()
 
     # --- queries ---
 
@@ -219,11 +222,12 @@ class Supervisor:
         """
         if spec.name in self._children:
             raise ValueError(f"a child named {spec.name!r} is already supervised")
-        if self._stopping.is_set():
-            raise RuntimeError("the supervisor is stopping")
         child = _Child(spec)
-        await self._spawn(child)
-        self._children[spec.name] = child
+        async with self._spawning:
+            if self._stopping.is_set():
+                raise RuntimeError("the supervisor is stopping")
+            await self._spawn(child)
+            self._children[spec.name] = child
         child.task = asyncio.create_task(self._watch(child), name=f"supervise-{spec.name}")
         self._notify()
         assert child.proc is not None
@@ -232,6 +236,10 @@ class Supervisor:
     async def stop(self) -> None:
         """Stop every child: SIGTERM to each group, wait ``stop_timeout``, then SIGKILL."""
         self._stopping.set()
+        async with self._spawning:
+            await self._stop_children()
+
+    async def _stop_children(self) -> None:
         running = [c for c in self._children.values() if c.proc is not None and c.proc.returncode is None]
         trees = {c.spec.name: descendants(c.proc.pid) for c in running if c.proc is not None}
         for child in running:
@@ -333,7 +341,10 @@ class Supervisor:
             delay = self.backoff.following(delay)
             while True:
                 try:
-                    await self._spawn(child)
+                    async with self._spawning:
+                        if self._stopping.is_set():
+                            return
+                        await self._spawn(child)
                     break
                 except OSError as exc:
                     log.error("cannot start %s: %s; retrying in %.1fs", child.spec.name, exc, delay)
