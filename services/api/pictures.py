@@ -9,6 +9,7 @@ import matplotlib
 matplotlib.use("Agg")  # no display: render to memory
 
 import matplotlib.pyplot as plt
+from matplotlib.figure import Figure
 
 
 def confusion_matrix_png(matrix: list[list[int]], title: str) -> bytes:
@@ -55,7 +56,7 @@ def curves_png(train: dict[str, list[float | None]], val: dict[str, list[float |
         plt.close(figure)
 
 
-def _png(figure: plt.Figure) -> bytes:
+def _png(figure: Figure) -> bytes:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png")
     return buffer.getvalue()

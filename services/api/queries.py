@@ -105,7 +105,9 @@ async def deployments(session: AsyncSession, deployment_id: int | None = None) -
     answer = []
     for row in rows:
         refs = [
-            ResultRef(id=r.id, model_id=r.model_id, status=r.status) for r in result_rows if r.deployment_id == row.id
+            ResultRef.model_validate({"id": r.id, "model_id": r.model_id, "status": r.status})
+            for r in result_rows
+            if r.deployment_id == row.id
         ]  # type: ignore[arg-type]
         params = TrainingParams(
             configuration_id=row.configuration_id,

@@ -45,7 +45,7 @@ def create_app(settings: Settings) -> faust.App:
         async for event in stream.events():
             await runtime.handle(received_of(event))
 
-    @app.task
+    @app.task  # type: ignore[untyped-decorator]  # faust's decorators are untyped
     async def start_runtime() -> None:
         await runtime.start()
 

@@ -65,7 +65,7 @@ async def deploy_training(command: DeployTraining, uow: UnitOfWork) -> list[Enve
             f"configuration {params.configuration_id} does not exist",
             field="configuration_id",
         )
-    model_ids = (await uow.configurations.model_ids([configuration.id]))[configuration.id]
+    model_ids: list[int] = (await uow.configurations.model_ids([configuration.id]))[configuration.id]
     models = [m for m in [await uow.models.get(i) for i in model_ids] if m is not None]
     for framework in sorted({m.framework for m in models}):
         for section, values in (("fit", params.fit), ("evaluate", params.evaluate)):

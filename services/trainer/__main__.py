@@ -59,6 +59,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
+    # One line per step is ours; aiokafka's subscription chatter is not.
+    logging.getLogger("aiokafka").setLevel(max(logging.WARNING, logging.getLogger().level))
     return asyncio.run(_main(args.job_id))
 
 

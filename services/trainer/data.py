@@ -15,11 +15,12 @@ ranges from Kafka once per epoch (:class:`StreamingData`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import time
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Literal, TypeVar
 
@@ -269,7 +270,7 @@ def _bulk_consumer(settings: Settings) -> AIOKafkaConsumer:
 
 async def iter_ranges(
     settings: Settings, ranges: Sequence[TopicRange], *, missing_timeout_s: float = 30.0
-) -> AsyncIterator[RecordBatch]:
+) -> AsyncGenerator[RecordBatch, None]:
     """Yields the records of the announced ranges, stopping at each range's ``end``.
 
     Partitions are assigned manually and read in parallel. A partition that
@@ -305,9 +306,9 @@ async def iter_ranges(
                 r, range_base = bases[tp]
                 inside = [rec for rec in records if r.start <= rec.offset < r.end]
                 if records:
+                    progressed = True
                     next_offset[tp] = max(next_offset[tp], records[-1].offset + 1)
                 if inside:
-                    progressed = True
                     yield RecordBatch(
                         range=r,
                         base=range_base,
@@ -468,24 +469,24 @@ class StreamingData(TrainingData):
         xs: list[np.ndarray[Any, Any]] = []
         ys: list[np.ndarray[Any, Any]] = []
         held = 0
-        async for batch in iter_ranges(
-            self.settings, self.found.message.ranges(), missing_timeout_s=self.missing_timeout_s
-        ):
-            decoded = decoder.decode(batch.values, batch.keys)
-            if decoded.y is None:  # keys were given: never None
-                continue
-            positions = np.asarray([batch.position(i) for i in decoded.good_indices], dtype=np.int64)
-            mask = self.assignment[positions] == wanted if len(positions) else np.zeros(0, dtype=bool)
-            if not mask.any():
-                continue
-            xs.append(decoded.x[mask])
-            ys.append(decoded.y[mask])
-            held += int(mask.sum())
-            while held >= batch_size:
-                x, y = np.concatenate(xs), np.concatenate(ys)
-                yield x[:batch_size], y[:batch_size]
-                xs, ys = [x[batch_size:]], [y[batch_size:]]
-                held -= batch_size
+        reader = iter_ranges(self.settings, self.found.message.ranges(), missing_timeout_s=self.missing_timeout_s)
+        async with contextlib.aclosing(reader):
+            async for batch in reader:
+                decoded = decoder.decode(batch.values, batch.keys)
+                if decoded.y is None:  # keys were given: never None
+                    continue
+                positions = np.asarray([batch.position(i) for i in decoded.good_indices], dtype=np.int64)
+                mask = self.assignment[positions] == wanted if len(positions) else np.zeros(0, dtype=bool)
+                if not mask.any():
+                    continue
+                xs.append(decoded.x[mask])
+                ys.append(decoded.y[mask])
+                held += int(mask.sum())
+                while held >= batch_size:
+                    x, y = np.concatenate(xs), np.concatenate(ys)
+                    yield x[:batch_size], y[:batch_size]
+                    xs, ys = [x[batch_size:]], [y[batch_size:]]
+                    held -= batch_size
         if held:
             yield np.concatenate(xs), np.concatenate(ys)
 
@@ -584,36 +585,38 @@ async def load_training_data(
     label_shape: tuple[int, ...] = ()
     x_dtype: np.dtype[Any] = np.dtype(np.float32)
     y_dtype: np.dtype[Any] = np.dtype(np.float32)
-    async for batch in iter_ranges(settings, ranges, missing_timeout_s=missing_timeout_s):
-        decoded = decoder.decode(batch.values, batch.keys)
-        seen += len(batch.values)
-        if decoded.bad:
-            bad += len(decoded.bad)
-            if first_bad is None:
-                index, reason = decoded.bad[0]
-                first_bad = f"{batch.range.topic}:{batch.range.partition} offset {batch.offsets[index]}: {reason}"
-        if decoded.y is None or len(decoded.x) == 0:
-            continue
-        good += len(decoded.x)
-        sample_shape, label_shape = tuple(decoded.x.shape[1:]), tuple(decoded.y.shape[1:])
-        x_dtype, y_dtype = decoded.x.dtype, decoded.y.dtype
-        positions.append(np.asarray([batch.position(i) for i in decoded.good_indices], dtype=np.int64))
-        if not in_memory:
-            continue
-        xs.append(decoded.x)
-        ys.append(decoded.y)
-        held_bytes += _estimated_bytes(decoded.x, decoded.y)
-        projected = held_bytes * announced / max(seen, 1)
-        if projected > budget:
-            log.info(
-                "the data set would take about %.0f MB decoded, over the %.0f MB budget (%s): "
-                "re-reading it from Kafka every epoch instead",
-                projected / 2**20,
-                budget / 2**20,
-                MEMORY_BUDGET_ENV,
-            )
-            in_memory = False
-            xs, ys = [], []
+    reader = iter_ranges(settings, ranges, missing_timeout_s=missing_timeout_s)
+    async with contextlib.aclosing(reader):
+        async for batch in reader:
+            decoded = decoder.decode(batch.values, batch.keys)
+            seen += len(batch.values)
+            if decoded.bad:
+                bad += len(decoded.bad)
+                if first_bad is None:
+                    index, reason = decoded.bad[0]
+                    first_bad = f"{batch.range.topic}:{batch.range.partition} offset {batch.offsets[index]}: {reason}"
+            if decoded.y is None or len(decoded.x) == 0:
+                continue
+            good += len(decoded.x)
+            sample_shape, label_shape = tuple(decoded.x.shape[1:]), tuple(decoded.y.shape[1:])
+            x_dtype, y_dtype = decoded.x.dtype, decoded.y.dtype
+            positions.append(np.asarray([batch.position(i) for i in decoded.good_indices], dtype=np.int64))
+            if not in_memory:
+                continue
+            xs.append(decoded.x)
+            ys.append(decoded.y)
+            held_bytes += _estimated_bytes(decoded.x, decoded.y)
+            projected = held_bytes * announced / max(seen, 1)
+            if projected > budget:
+                log.info(
+                    "the data set would take about %.0f MB decoded, over the %.0f MB budget (%s): "
+                    "re-reading it from Kafka every epoch instead",
+                    projected / 2**20,
+                    budget / 2**20,
+                    MEMORY_BUDGET_ENV,
+                )
+                in_memory = False
+                xs, ys = [], []
     elapsed = time.monotonic() - started
     log.info(
         "read %d samples in %.2f s (%.0f samples/s), %d could not be decoded",
@@ -630,10 +633,16 @@ async def load_training_data(
         log.warning("%d of %d samples could not be decoded and are skipped (first: %s)", bad, announced, first_bad)
 
     if in_memory:
+        # Partitions are fetched interleaved as they come: back to the announced order, so that
+        # the same data set always gives the same split.
+        x_all, y_all, order = np.concatenate(xs), np.concatenate(ys), np.concatenate(positions)
+        if len(order) > 1 and not bool(np.all(order[1:] > order[:-1])):
+            ordering = np.argsort(order, kind="stable")
+            x_all, y_all = x_all[ordering], y_all[ordering]
         data: TrainingData = InMemoryData(
             decoder,
-            np.concatenate(xs),
-            np.concatenate(ys),
+            x_all,
+            y_all,
             validation_rate=message.validation_rate,
             test_rate=message.test_rate,
             bad=bad,

@@ -170,7 +170,8 @@ class _Run:
         has_validation = self.data.size("validation") > 0
         if self.streamed:
             kwargs.pop("batch_size", None)
-            kwargs.pop("shuffle", None)
+            # Records come in the order Kafka holds them; a pass cannot be shuffled as a whole.
+            kwargs["shuffle"] = False
             if has_validation:
                 kwargs["validation_data"] = self.dataset("validation", heads)
             model.fit(self.dataset("train", heads), callbacks=[callback], **kwargs)
@@ -223,6 +224,12 @@ def _epoch_callback(report: Callable[[int, Mapping[str, Any]], None]) -> Any:
 
 
 def _export(model: Any) -> bytes:
+    optimizer = getattr(model, "optimizer", None)
+    if optimizer is not None and not getattr(optimizer, "built", True):
+        # A sub-model trained inside the joint model never ran its own optimizer; building it
+        # now saves the variables a loader expects (else Keras warns on every load).
+        with contextlib.suppress(Exception):
+            optimizer.build(model.trainable_variables)
     with tempfile.TemporaryDirectory(prefix="kafkaml-model-") as folder:
         path = Path(folder) / "model.keras"
         model.save(path)

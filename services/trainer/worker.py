@@ -19,6 +19,7 @@ training is an outcome, not a crash of the worker.
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
 import os
 import time
@@ -42,6 +43,10 @@ SPEC_TIMEOUT_S: Final = 60.0
 
 class JobNotFound(DataError):
     """No job spec with this id: nothing can be attributed to a result, nothing is published."""
+
+
+def _import_framework(framework: str) -> None:
+    importlib.import_module("tensorflow" if framework == "tensorflow" else "torch")
 
 
 def _threads() -> int:
@@ -84,8 +89,9 @@ async def train_job(
         publisher.bind_loop()
         for model in spec.models:
             await publisher.status(model.result_id, "waiting_data")
+        finished: set[int] = set()
         try:
-            await _train(settings, spec, publisher, missing_data_timeout_s, memory_budget)
+            await _train(settings, spec, publisher, missing_data_timeout_s, memory_budget, finished)
         except JobFailure as failure:
             reason = failure.message
         except Exception as exc:  # a bug of ours, or the broker gone: still an answer for the user
@@ -95,8 +101,9 @@ async def train_job(
             return {m.result_id: "finished" for m in spec.models}
         log.error("job %s failed: %s", spec.job_id, reason)
         for model in spec.models:
-            await publisher.failed(model.result_id, reason)
-        return {m.result_id: "failed" for m in spec.models}
+            if model.result_id not in finished:  # a result already reported finished stays so
+                await publisher.failed(model.result_id, reason)
+        return {m.result_id: "finished" if m.result_id in finished else "failed" for m in spec.models}
 
 
 async def _train(
@@ -105,9 +112,15 @@ async def _train(
     publisher: Publisher,
     missing_data_timeout_s: float,
     memory_budget: int | None,
+    finished: set[int],
 ) -> None:
+    # Importing TensorFlow takes seconds: done while the data is awaited.
+    framework = asyncio.create_task(asyncio.to_thread(_import_framework, spec.framework))
     log.info("waiting up to %g s for a control message for deployment %d", spec.data_timeout_s, spec.deployment_id)
-    found = await find_control_message(settings, spec.deployment_id, spec.data_timeout_s)
+    try:
+        found = await find_control_message(settings, spec.deployment_id, spec.data_timeout_s)
+    finally:
+        await framework
     log.info(
         "control message found at %s:%d offset %d: %s, %s",
         found.control_topic,
@@ -152,4 +165,5 @@ async def _train(
             samples=data.counts,
             datasource=datasource,
         )
+        finished.add(result.result_id)
         log.info("result %d finished in %.1f s: %s", result.result_id, training_time, result.test_metrics)

@@ -38,7 +38,7 @@ class ModelRepository:
     async def by_command(self, command_id: uuid.UUID) -> Model | None:
         return await self.session.scalar(select(Model).where(Model.command_id == command_id))
 
-    async def list(self) -> Sequence[Model]:
+    async def all(self) -> Sequence[Model]:
         return (await self.session.scalars(select(Model).order_by(Model.id))).all()
 
     async def delete(self, model_id: int) -> None:
@@ -73,7 +73,7 @@ class ConfigurationRepository:
     async def by_command(self, command_id: uuid.UUID) -> Configuration | None:
         return await self.session.scalar(select(Configuration).where(Configuration.command_id == command_id))
 
-    async def list(self) -> Sequence[Configuration]:
+    async def all(self) -> Sequence[Configuration]:
         return (await self.session.scalars(select(Configuration).order_by(Configuration.id))).all()
 
     async def model_ids(self, configuration_ids: Sequence[int]) -> dict[int, list[int]]:
@@ -154,7 +154,7 @@ class DeploymentRepository:
     async def by_command(self, command_id: uuid.UUID) -> Deployment | None:
         return await self.session.scalar(select(Deployment).where(Deployment.command_id == command_id))
 
-    async def list(self) -> Sequence[Deployment]:
+    async def all(self) -> Sequence[Deployment]:
         return (await self.session.scalars(select(Deployment).order_by(Deployment.id))).all()
 
     async def using_configuration(self, configuration_id: int) -> list[int]:
@@ -209,7 +209,7 @@ class DatasourceRepository:
     async def get(self, datasource_id: int) -> Datasource | None:
         return await self.session.get(Datasource, datasource_id)
 
-    async def list(self) -> Sequence[Datasource]:
+    async def all(self) -> Sequence[Datasource]:
         return (await self.session.scalars(select(Datasource).order_by(Datasource.id))).all()
 
     async def at(self, control_topic: str, partition: int, offset: int) -> Datasource | None:

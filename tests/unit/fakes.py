@@ -30,7 +30,7 @@ class FakeModels:
     async def by_command(self, command_id: uuid.UUID) -> Model | None:
         return next((m for m in self.rows.values() if m.command_id == command_id), None)
 
-    async def list(self) -> Sequence[Model]:
+    async def all(self) -> Sequence[Model]:
         return list(self.rows.values())
 
     async def delete(self, model_id: int) -> None:

@@ -43,7 +43,7 @@ async def create_configuration(body: ConfigurationDefinition, bus: BusDep) -> An
 @router.get("", response_model=list[ConfigurationRecord], summary="List configurations")
 async def list_configurations(session: SessionDep) -> list[ConfigurationRecord]:
     repository = ConfigurationRepository(session)
-    configurations = await repository.list()
+    configurations = await repository.all()
     model_ids = await repository.model_ids([c.id for c in configurations])
     return [configuration_record(c, model_ids[c.id]) for c in configurations]
 

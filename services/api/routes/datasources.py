@@ -26,7 +26,7 @@ def record(row: Datasource) -> DatasourceRecord:
 
 @router.get("", response_model=list[DatasourceRecord], summary="Data sources the control topic announced")
 async def list_datasources(session: SessionDep) -> list[DatasourceRecord]:
-    return [record(row) for row in await DatasourceRepository(session).list()]
+    return [record(row) for row in await DatasourceRepository(session).all()]
 
 
 @router.post("/{datasource_id}/send", summary="Announce the same data to another deployment")

@@ -51,7 +51,7 @@ async def create_model(
 
 @router.get("", response_model=list[ModelRecord], summary="List models")
 async def list_models(session: SessionDep) -> list[ModelRecord]:
-    return [model_record(m) for m in await ModelRepository(session).list()]
+    return [model_record(m) for m in await ModelRepository(session).all()]
 
 
 @router.get("/{model_id}", response_model=ModelRecord, summary="Get a model")
