@@ -216,13 +216,13 @@ class AvroDecoder(Decoder):
 
     def __init__(self, config: AvroConfig) -> None:
         self.config = config
-        data_schema = config.schema("data")
+        data_schema = config.schema_of("data")
         if data_schema is None:  # AvroConfig requires it; kept for type checkers
             raise ValueError("an AVRO input_config needs a data_scheme")
         self._data_schema = parse_schema(data_schema)
         self._record_name = str(data_schema.get("name", "record"))
         self._data_fields = [f["name"] for f in data_schema.get("fields", [])]
-        label_schema = config.schema("label")
+        label_schema = config.schema_of("label")
         self._label_schema = parse_schema(label_schema) if label_schema is not None else None
         self._label_fields: list[str] = [f["name"] for f in (label_schema or {}).get("fields", [])]
         self.label_dtype = np.dtype(np.int64) if _is_integral(label_schema) else np.dtype(np.float32)

@@ -133,7 +133,7 @@ class AvroConfig(BaseModel):
             raise ValueError(f"not a valid Avro schema: {exc}") from exc
         return value
 
-    def schema(self, which: Literal["data", "label"]) -> dict[str, Any] | None:
+    def schema_of(self, which: Literal["data", "label"]) -> dict[str, Any] | None:
         raw = self.data_scheme if which == "data" else self.label_scheme
         if raw is None:
             return None

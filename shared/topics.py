@@ -79,7 +79,12 @@ def topics_for(settings: Settings) -> Topics:
 def topic_of(topics: Topics, message_kind: str, message_type: str) -> str:
     """Where a message of this kind goes: commands to the orchestrator (validation to the
     validator), every event to the events topic."""
-    special = {"ValidateModel": topics.validation, "TrainJob": topics.jobs, "ArtifactChunk": topics.artifacts}
+    special = {
+        "ValidateModel": topics.validation,
+        "TrainJob": topics.jobs,
+        "ServeModel": topics.jobs,
+        "ArtifactChunk": topics.artifacts,
+    }
     if message_type in special:
         return special[message_type]
     return topics.commands if message_kind == "command" else topics.events

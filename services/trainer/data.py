@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import time
 from abc import ABC, abstractmethod
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine, Iterator, Sequence
@@ -71,8 +70,6 @@ MAX_PARTITION_FETCH_BYTES: Final = 4 * 1024 * 1024
 FETCH_MAX_BYTES: Final = 50 * 1024 * 1024
 MAX_RECORDS: Final = 10_000
 
-MEMORY_BUDGET_ENV: Final = "KAFKAML_TRAINER_MEMORY_BUDGET_MB"
-DEFAULT_MEMORY_BUDGET_MB: Final = 2048
 
 # How long a scan of the control topic waits for more records before it counts as caught up.
 _IDLE_POLL_MS: Final = 1000
@@ -85,14 +82,8 @@ class DataError(JobFailure):
 
 
 def memory_budget_bytes() -> int:
-    """The most decoded data kept in memory (env ``KAFKAML_TRAINER_MEMORY_BUDGET_MB``, default 2 GiB)."""
-    raw = os.environ.get(MEMORY_BUDGET_ENV)
-    try:
-        megabytes = float(raw) if raw else DEFAULT_MEMORY_BUDGET_MB
-    except ValueError:
-        log.warning("%s=%r is not a number: using %d MB", MEMORY_BUDGET_ENV, raw, DEFAULT_MEMORY_BUDGET_MB)
-        megabytes = DEFAULT_MEMORY_BUDGET_MB
-    return int(megabytes * 1024 * 1024)
+    """The most decoded data kept in memory (``KAFKAML_TRAINER_CACHE_MB``, default 2 GiB)."""
+    return Settings().trainer_cache_mb * 1024 * 1024
 
 
 # --- the job spec -------------------------------------------------------------
@@ -613,7 +604,7 @@ async def load_training_data(
                     "re-reading it from Kafka every epoch instead",
                     projected / 2**20,
                     budget / 2**20,
-                    MEMORY_BUDGET_ENV,
+                    "KAFKAML_TRAINER_CACHE_MB",
                 )
                 in_memory = False
                 xs, ys = [], []

@@ -85,10 +85,10 @@ def _kwargs(user: Mapping[str, Any], owned: frozenset[str], what: str) -> dict[s
     return {k: v for k, v in user.items() if k not in owned}
 
 
-def _build(model: JobModel) -> Any:
+def _build(model: JobModel, *, require_compiled: bool = True) -> Any:
     definition = ModelDefinition(name=model.name, framework="tensorflow", code=model.code, imports=model.imports)
     try:
-        built, _ = build_model(definition)
+        built, _ = build_model(definition, require_compiled=require_compiled)
     except ModelCodeError as exc:
         raise JobFailure(failure_message(f"model {model.name!r} could not be built", exc)) from None
     return built
@@ -280,7 +280,7 @@ def _train_distributed(spec: JobSpec, data: TrainingData, on_epoch: EpochReport)
     import keras
 
     chain = chain_order(spec.models)
-    models = [_build(m) for m in chain]
+    models = [_build(m, require_compiled=False) for m in chain]
     params = spec.distributed or DistributedParams()
     bottom = models[0]
     if len(bottom.inputs) != 1:

@@ -103,7 +103,7 @@ def _truncate(text: str) -> str:
     return text if len(text) <= _MAX_MESSAGE else text[: _MAX_MESSAGE - 1] + "…"
 
 
-def _user_location(exc: BaseException) -> tuple[Field | None, int | None]:
+def user_location(exc: BaseException) -> tuple[Field | None, int | None]:
     """The deepest frame of the traceback that belongs to the user's source.
 
     The deepest one is the most precise: for an error inside a function the
@@ -121,7 +121,7 @@ def _user_location(exc: BaseException) -> tuple[Field | None, int | None]:
 
 
 def _runtime_error(exc: BaseException, default_field: Field) -> ModelCodeError:
-    field, line = _user_location(exc)
+    field, line = user_location(exc)
     text = str(exc)
     message = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
     if line is not None:
@@ -165,16 +165,19 @@ def _call_user(func: Any, what: str) -> Any:
         raise error from None
 
 
-def build_model(definition: ModelDefinition) -> tuple[Any, dict[str, Any]]:
+def build_model(definition: ModelDefinition, *, require_compiled: bool = True) -> tuple[Any, dict[str, Any]]:
     """Run ``imports`` then ``code`` in one namespace; return (model, namespace).
 
     One namespace for both parts, used as the globals of user code: functions
     and methods the user defines see ``model`` (upstream's PyTorch example
     calls ``model.parameters()`` inside ``optimizer()``).
 
-    The model is checked for its framework (compiled Keras model; PyTorch
-    module with loss_fn/optimizer/metrics), so a caller gets a model that is
-    ready to train, or a :class:`ModelCodeError`.
+    The model is checked for its framework (built Keras model, compiled
+    unless ``require_compiled`` is false; PyTorch module with
+    loss_fn/optimizer/metrics), so a caller gets a model that is ready to
+    train, or a :class:`ModelCodeError`. Sub-models of a distributed chain
+    need no compile: the joint model is compiled with the deployment's
+    optimizer, loss and metrics.
     """
     namespace = base_namespace(definition.framework)
     with warnings.catch_warnings():
@@ -186,7 +189,7 @@ def build_model(definition: ModelDefinition) -> tuple[Any, dict[str, Any]]:
             raise ModelCodeError("the code must assign the model to a variable named `model`")
         model = namespace["model"]
         if definition.framework == "tensorflow":
-            _check_keras(model)
+            _check_keras(model, require_compiled=require_compiled)
         else:
             _check_torch(model)
     return model, namespace
@@ -202,8 +205,13 @@ def summarize(framework: Framework, model: Any, namespace: dict[str, Any]) -> Mo
 
 
 def validate_definition(definition: ModelDefinition) -> ModelSummary:
-    """Build, check and summarize: what the validator answers."""
-    model, namespace = build_model(definition)
+    """Build, check and summarize: what the validator answers.
+
+    A Keras model need not be compiled here: a model may become part of a
+    distributed chain later, and such sub-models are compiled jointly. A
+    standalone model that is not compiled fails its training with that reason.
+    """
+    model, namespace = build_model(definition, require_compiled=False)
     return summarize(definition.framework, model, namespace)
 
 
@@ -215,7 +223,7 @@ def _shape(shape: Iterable[Any]) -> list[int | None]:
     return [None if d is None else int(d) for d in shape]
 
 
-def _check_keras(model: Any) -> None:
+def _check_keras(model: Any, *, require_compiled: bool) -> None:
     import keras
 
     if not isinstance(model, keras.Model):
@@ -228,7 +236,7 @@ def _check_keras(model: Any) -> None:
             "tf.keras.Input(shape=...) or pass input_shape=... to the first layer"
         )
     # Keras 3 only creates the `optimizer` attribute in compile().
-    if getattr(model, "optimizer", None) is None:
+    if require_compiled and getattr(model, "optimizer", None) is None:
         raise ModelCodeError("the model is not compiled: call model.compile(...) with an optimizer, a loss and metrics")
 
 

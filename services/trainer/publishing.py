@@ -24,7 +24,7 @@ from typing import Any, Final, Literal, TypeVar
 
 import numpy as np
 
-from services.trainer.model_code import ModelCodeError, _user_location
+from services.trainer.model_code import ModelCodeError, user_location
 from shared.events import Envelope
 from shared.events.training import (
     ArtifactChunk,
@@ -84,7 +84,7 @@ def failure_message(what: str, exc: BaseException) -> str:
     if isinstance(exc, ModelCodeError):
         return _truncate(f"{what}: {exc.message}")
     # The same reading of the traceback as the validator's: the deepest frame of the user's source.
-    field, line = _user_location(exc)
+    field, line = user_location(exc)
     text = str(exc).strip()
     message = f"{what} raised {type(exc).__name__}" + (f": {text}" if text else "")
     if line is not None:

@@ -37,6 +37,19 @@ from shared.events.datasources import (
     SendDatasourcePayload,
 )
 from shared.events.envelope import Envelope, Payload
+from shared.events.inference import (
+    DeleteInference,
+    DeployInference,
+    InferenceCreated,
+    InferenceDeleted,
+    InferenceRecord,
+    InferenceStats,
+    InferenceStatusChanged,
+    InferenceStopped,
+    ServeModel,
+    ServeSpec,
+    StopInference,
+)
 from shared.events.training import (
     ArtifactChunk,
     DeploymentCreated,
@@ -79,7 +92,16 @@ Message = Annotated[
     | ArtifactChunk
     | DatasourceRecorded
     | SendDatasource
-    | DatasourceSent,
+    | DatasourceSent
+    | DeployInference
+    | InferenceCreated
+    | StopInference
+    | InferenceStopped
+    | DeleteInference
+    | InferenceDeleted
+    | ServeModel
+    | InferenceStatusChanged
+    | InferenceStats,
     Field(discriminator="type"),
 ]
 
@@ -95,6 +117,9 @@ OUTCOME_TYPES = frozenset(
         "DeploymentCreated",
         "TrainingStopped",
         "DatasourceSent",
+        "InferenceCreated",
+        "InferenceStopped",
+        "InferenceDeleted",
         "CommandRejected",
     }
 )
@@ -126,12 +151,20 @@ __all__ = [
     "DatasourceRecorded",
     "DatasourceSent",
     "DeleteConfiguration",
+    "DeleteInference",
     "DeleteModel",
+    "DeployInference",
     "DeployTraining",
     "DeploymentCreated",
     "DeploymentRecord",
     "Envelope",
     "EpochCompleted",
+    "InferenceCreated",
+    "InferenceDeleted",
+    "InferenceRecord",
+    "InferenceStats",
+    "InferenceStatusChanged",
+    "InferenceStopped",
     "JobSpec",
     "Message",
     "ModelCreated",
@@ -145,6 +178,9 @@ __all__ = [
     "Rejection",
     "SendDatasource",
     "SendDatasourcePayload",
+    "ServeModel",
+    "ServeSpec",
+    "StopInference",
     "StopTraining",
     "TrainJob",
     "TrainingFailed",

@@ -169,7 +169,7 @@ async def test_async_avro_sink_breast_cancer(broker: Broker) -> None:
     assert deployment_id == 5 and message == sink.control_message
     assert message.input_format == "AVRO" and message.total_msg == len(cancer.data) == 569
     config = message.avro_config()
-    announced_data, announced_label = config.schema("data"), config.schema("label")
+    announced_data, announced_label = config.schema_of("data"), config.schema_of("label")
     assert announced_data == data_schema and announced_label == label_schema
     data_parsed, label_parsed = parse_schema(announced_data), parse_schema(announced_label)
 
@@ -289,7 +289,7 @@ async def test_send_file_csv(broker: Broker, tmp_path: Path, input_format: str) 
         got = sorted((np.frombuffer(v, np.float32).tolist(), k[0]) for k, v in read if k and v)
     else:
         config = message.avro_config()
-        data_schema, label_schema = config.schema("data"), config.schema("label")
+        data_schema, label_schema = config.schema_of("data"), config.schema_of("label")
         assert data_schema is not None and label_schema is not None
         assert [f["name"] for f in data_schema["fields"]] == [
             "sepal_length__cm_",

@@ -1,0 +1,175 @@
+"""Inference: a trained model served on Kafka topics by N replicas.
+
+Flow: ``DeployInference`` (REST) → the orchestrator records the inference,
+publishes ``InferenceCreated`` and a ``ServeModel`` spec on the jobs topic,
+sends the model artifact again on the artifacts topic (an embedded broker
+forgets it on restart), and launches the replicas. Each replica reports
+``InferenceStatusChanged`` (running once it holds its partitions) and
+``InferenceStats`` every few seconds.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, ClassVar, Literal
+
+from pydantic import Field
+
+from shared.events.catalog import Framework
+from shared.events.envelope import Envelope, Payload
+
+InferenceStatus = Literal["starting", "running", "stopped", "failed"]
+
+
+class VisualizationLabel(Payload):
+    id: int = Field(ge=0, description="position of the value in the model output")
+    color: str = "#3366cc"
+    label: str
+
+
+class Visualization(Payload):
+    """Upstream Kafka-ML's visualization config."""
+
+    type: Literal["classification", "regression"] = "classification"
+    average_updated: bool = False
+    average_window: int = Field(default=10000, ge=1)
+    labels: list[VisualizationLabel] = Field(default_factory=list)
+
+
+class InferenceParams(Payload):
+    result_id: int
+    replicas: int = Field(default=1, ge=1, le=64)
+    input_topic: str = Field(min_length=1, max_length=249, pattern=r"^[A-Za-z0-9._-]+$")
+    output_topic: str = Field(min_length=1, max_length=249, pattern=r"^[A-Za-z0-9._-]+$")
+    input_format: Literal["RAW", "AVRO", "JSON"] | None = None
+    input_config: dict[str, Any] | None = None
+    upper_topic: str | None = Field(default=None, max_length=249, pattern=r"^[A-Za-z0-9._-]+$")
+    limit: float | None = Field(default=None, ge=0, le=1)
+    gpus: int = Field(default=0, ge=0, le=16)
+    visualization: Visualization | None = None
+
+
+class DeployInference(Envelope):
+    """Serve a trained model on a topic (format and config default to the training stream's)."""
+
+    kind: ClassVar[str] = "command"
+    type: Literal["DeployInference"] = "DeployInference"
+    payload: InferenceParams
+
+
+class InferenceRecord(InferenceParams):
+    id: int
+    model_id: int
+    status: InferenceStatus
+    error: str | None = None
+    created_at: datetime
+
+    def partition_key(self) -> int:
+        return self.id
+
+
+class InferenceCreated(Envelope):
+    type: Literal["InferenceCreated"] = "InferenceCreated"
+    payload: InferenceRecord
+
+
+class InferenceRef(Payload):
+    inference_id: int
+
+    def partition_key(self) -> int:
+        return self.inference_id
+
+
+class StopInference(Envelope):
+    kind: ClassVar[str] = "command"
+    type: Literal["StopInference"] = "StopInference"
+    payload: InferenceRef
+
+
+class InferenceStopped(Envelope):
+    type: Literal["InferenceStopped"] = "InferenceStopped"
+    payload: InferenceRef
+
+
+class DeleteInference(Envelope):
+    kind: ClassVar[str] = "command"
+    type: Literal["DeleteInference"] = "DeleteInference"
+    payload: InferenceRef
+
+
+class InferenceDeleted(Envelope):
+    type: Literal["InferenceDeleted"] = "InferenceDeleted"
+    payload: InferenceRef
+
+
+class ServeSpec(Payload):
+    """What every replica of an inference needs; replicas share one consumer group."""
+
+    job_id: str
+    inference_id: int
+    result_id: int
+    framework: Framework
+    # PyTorch rebuilds the module from the code, then loads the state dict (weights_only).
+    code: str
+    imports: str = ""
+    artifact_sha256: str
+    artifact_format: Literal["keras", "pt"]
+    input_topic: str
+    output_topic: str
+    input_format: Literal["RAW", "AVRO", "JSON"]
+    input_config: dict[str, Any]
+    upper_topic: str | None = None
+    limit: float | None = None
+    replicas: int = 1
+    gpus: int = 0
+    group_id: str
+    # Micro-batches: at most this many inputs, or what arrived within this wait.
+    max_batch: int = 512
+    max_wait_ms: float = 5.0
+    stats_interval_s: float = 5.0
+
+    def partition_key(self) -> str:
+        return self.job_id
+
+
+class ServeModel(Envelope):
+    kind: ClassVar[str] = "command"
+    type: Literal["ServeModel"] = "ServeModel"
+    payload: ServeSpec
+
+
+class InferenceStatusChange(Payload):
+    inference_id: int
+    status: InferenceStatus
+    replica: str | None = None
+    error: str | None = None
+
+    def partition_key(self) -> int:
+        return self.inference_id
+
+
+class InferenceStatusChanged(Envelope):
+    type: Literal["InferenceStatusChanged"] = "InferenceStatusChanged"
+    payload: InferenceStatusChange
+
+
+class Stats(Payload):
+    inference_id: int
+    replica: str
+    window_s: float
+    messages: int
+    throughput: float = Field(description="messages per second in the window")
+    latency_p50_ms: float | None = None
+    latency_p95_ms: float | None = None
+    latency_p99_ms: float | None = None
+    errors: int = 0
+    lag: int | None = Field(default=None, description="None where the broker does not report it honestly")
+    predicted: dict[str, int] = Field(default_factory=dict, description="class index → count (classifiers)")
+
+    def partition_key(self) -> int:
+        return self.inference_id
+
+
+class InferenceStats(Envelope):
+    type: Literal["InferenceStats"] = "InferenceStats"
+    payload: Stats
