@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin import AIOKafkaAdminClient, NewPartitions, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 from aiokafka.structs import RecordMetadata
 
@@ -39,12 +39,16 @@ async def ensure_topics(settings: Settings, extra: Sequence[TopicSpec] = ()) -> 
     await create_topics(settings, specs)
 
 
-async def create_topics(settings: Settings, specs: Sequence[TopicSpec]) -> None:
+async def create_topics(settings: Settings, specs: Sequence[TopicSpec], *, grow: bool = False) -> None:
+    """Creates the topics that do not exist; with ``grow``, also adds partitions to existing
+    topics that have fewer than the spec asks (never removes any)."""
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.brokers)
     await admin.start()
     try:
         existing = set(await admin.list_topics())
         missing = [s for s in specs if s.name not in existing]
+        if grow:
+            await grow_partitions(admin, [s for s in specs if s.name in existing])
         if not missing:
             return
         response = await admin.create_topics(
@@ -59,6 +63,25 @@ async def create_topics(settings: Settings, specs: Sequence[TopicSpec]) -> None:
         log.info("created topics: %s", ", ".join(s.name for s in missing))
     finally:
         await admin.close()
+
+
+async def grow_partitions(admin: AIOKafkaAdminClient, specs: Sequence[TopicSpec]) -> None:
+    if not specs:
+        return
+    described = {t["topic"]: len(t["partitions"]) for t in await admin.describe_topics([s.name for s in specs])}
+    wanted = {s.name: NewPartitions(s.partitions) for s in specs if described.get(s.name, s.partitions) < s.partitions}
+    if not wanted:
+        return
+    try:
+        await admin.create_partitions(wanted)
+    except KafkaError as exc:  # the embedded broker has no CreatePartitions
+        log.warning(
+            "could not add partitions to %s (%s): consumers beyond the partition count will stand idle; "
+            "create the topic with enough partitions up front",
+            ", ".join(wanted), exc,
+        )  # fmt: skip
+        return
+    log.info("added partitions: %s", ", ".join(f"{n} → {p.total_count}" for n, p in wanted.items()))
 
 
 # --- producing -------------------------------------------------------------

@@ -11,7 +11,17 @@ from fastapi import APIRouter, Depends, FastAPI
 from services.api import problems
 from services.api.commands import CommandBus
 from services.api.deps import require_token
-from services.api.routes import commands, configurations, datasources, deployments, health, models, results
+from services.api.live import LiveFeeds
+from services.api.routes import (
+    commands,
+    configurations,
+    datasources,
+    deployments,
+    health,
+    inferences,
+    models,
+    results,
+)
 from shared.db.engine import make_engine, make_sessionmaker
 from shared.kafka import Producer
 from shared.settings import Settings
@@ -37,10 +47,12 @@ def create_app(settings: Settings) -> FastAPI:
         app.state.sessions = make_sessionmaker(engine)
         app.state.producer = producer
         app.state.bus = bus
+        app.state.live = LiveFeeds(settings)
         log.info("API ready on %s:%s", settings.api_host, settings.api_port)
         try:
             yield
         finally:
+            await app.state.live.close()
             await bus.stop()
             await producer.stop()
             await engine.dispose()
@@ -58,7 +70,7 @@ def create_app(settings: Settings) -> FastAPI:
     problems.install(app)
     app.include_router(health.router, prefix="/api/v1")
     protected = APIRouter(prefix="/api/v1", dependencies=[Depends(require_token)])
-    for module in (models, configurations, deployments, results, datasources, commands):
+    for module in (models, configurations, deployments, results, datasources, inferences, commands):
         protected.include_router(module.router)
     app.include_router(protected)
     return app

@@ -32,9 +32,13 @@ async def require_token(
     request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 ) -> None:
     expected: str = request.app.state.settings.api_token
-    if credentials is None:
+    # Browsers cannot set headers on EventSource or on a link: those GETs may carry ?token=.
+    given = credentials.credentials if credentials else None
+    if given is None and request.method == "GET":
+        given = request.query_params.get("token")
+    if given is None:
         raise Unauthorized("send the API token as `Authorization: Bearer <token>` (it is in .kafkaml/stack.json)")
-    if not secrets.compare_digest(credentials.credentials.encode(), expected.encode()):
+    if not secrets.compare_digest(given.encode(), expected.encode()):
         raise Unauthorized("the bearer token is not valid for this stack")
 
 

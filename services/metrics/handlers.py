@@ -20,7 +20,7 @@ from typing import Any
 from services.metrics.uow import MetricsUnitOfWork
 from shared.db.tables import FinalMetrics
 from shared.errors import Invalid
-from shared.events import ArtifactChunk, Envelope, EpochCompleted, TrainingFinished
+from shared.events import ArtifactChunk, Envelope, EpochCompleted, InferenceStats, TrainingFinished
 
 log = logging.getLogger("kafkaml.metrics")
 
@@ -117,10 +117,23 @@ async def store_artifact_chunk(event: ArtifactChunk, uow: MetricsUnitOfWork) -> 
     return []
 
 
+async def record_inference_stats(event: InferenceStats, uow: MetricsUnitOfWork) -> list[Envelope]:
+    """One window of an inference replica's statistics (a row per event: a time series)."""
+    stats = event.payload
+    if not await uow.metrics.inference_exists(stats.inference_id):
+        # The inference was deleted while a replica was still reporting: nothing to attach it to.
+        log.info("statistics of deleted inference %d dropped", stats.inference_id)
+        return []
+    await uow.metrics.add_inference_stats(event.event_id, stats)
+    uow.tally.stats += 1
+    return []
+
+
 HANDLERS: dict[str, Handler] = {
     "EpochCompleted": record_epoch,
     "TrainingFinished": record_final_metrics,
     "ArtifactChunk": store_artifact_chunk,
+    "InferenceStats": record_inference_stats,
 }
 
 

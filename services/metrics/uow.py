@@ -22,12 +22,15 @@ class Tally:
     epochs: int = 0
     finals: int = 0
     chunks: int = 0
+    stats: int = 0
     artifacts: list[tuple[int, int]] = field(default_factory=list)  # (result id, size in bytes)
     corrupt: list[int] = field(default_factory=list)  # results whose reassembled artifact failed its checksum
 
     def summary(self, *, skipped: int = 0) -> str:
         """``stored 10 epochs, 1 final metrics, 3 artifact chunks (1 artifact complete: result 7, 412 KiB)``."""
         line = f"stored {self.epochs} epochs, {self.finals} final metrics, {self.chunks} artifact chunks"
+        if self.stats:
+            line += f", {self.stats} inference statistics"
         if self.artifacts:
             done = "; ".join(f"result {r}, {human_size(size)}" for r, size in self.artifacts)
             plural = "artifact" if len(self.artifacts) == 1 else "artifacts"

@@ -17,17 +17,26 @@ import faust
 
 from services.orchestrator.handlers import HANDLERS
 from services.orchestrator.launchers import Launcher, LocalLauncher
+from shared.artifacts import chunk_artifact
 from shared.control import key_for_deployment
 from shared.db.engine import make_engine, make_sessionmaker
 from shared.db.uow import SqlUnitOfWork
 from shared.events import Envelope, decode
 from shared.events.datasources import DatasourceSent
+from shared.events.inference import (
+    InferenceDeleted,
+    InferenceStatusChange,
+    InferenceStatusChanged,
+    InferenceStopped,
+    ServeModel,
+    ServeSpec,
+)
 from shared.events.training import Failure, JobSpec, TrainingFailed, TrainingStopped, TrainJob
 from shared.faust_app import make_faust_app, received_of
 from shared.handling import handle_once
-from shared.kafka import Producer, Received, deliver
+from shared.kafka import Producer, Received, create_topics, deliver
 from shared.settings import Settings, get_settings
-from shared.topics import topic_of, topics_for
+from shared.topics import TopicSpec, topic_of, topics_for
 
 log = logging.getLogger("kafkaml.orchestrator")
 
@@ -80,30 +89,59 @@ class Runtime:
         """After a restart: every job the database says is in flight runs again."""
         async with SqlUnitOfWork(self.sessions) as uow:
             jobs = await uow.training.active_jobs()
+            inferences = await uow.inferences.active()
         running = await self.launcher.running()
         for job in jobs:
             if str(job.id) in running:
                 continue
             spec = JobSpec.model_validate(job.spec)
             log.info(
-                "reconcile: job %s of deployment %d is not running; launching it again", job.id, spec.deployment_id
+                "reconcile: training job %s (deployment %d) is not running; launching it", job.id, spec.deployment_id
             )
             # The spec goes out again too: an embedded broker forgets its topics on restart.
             await self.producer.publish(self.topics.jobs, TrainJob(payload=spec))
             await self.launcher.launch_training(spec)
+        for inference in inferences:
+            if str(inference.job_id) not in running:
+                log.info("reconcile: inference %d is not running; launching it", inference.id)
+                serve = ServeSpec.model_validate(inference.spec)
+                await self.producer.publish(self.topics.jobs, ServeModel(payload=serve))
+                await self.serve(serve)
 
-    async def report_failure(self, spec: JobSpec, reason: str) -> None:
-        """A job's process ended without reporting: its results fail with the reason."""
+    async def report_failure(self, spec: JobSpec | ServeSpec, reason: str) -> None:
+        """A job ended without reporting: its results (or its inference) fail with the reason."""
+        if isinstance(spec, ServeSpec):
+            change = InferenceStatusChange(inference_id=spec.inference_id, status="failed", error=reason)
+            await self.producer.publish(self.topics.events, InferenceStatusChanged(payload=change))
+            return
         for model in spec.models:
             failure = Failure(result_id=model.result_id, deployment_id=spec.deployment_id, error=reason)
             await self.producer.publish(self.topics.events, TrainingFailed(payload=failure))
+
+    async def serve(self, spec: ServeSpec) -> None:
+        """Everything an inference's replicas need, then the replicas: the model on the artifacts
+        topic, topics with enough partitions for the replicas to share the input."""
+        async with SqlUnitOfWork(self.sessions) as uow:
+            stored = await uow.inferences.artifact(spec.result_id)
+        if stored is None:
+            await self.report_failure(spec, f"the trained model of result {spec.result_id} is gone")
+            return
+        for chunk in chunk_artifact(spec.result_id, stored[0].data):
+            await self.producer.publish(self.topics.artifacts, chunk)
+        topics = [TopicSpec(spec.input_topic, partitions=max(spec.replicas, 1)), TopicSpec(spec.output_topic, 1)]
+        if spec.upper_topic:
+            topics.append(TopicSpec(spec.upper_topic, partitions=1))
+        await create_topics(self.settings, topics, grow=True)
+        await self.launcher.launch_inference(spec)
 
     async def after_commit(self, answer: Envelope) -> None:
         """Effects outside the database, run once the answer is committed and published
         (and again on a redelivery: each is idempotent)."""
         if isinstance(answer, TrainJob):
             await self.launcher.launch_training(answer.payload)
-        elif isinstance(answer, TrainingStopped) and answer.payload.job_id:
+        elif isinstance(answer, ServeModel):
+            await self.serve(answer.payload)
+        elif isinstance(answer, (TrainingStopped, InferenceStopped, InferenceDeleted)) and answer.payload.job_id:
             await self.launcher.stop(answer.payload.job_id)
         elif isinstance(answer, DatasourceSent):
             sent = answer.payload

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
-from services.orchestrator import catalog, training
+from services.orchestrator import catalog, inference, training
 from shared.db.uow import UnitOfWork
 from shared.events import Envelope
 
@@ -29,4 +29,8 @@ HANDLERS: dict[str, Handler] = {
     "TrainingFinished": training.training_finished,  # type: ignore[dict-item]
     "TrainingFailed": training.training_failed,  # type: ignore[dict-item]
     "SendDatasource": training.send_datasource,  # type: ignore[dict-item]
+    "DeployInference": inference.deploy_inference,  # type: ignore[dict-item]
+    "InferenceStatusChanged": inference.inference_status_changed,  # type: ignore[dict-item]
+    "StopInference": inference.stop_inference,  # type: ignore[dict-item]
+    "DeleteInference": inference.delete_inference,  # type: ignore[dict-item]
 }

@@ -15,21 +15,18 @@ and waits for its acknowledgement.
 from __future__ import annotations
 
 import asyncio
-import base64
-import hashlib
 import logging
 from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass
-from typing import Any, Final, Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 
 from services.trainer.model_code import ModelCodeError, user_location
+from shared.artifacts import CHUNK_BYTES, chunk_artifact
 from shared.events import Envelope
 from shared.events.training import (
-    ArtifactChunk,
     ArtifactRef,
-    Chunk,
     DatasourceRef,
     EpochCompleted,
     EpochMetrics,
@@ -59,7 +56,6 @@ __all__ = [
 log = logging.getLogger("kafkaml.trainer")
 
 # Raw bytes per chunk: base64 and the envelope keep a message well under Kafka's 1 MB default.
-CHUNK_BYTES: Final = 512 * 1024
 
 T = TypeVar("T")
 
@@ -161,24 +157,6 @@ class ModelResult:
     confusion_matrix: list[list[int]] | None
     artifact: bytes
     format: Literal["keras", "pt"]
-
-
-def chunk_artifact(result_id: int, data: bytes, chunk_bytes: int = CHUNK_BYTES) -> list[ArtifactChunk]:
-    """The artifact as chunks, each carrying the checksum of the whole (an empty file is one empty chunk)."""
-    digest = hashlib.sha256(data).hexdigest()
-    pieces = [data[i : i + chunk_bytes] for i in range(0, len(data), chunk_bytes)] or [b""]
-    return [
-        ArtifactChunk(
-            payload=Chunk(
-                result_id=result_id,
-                index=index,
-                count=len(pieces),
-                sha256=digest,
-                data=base64.b64encode(piece).decode("ascii"),
-            )
-        )
-        for index, piece in enumerate(pieces)
-    ]
 
 
 class Publisher:

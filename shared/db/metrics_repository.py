@@ -6,13 +6,23 @@ is an upsert on the table's key, so applying an event twice changes nothing.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Mapping, Sequence
 
 from sqlalchemy import delete, func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from shared.db.tables import Artifact, ArtifactPart, EpochMetric, FinalMetrics, TrainingResult
+from shared.db.tables import (
+    Artifact,
+    ArtifactPart,
+    EpochMetric,
+    FinalMetrics,
+    Inference,
+    InferenceStat,
+    TrainingResult,
+)
+from shared.events.inference import Stats
 
 
 class MetricsRepository:
@@ -69,6 +79,22 @@ class MetricsRepository:
 
     async def final(self, result_id: int) -> FinalMetrics | None:
         return await self.session.get(FinalMetrics, result_id)
+
+    async def inference_exists(self, inference_id: int) -> bool:
+        found = await self.session.scalar(select(Inference.id).where(Inference.id == inference_id))
+        return found is not None
+
+    async def add_inference_stats(self, event_id: uuid.UUID, stats: Stats) -> None:
+        values = stats.model_dump(exclude={"inference_id", "replica", "window_s", "predicted"})
+        statement = insert(InferenceStat).values(
+            event_id=event_id,
+            inference_id=stats.inference_id,
+            replica=stats.replica,
+            window_s=stats.window_s,
+            predicted=stats.predicted,
+            **values,
+        )
+        await self.session.execute(statement.on_conflict_do_nothing(index_elements=[InferenceStat.event_id]))
 
 
 class ArtifactRepository:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from shared.db.tables import Configuration, Model
-from shared.events import ConfigurationRecord, ModelRecord, ModelSummary
+from shared.db.tables import Configuration, Inference, Model
+from shared.events import ConfigurationRecord, InferenceRecord, ModelRecord, ModelSummary
 
 
 def model_record(model: Model) -> ModelRecord:
@@ -27,4 +27,24 @@ def configuration_record(configuration: Configuration, model_ids: list[int]) -> 
         description=configuration.description,
         model_ids=model_ids,
         created_at=configuration.created_at,
+    )
+
+
+def inference_record(inference: Inference) -> InferenceRecord:
+    return InferenceRecord(
+        id=inference.id,
+        result_id=inference.result_id,
+        model_id=inference.model_id,
+        replicas=inference.replicas,
+        input_topic=inference.input_topic,
+        output_topic=inference.output_topic,
+        input_format=inference.input_format,  # type: ignore[arg-type]  # checked when deployed
+        input_config=inference.input_config,
+        upper_topic=inference.upper_topic,
+        limit=inference.confidence_limit,
+        gpus=inference.gpus,
+        visualization=inference.visualization,  # type: ignore[arg-type]  # validated by pydantic
+        status=inference.status,  # type: ignore[arg-type]  # CHECK-constrained column
+        error=inference.error,
+        created_at=inference.created_at,
     )

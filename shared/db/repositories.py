@@ -11,11 +11,14 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.db.tables import (
+    Artifact,
     CommandOutcome,
     Configuration,
     ConfigurationModel,
     Datasource,
     Deployment,
+    FinalMetrics,
+    Inference,
     Model,
     ProcessedMessage,
     TrainingJob,
@@ -243,3 +246,41 @@ class DatasourceRepository:
         if existing is None:  # pragma: no cover - the conflict proves the row exists
             raise RuntimeError("a data source row conflicted but cannot be found")
         return existing
+
+
+class InferenceRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def add(self, inference: Inference) -> Inference:
+        self.session.add(inference)
+        await self.session.flush()
+        return inference
+
+    async def get(self, inference_id: int, *, for_update: bool = False) -> Inference | None:
+        statement = select(Inference).where(Inference.id == inference_id)
+        if for_update:
+            statement = statement.with_for_update()
+        return await self.session.scalar(statement)
+
+    async def by_command(self, command_id: uuid.UUID) -> Inference | None:
+        return await self.session.scalar(select(Inference).where(Inference.command_id == command_id))
+
+    async def all(self) -> Sequence[Inference]:
+        return (await self.session.scalars(select(Inference).order_by(Inference.id))).all()
+
+    async def active(self) -> Sequence[Inference]:
+        """Inferences that should be running: what a restart launches again."""
+        statement = select(Inference).where(Inference.status.in_(("starting", "running"))).order_by(Inference.id)
+        return (await self.session.scalars(statement)).all()
+
+    async def delete(self, inference_id: int) -> None:
+        await self.session.execute(delete(Inference).where(Inference.id == inference_id))
+
+    async def artifact(self, result_id: int) -> tuple[Artifact, str] | None:
+        """The trained model of a result and its format, once the metrics service stored it."""
+        artifact = await self.session.get(Artifact, result_id)
+        final = await self.session.get(FinalMetrics, result_id)
+        if artifact is None or final is None:
+            return None
+        return artifact, final.artifact_format

@@ -201,3 +201,51 @@ class Datasource(Base):
     partition: Mapped[int] = mapped_column(Integer)
     offset: Mapped[int] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+# --- inference (orchestrator; statistics: metrics service) -------------------------
+
+
+class Inference(Base):
+    __tablename__ = "inferences"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    result_id: Mapped[int] = mapped_column(ForeignKey("training_results.id", ondelete="RESTRICT"), index=True)
+    model_id: Mapped[int] = mapped_column(BigInteger)
+    replicas: Mapped[int] = mapped_column(Integer)
+    input_topic: Mapped[str] = mapped_column(Text)
+    output_topic: Mapped[str] = mapped_column(Text)
+    input_format: Mapped[str] = mapped_column(String(10))
+    input_config: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    upper_topic: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # "limit" is an SQL keyword.
+    confidence_limit: Mapped[float | None] = mapped_column(Float, nullable=True)
+    gpus: Mapped[int] = mapped_column(Integer)
+    visualization: Mapped[dict[str, Any] | None] = mapped_column(JSONB, nullable=True)
+    status: Mapped[str] = mapped_column(String(20))
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    job_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), unique=True)
+    spec: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    command_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), unique=True)
+
+
+class InferenceStat(Base):
+    __tablename__ = "inference_stats"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    inference_id: Mapped[int] = mapped_column(ForeignKey("inferences.id", ondelete="CASCADE"), index=True)
+    replica: Mapped[str] = mapped_column(Text)
+    recorded_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    window_s: Mapped[float] = mapped_column(Float)
+    messages: Mapped[int] = mapped_column(BigInteger)
+    throughput: Mapped[float] = mapped_column(Float)
+    latency_p50_ms: Mapped[float | None] = mapped_column(Float, nullable=True)
+    latency_p95_ms: Mapped[float | None] = mapped_column(Float, nullable=True)
+    latency_p99_ms: Mapped[float | None] = mapped_column(Float, nullable=True)
+    errors: Mapped[int] = mapped_column(BigInteger)
+    lag: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    predicted: Mapped[dict[str, int]] = mapped_column(JSONB)
+    # The event it came from: a redelivered statistic adds no row.
+    event_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), unique=True)

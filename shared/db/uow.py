@@ -10,6 +10,7 @@ from shared.db.repositories import (
     ConfigurationRepository,
     DatasourceRepository,
     DeploymentRepository,
+    InferenceRepository,
     ModelRepository,
     OutcomeRepository,
     ProcessedRepository,
@@ -22,6 +23,7 @@ class UnitOfWork(Protocol):
     configurations: ConfigurationRepository
     deployments: DeploymentRepository
     datasources: DatasourceRepository
+    inferences: InferenceRepository
     training: TrainingRepository
     processed: ProcessedRepository
     outcomes: OutcomeRepository
@@ -44,6 +46,7 @@ class SqlUnitOfWork:
         self.configurations = ConfigurationRepository(self.session)
         self.deployments = DeploymentRepository(self.session)
         self.datasources = DatasourceRepository(self.session)
+        self.inferences = InferenceRepository(self.session)
         self.training = TrainingRepository(self.session)
         self.processed = ProcessedRepository(self.session)
         self.outcomes = OutcomeRepository(self.session)

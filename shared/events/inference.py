@@ -75,6 +75,8 @@ class InferenceCreated(Envelope):
 
 class InferenceRef(Payload):
     inference_id: int
+    # Filled in by the orchestrator's answers: the job whose replicas are stopped.
+    job_id: str | None = None
 
     def partition_key(self) -> int:
         return self.inference_id

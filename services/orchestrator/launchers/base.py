@@ -6,11 +6,13 @@ import os
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
+from shared.events.inference import ServeSpec
 from shared.events.training import JobSpec
 from shared.settings import Settings
 
-# Called when a job's process ends without having said so itself (crash, kill, memory).
-OnFailure = Callable[[JobSpec, str], Awaitable[None]]
+# Called when a job ends without having said so itself (crash, kill, memory, a replica that
+# keeps crashing), with a reason a user understands.
+OnFailure = Callable[[JobSpec | ServeSpec, str], Awaitable[None]]
 
 # Settings a worker may see: how to reach Kafka, nothing else. No database URL, no token.
 WORKER_SETTINGS = (
@@ -47,8 +49,11 @@ class Launcher(Protocol):
     async def launch_training(self, spec: JobSpec) -> None:
         """Starts the job unless it already runs (idempotent on ``spec.job_id``)."""
 
+    async def launch_inference(self, spec: ServeSpec) -> None:
+        """Starts ``spec.replicas`` replicas unless they already run (idempotent on ``spec.job_id``)."""
+
     async def stop(self, job_id: str) -> None:
-        """Stops the job if it runs (idempotent); no failure is reported for it."""
+        """Stops the job (every replica) if it runs (idempotent); no failure is reported for it."""
 
     async def running(self) -> set[str]:
         """Ids of the jobs running now."""

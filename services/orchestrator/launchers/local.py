@@ -1,9 +1,15 @@
-"""The local launcher: trainers as supervised processes of the orchestrator.
+"""The local launcher: trainers and inferencers as supervised processes of the orchestrator.
 
-Each job is ``python -m services.trainer --job-id ID`` in its own process
-group (stopping it stops what it spawned), with the Kafka settings and nothing
-else (no database URL, no API token), a memory limit enforced by watching the
-process tree, and PR_SET_PDEATHSIG so no trainer outlives the orchestrator.
+Each process gets the Kafka settings and nothing else (no database URL, no
+API token), runs in its own process group (stopping it stops what it
+spawned), has a memory limit enforced by watching its process tree, and
+carries PR_SET_PDEATHSIG so that none outlives the orchestrator.
+
+A trainer runs once: when it ends without having reported (crash, kill,
+memory), its results fail with the reason. An inference replica is a
+long-running consumer: a crashed replica is started again with back-off (its
+uncommitted inputs are redelivered), and only a replica that keeps crashing
+fails the inference.
 """
 
 from __future__ import annotations
@@ -14,26 +20,41 @@ import logging
 import os
 import signal
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import psutil
 
 from services.orchestrator.launchers.base import OnFailure, worker_env
+from shared.events.inference import ServeSpec
 from shared.events.training import JobSpec
 from shared.settings import Settings
 from shared.stack.supervisor import parent_death_hook
 
 log = logging.getLogger("kafkaml.launcher")
 
+# A replica that crashes this often within the window fails its inference.
+MAX_RESTARTS = 5
+RESTART_WINDOW_S = 300.0
+
 
 @dataclass
-class LocalJob:
-    spec: JobSpec
-    process: asyncio.subprocess.Process
+class Unit:
+    """One supervised process: a trainer, or one replica of an inference."""
+
+    spec: JobSpec | ServeSpec
+    argv: list[str]
     log_path: Path
+    restart: bool
+    process: asyncio.subprocess.Process | None = None
     stopping: bool = False
+    crashes: list[float] = field(default_factory=list)
     watcher: asyncio.Task[None] | None = field(default=None, repr=False)
+
+    @property
+    def alive(self) -> bool:
+        return self.process is not None and self.process.returncode is None
 
 
 class LocalLauncher:
@@ -44,22 +65,66 @@ class LocalLauncher:
         self.on_failure = on_failure
         self.memory_mb = memory_mb
         self.poll_s = poll_s
-        self.jobs: dict[str, LocalJob] = {}
+        self.units: dict[str, list[Unit]] = {}
         self.logs = Path(settings.home) / "logs" / "jobs"
 
     async def launch_training(self, spec: JobSpec) -> None:
-        current = self.jobs.get(spec.job_id)
-        if current is not None and current.process.returncode is None:
+        if any(u.alive for u in self.units.get(spec.job_id, [])):
             return
+        argv = [sys.executable, "-m", "services.trainer", "--job-id", spec.job_id]
+        unit = Unit(spec, argv, self.logs / f"trainer-{spec.job_id}.log", restart=False)
+        self.units[spec.job_id] = [unit]
+        await self._start(unit)
+        log.info(
+            "launched trainer for job %s (deployment %d, results %s): pid %s, log %s",
+            spec.job_id, spec.deployment_id, [m.result_id for m in spec.models], unit.process and unit.process.pid,
+            unit.log_path,
+        )  # fmt: skip
+
+    async def launch_inference(self, spec: ServeSpec) -> None:
+        if any(u.alive for u in self.units.get(spec.job_id, [])):
+            return
+        units = [
+            Unit(
+                spec,
+                [sys.executable, "-m", "services.inferencer", "--job-id", spec.job_id, "--replica", str(replica)],
+                self.logs / f"inferencer-{spec.job_id}-{replica}.log",
+                restart=True,
+            )
+            for replica in range(spec.replicas)
+        ]
+        self.units[spec.job_id] = units
+        for unit in units:
+            await self._start(unit)
+        log.info(
+            "launched %d inferencer replica(s) for inference %d (job %s), logs in %s",
+            spec.replicas, spec.inference_id, spec.job_id, self.logs,
+        )  # fmt: skip
+
+    async def stop(self, job_id: str) -> None:
+        units = self.units.get(job_id, [])
+        for unit in units:
+            unit.stopping = True
+        await asyncio.gather(*(self._terminate(u) for u in units if u.alive))
+        if units:
+            log.info("stopped job %s (%d process(es))", job_id, len(units))
+
+    async def running(self) -> set[str]:
+        return {job_id for job_id, units in self.units.items() if any(u.alive for u in units)}
+
+    async def close(self) -> None:
+        for job_id in list(self.units):
+            await self.stop(job_id)
+        for units in self.units.values():
+            for unit in units:
+                if unit.watcher:
+                    unit.watcher.cancel()
+
+    async def _start(self, unit: Unit) -> None:
         self.logs.mkdir(parents=True, exist_ok=True)
-        log_path = self.logs / f"trainer-{spec.job_id}.log"
-        with open(log_path, "ab") as output:  # noqa: ASYNC230 - opening a log file does not block
-            process = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "services.trainer",
-                "--job-id",
-                spec.job_id,
+        with open(unit.log_path, "ab") as output:  # noqa: ASYNC230 - opening a log file does not block
+            unit.process = await asyncio.create_subprocess_exec(
+                *unit.argv,
                 env=worker_env(self.settings),
                 stdout=output,
                 stderr=asyncio.subprocess.STDOUT,
@@ -67,74 +132,60 @@ class LocalLauncher:
                 start_new_session=True,
                 preexec_fn=parent_death_hook(),
             )
-        job = LocalJob(spec=spec, process=process, log_path=log_path)
-        job.watcher = asyncio.create_task(self._watch(job), name=f"watch-{spec.job_id}")
-        self.jobs[spec.job_id] = job
-        log.info(
-            "launched trainer for job %s (deployment %d, results %s): pid %d, log %s",
-            spec.job_id,
-            spec.deployment_id,
-            [m.result_id for m in spec.models],
-            process.pid,
-            log_path,
-        )
+        unit.watcher = asyncio.create_task(self._watch(unit), name=f"watch-{unit.log_path.stem}")
 
-    async def stop(self, job_id: str) -> None:
-        job = self.jobs.get(job_id)
-        if job is None or job.process.returncode is not None:
-            return
-        job.stopping = True
-        log.info("stopping trainer of job %s (pid %d)", job_id, job.process.pid)
-        await self._terminate(job)
-
-    async def running(self) -> set[str]:
-        return {job_id for job_id, job in self.jobs.items() if job.process.returncode is None}
-
-    async def close(self) -> None:
-        for job in list(self.jobs.values()):
-            job.stopping = True
-            if job.process.returncode is None:
-                await self._terminate(job)
-            if job.watcher:
-                job.watcher.cancel()
-
-    async def _terminate(self, job: LocalJob, grace_s: float = 10.0) -> None:
-        self._signal(job, signal.SIGTERM)
+    async def _terminate(self, unit: Unit, grace_s: float = 10.0) -> None:
+        assert unit.process is not None
+        self._signal(unit, signal.SIGTERM)
         try:
-            await asyncio.wait_for(job.process.wait(), grace_s)
+            await asyncio.wait_for(unit.process.wait(), grace_s)
         except TimeoutError:
-            self._signal(job, signal.SIGKILL)
-            await job.process.wait()
+            self._signal(unit, signal.SIGKILL)
+            await unit.process.wait()
 
     @staticmethod
-    def _signal(job: LocalJob, sig: int) -> None:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(job.process.pid, sig)
+    def _signal(unit: Unit, sig: int) -> None:
+        if unit.process is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(unit.process.pid, sig)
 
-    async def _watch(self, job: LocalJob) -> None:
-        """Waits for the process; enforces the memory limit; reports an unexpected end."""
+    async def _watch(self, unit: Unit) -> None:
+        """Waits for the process; enforces the memory limit; restarts or reports an unexpected end."""
+        assert unit.process is not None
         reason: str | None = None
-        while job.process.returncode is None:
+        while unit.process.returncode is None:
             try:
-                await asyncio.wait_for(job.process.wait(), self.poll_s)
+                await asyncio.wait_for(unit.process.wait(), self.poll_s)
             except TimeoutError:
-                used = tree_rss_mb(job.process.pid)
+                used = tree_rss_mb(unit.process.pid)
                 if used > self.memory_mb:
                     reason = (
-                        f"the trainer used {used:.0f} MB, over its memory limit of {self.memory_mb} MB; "
+                        f"the process used {used:.0f} MB, over its memory limit of {self.memory_mb} MB; "
                         "use a smaller batch size or data set, or raise KAFKAML_TRAINER_MEMORY_MB"
                     )
-                    log.warning("job %s: %s", job.spec.job_id, reason)
-                    self._signal(job, signal.SIGKILL)
-                    await job.process.wait()
-        code = job.process.returncode
-        if job.stopping:
+                    log.warning("%s: %s", unit.log_path.stem, reason)
+                    self._signal(unit, signal.SIGKILL)
+                    await unit.process.wait()
+        code = unit.process.returncode
+        if unit.stopping or (code == 0 and reason is None):
             return
-        if reason is None and code != 0:
+        if reason is None:
             how = f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"
-            reason = f"the trainer process {how}; see {job.log_path}"
-        if reason is not None:
-            await self.on_failure(job.spec, reason)
+            reason = f"the {unit.argv[2].rsplit('.', 1)[-1]} process {how}; see {unit.log_path}"
+        if unit.restart and self._may_restart(unit):
+            delay = min(30.0, 2.0 ** (len(unit.crashes) - 1))
+            log.warning("%s; restarting it in %.0f s", reason, delay)
+            await asyncio.sleep(delay)
+            if not unit.stopping:
+                await self._start(unit)
+            return
+        await self.on_failure(unit.spec, reason)
+
+    @staticmethod
+    def _may_restart(unit: Unit) -> bool:
+        now = time.monotonic()
+        unit.crashes = [t for t in unit.crashes if now - t < RESTART_WINDOW_S] + [now]
+        return len(unit.crashes) <= MAX_RESTARTS
 
 
 def tree_rss_mb(pid: int) -> float:

@@ -1,0 +1,138 @@
+"""Inferences: trained models served on Kafka topics, and their live predictions."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from importlib.resources import files
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import HTMLResponse, StreamingResponse
+from sqlalchemy import select
+
+from services.api.deps import BusDep, SessionDep
+from services.api.outcomes import no_content, pending, raise_if_rejected
+from shared.db.records import inference_record
+from shared.db.repositories import InferenceRepository
+from shared.db.tables import InferenceStat
+from shared.errors import NotFound
+from shared.events.inference import (
+    DeleteInference,
+    DeployInference,
+    InferenceCreated,
+    InferenceParams,
+    InferenceRecord,
+    InferenceRef,
+    StopInference,
+)
+
+router = APIRouter(prefix="/inferences", tags=["inference"])
+
+# Comments in the stream keep proxies and browsers from closing an idle connection.
+KEEPALIVE_S = 15.0
+
+
+async def one(session: SessionDep, inference_id: int) -> InferenceRecord:
+    inference = await InferenceRepository(session).get(inference_id)
+    if inference is None:
+        raise NotFound(f"inference {inference_id} does not exist", field="inference_id")
+    return inference_record(inference)
+
+
+@router.post(
+    "",
+    status_code=201,
+    response_model=InferenceRecord,
+    summary="Serve a trained model on Kafka topics",
+    responses={202: {"description": "Accepted; poll the Location"}},
+)
+async def create_inference(body: InferenceParams, bus: BusDep) -> Any:
+    command = DeployInference(payload=body)
+    outcome = await bus.send(command)
+    if outcome is None:
+        return pending(command)
+    raise_if_rejected(outcome)
+    assert isinstance(outcome, InferenceCreated)
+    return outcome.payload
+
+
+@router.get("", response_model=list[InferenceRecord], summary="List inferences")
+async def list_inferences(session: SessionDep) -> list[InferenceRecord]:
+    return [inference_record(i) for i in await InferenceRepository(session).all()]
+
+
+@router.get("/{inference_id}", response_model=InferenceRecord, summary="Get an inference")
+async def get_inference(inference_id: int, session: SessionDep) -> InferenceRecord:
+    return await one(session, inference_id)
+
+
+@router.post("/{inference_id}/stop", response_model=InferenceRecord, summary="Stop an inference's replicas")
+async def stop_inference(inference_id: int, bus: BusDep, session: SessionDep) -> Any:
+    command = StopInference(payload=InferenceRef(inference_id=inference_id))
+    outcome = await bus.send(command)
+    if outcome is None:
+        return pending(command)
+    raise_if_rejected(outcome)
+    return await one(session, inference_id)
+
+
+@router.delete("/{inference_id}", status_code=204, summary="Stop and delete an inference")
+async def delete_inference(inference_id: int, bus: BusDep) -> Response:
+    command = DeleteInference(payload=InferenceRef(inference_id=inference_id))
+    outcome = await bus.send(command)
+    if outcome is None:
+        return pending(command)
+    raise_if_rejected(outcome)
+    return no_content()
+
+
+@router.get("/{inference_id}/stats", summary="The latest statistics of each replica")
+async def inference_stats(inference_id: int, session: SessionDep, limit: int = 20) -> list[dict[str, Any]]:
+    await one(session, inference_id)
+    rows = await session.scalars(
+        select(InferenceStat)
+        .where(InferenceStat.inference_id == inference_id)
+        .order_by(InferenceStat.recorded_at.desc())
+        .limit(min(max(limit, 1), 1000))
+    )
+    keep = ("replica", "recorded_at", "window_s", "messages", "throughput", "errors", "lag", "predicted")
+    latency = ("latency_p50_ms", "latency_p95_ms", "latency_p99_ms")
+    return [{k: getattr(r, k) for k in (*keep, *latency)} for r in rows]
+
+
+@router.get(
+    "/{inference_id}/stream",
+    summary="Live predictions (server-sent events; `?token=` works where headers cannot be set)",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/event-stream": {}}}},
+)
+async def stream(inference_id: int, request: Request, session: SessionDep) -> StreamingResponse:
+    inference = await one(session, inference_id)
+    feeds = request.app.state.live
+    config = inference.visualization.model_dump(mode="json") if inference.visualization else None
+
+    async def events() -> AsyncIterator[str]:
+        yield f"event: config\ndata: {json.dumps({'inference': inference.id, 'visualization': config})}\n\n"
+        batches = feeds.subscribe(inference.output_topic)
+        try:
+            while not await request.is_disconnected():
+                try:
+                    batch = await asyncio.wait_for(anext(batches), KEEPALIVE_S)
+                except TimeoutError:
+                    yield ": keep-alive\n\n"
+                    continue
+                yield f"event: predictions\ndata: {json.dumps(batch)}\n\n"
+        finally:
+            await batches.aclose()
+
+    headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    return StreamingResponse(events(), media_type="text/event-stream", headers=headers)
+
+
+@router.get("/{inference_id}/view", response_class=HTMLResponse, summary="The live prediction view (a page)")
+async def view(inference_id: int, session: SessionDep) -> HTMLResponse:
+    inference = await one(session, inference_id)
+    page = files("services.api.pages").joinpath("live.html").read_text()
+    return HTMLResponse(page.replace("{{INFERENCE_ID}}", str(inference.id)))

@@ -1,0 +1,172 @@
+"""Inference handlers: serve a trained model on topics, follow its replicas, stop, delete."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from pydantic import ValidationError
+
+from services.orchestrator.replies import reject
+from shared.control import AvroConfig, RawConfig
+from shared.db.records import inference_record
+from shared.db.tables import Inference
+from shared.db.uow import UnitOfWork
+from shared.events import Envelope
+from shared.events.inference import (
+    DeleteInference,
+    DeployInference,
+    InferenceCreated,
+    InferenceDeleted,
+    InferenceRef,
+    InferenceStatusChanged,
+    InferenceStopped,
+    ServeModel,
+    ServeSpec,
+    StopInference,
+)
+
+ORDER = {"starting": 0, "running": 1, "stopped": 2, "failed": 2}
+
+
+def check_input_config(input_format: str, config: dict[str, Any]) -> str | None:
+    """Why the input config does not fit the format, or None."""
+    try:
+        if input_format == "RAW":
+            RawConfig.model_validate(config)
+        elif input_format == "AVRO":
+            AvroConfig.model_validate(config)
+    except ValidationError as exc:
+        return "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()[:3])
+    return None
+
+
+def upper_input(summary: dict[str, Any]) -> dict[str, Any]:
+    """What an upper model of a chain receives: the lower model's tensor as raw float32."""
+    shapes = summary.get("input_shapes") or [[None]]
+    dims = [str(d) for d in shapes[0][1:] if d is not None]
+    return {"data_type": "float32", "data_reshape": " ".join(dims)}
+
+
+async def deploy_inference(command: DeployInference, uow: UnitOfWork) -> list[Envelope]:
+    params = command.payload
+    result = await uow.training.result(params.result_id)
+    if result is None:
+        return reject(command, "DeployInference", 422, f"result {params.result_id} does not exist", field="result_id")
+    if result.status != "finished":
+        return reject(
+            command, "DeployInference", 409,
+            f"result {result.id} is {result.status}; only a finished result can be served", field="result_id",
+        )  # fmt: skip
+    stored = await uow.inferences.artifact(result.id)
+    if stored is None:
+        return reject(
+            command, "DeployInference", 409,
+            f"the trained model of result {result.id} is not stored yet; try again in a moment", field="result_id",
+        )  # fmt: skip
+    artifact, artifact_format = stored
+    model = await uow.models.get(result.model_id)
+    assert model is not None  # results keep their model (foreign key)
+    is_upper = any(upper == model.id for upper in (await uow.models.upper_links()).values())
+
+    input_format, input_config = params.input_format, params.input_config
+    if input_format is None:
+        if is_upper:  # fed by the model below it, through the upper topic
+            input_format, input_config = "RAW", input_config or upper_input(model.summary)
+        elif result.datasource:
+            input_format = result.datasource["input_format"]
+            input_config = input_config or result.datasource["input_config"]
+        else:
+            return reject(
+                command, "DeployInference", 422,
+                "give input_format and input_config: the training stream announced none", field="input_format",
+            )  # fmt: skip
+    input_config = input_config or {}
+    problem = check_input_config(input_format, input_config)  # type: ignore[arg-type]
+    if problem:
+        return reject(command, "DeployInference", 422, f"input_config: {problem}", field="input_config")
+    if (params.upper_topic is None) != (params.limit is None):
+        return reject(
+            command, "DeployInference", 422,
+            "a distributed sub-model needs both upper_topic and limit (or neither)",
+            field="limit" if params.limit is None else "upper_topic",
+        )  # fmt: skip
+
+    job_id = uuid.uuid5(command.event_id, "inference")
+    inference = await uow.inferences.add(
+        Inference(
+            result_id=result.id,
+            model_id=model.id,
+            replicas=params.replicas,
+            input_topic=params.input_topic,
+            output_topic=params.output_topic,
+            input_format=input_format,
+            input_config=input_config,
+            upper_topic=params.upper_topic,
+            confidence_limit=params.limit,
+            gpus=params.gpus,
+            visualization=params.visualization.model_dump(mode="json") if params.visualization else None,
+            status="starting",
+            job_id=job_id,
+            spec={},
+            command_id=command.event_id,
+        )
+    )
+    spec = ServeSpec(
+        job_id=str(job_id),
+        inference_id=inference.id,
+        result_id=result.id,
+        framework=model.framework,  # type: ignore[arg-type]  # CHECK-constrained column
+        code=model.code,
+        imports=model.imports,
+        artifact_sha256=artifact.sha256,
+        artifact_format=artifact_format,  # type: ignore[arg-type]  # written by the trainer's events
+        input_topic=params.input_topic,
+        output_topic=params.output_topic,
+        input_format=input_format,  # type: ignore[arg-type]  # one of the literals, checked above
+        input_config=input_config,
+        upper_topic=params.upper_topic,
+        limit=params.limit,
+        replicas=params.replicas,
+        gpus=params.gpus,
+        group_id=f"kafkaml-inference-{job_id}",
+    )
+    inference.spec = spec.model_dump(mode="json")
+    return [
+        command.reply(InferenceCreated(payload=inference_record(inference))),
+        command.reply(ServeModel(payload=spec)),
+    ]
+
+
+async def inference_status_changed(event: InferenceStatusChanged, uow: UnitOfWork) -> list[Envelope]:
+    change = event.payload
+    inference = await uow.inferences.get(change.inference_id, for_update=True)
+    if inference is None or ORDER[change.status] <= ORDER[inference.status]:
+        return []
+    inference.status = change.status
+    if change.error:
+        inference.error = f"replica {change.replica}: {change.error}" if change.replica else change.error
+    return []
+
+
+async def stop_inference(command: StopInference, uow: UnitOfWork) -> list[Envelope]:
+    inference_id = command.payload.inference_id
+    inference = await uow.inferences.get(inference_id, for_update=True)
+    if inference is None:
+        return reject(command, "StopInference", 404, f"inference {inference_id} does not exist")
+    if inference.status in ("stopped", "failed"):
+        return reject(command, "StopInference", 409, f"inference {inference_id} is already {inference.status}")
+    inference.status = "stopped"
+    return [
+        command.reply(InferenceStopped(payload=InferenceRef(inference_id=inference_id, job_id=str(inference.job_id))))
+    ]
+
+
+async def delete_inference(command: DeleteInference, uow: UnitOfWork) -> list[Envelope]:
+    inference_id = command.payload.inference_id
+    inference = await uow.inferences.get(inference_id, for_update=True)
+    if inference is None:
+        return reject(command, "DeleteInference", 404, f"inference {inference_id} does not exist")
+    job_id = str(inference.job_id)
+    await uow.inferences.delete(inference_id)
+    return [command.reply(InferenceDeleted(payload=InferenceRef(inference_id=inference_id, job_id=job_id)))]
