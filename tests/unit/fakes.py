@@ -9,7 +9,16 @@ from datetime import UTC, datetime
 from types import SimpleNamespace
 from typing import Any, Self
 
-from shared.db.tables import Configuration, Datasource, Deployment, Model, TrainingJob, TrainingResult
+from shared.db.tables import (
+    Artifact,
+    Configuration,
+    Datasource,
+    Deployment,
+    Inference,
+    Model,
+    TrainingJob,
+    TrainingResult,
+)
 
 
 class FakeModels:
@@ -132,6 +141,28 @@ class FakeDatasources:
         return self.rows.get(datasource_id)
 
 
+class FakeInferences:
+    def __init__(self) -> None:
+        self.rows: dict[int, Inference] = {}
+        self.ids = itertools.count(1)
+        self.artifacts: dict[int, tuple[Artifact, str]] = {}
+
+    async def add(self, inference: Inference) -> Inference:
+        inference.id = next(self.ids)
+        inference.created_at = datetime.now(UTC)
+        self.rows[inference.id] = inference
+        return inference
+
+    async def get(self, inference_id: int, *, for_update: bool = False) -> Inference | None:
+        return self.rows.get(inference_id)
+
+    async def delete(self, inference_id: int) -> None:
+        del self.rows[inference_id]
+
+    async def artifact(self, result_id: int) -> tuple[Artifact, str] | None:
+        return self.artifacts.get(result_id)
+
+
 class FakeProcessed:
     def __init__(self) -> None:
         self.rows: dict[tuple[str, uuid.UUID], list[dict[str, Any]]] = {}
@@ -164,6 +195,7 @@ class FakeUnitOfWork:
         self.deployments = FakeDeployments()
         self.training = FakeTraining()
         self.datasources = FakeDatasources()
+        self.inferences = FakeInferences()
         self.processed = FakeProcessed()
         self.outcomes = FakeOutcomes()
         self.commits = 0
