@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # These machines keep the CPU build of torch in /opt/wheels; elsewhere pip finds it on PyPI.
 FIND_LINKS := $(if $(wildcard /opt/wheels),--find-links /opt/wheels,)
 
-.PHONY: install test demo lint schemas clean
+.PHONY: install tools test demo lint schemas clean
 
 install: $(STAMP)
 
@@ -17,7 +17,17 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 	@echo "installed into $(VENV)"
 
-test: install
+# System tools some tests drive: headless Chromium (the live view) and kubectl (kustomize).
+# Installed from Debian when missing and we may (root); otherwise those tests skip and say why.
+APT_TOOLS := $(if $(shell command -v chromium),,chromium) $(if $(shell command -v kubectl),,kubectl)
+tools:
+	@if [ -n "$(strip $(APT_TOOLS))" ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "installing $(strip $(APT_TOOLS)) from Debian"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_TOOLS) >/dev/null \
+			|| echo "could not install $(APT_TOOLS): the tests that need them will skip"; \
+	fi
+
+test: install tools
 	$(PY) -m pytest
 
 demo: install

@@ -1,0 +1,172 @@
+"""The live prediction view: one Kafka consumer per inference feeds every client, and the page
+served by the API draws the predictions as they arrive (in headless Chromium)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import asyncpg
+import httpx
+import numpy as np
+import pytest
+
+from services.api.live import LiveFeeds
+from shared.db.roles import plain_url
+from shared.kafka import Producer, create_topics, ensure_topics
+from shared.settings import Settings
+from shared.topics import TopicSpec
+from tests.browser import Browser, chromium
+from tests.conftest import service_env
+
+pytestmark = pytest.mark.integration
+
+VISUALIZATION = {
+    "type": "classification",
+    "average_updated": False,
+    "average_window": 10000,
+    "labels": [{"id": i, "color": c, "label": n} for i, (c, n) in enumerate(
+        zip(["#fff100", "#ff8c00", "#e81123"], ["Zero", "One", "Two"], strict=True)
+    )],
+}  # fmt: skip
+
+
+async def add_inference(database: str, output_topic: str) -> int:
+    """The rows an inference hangs from, written as the orchestrator would."""
+    connection = await asyncpg.connect(plain_url(database))
+    try:
+        model = await connection.fetchval(
+            "INSERT INTO models (name, framework, code, imports, description, summary, command_id)"
+            " VALUES ('m', 'tensorflow', 'x', '', '', '{}', gen_random_uuid()) RETURNING id"
+        )
+        configuration = await connection.fetchval(
+            "INSERT INTO configurations (name, description, command_id)"
+            " VALUES ('c', '', gen_random_uuid()) RETURNING id"
+        )
+        deployment = await connection.fetchval(
+            "INSERT INTO deployments (configuration_id, batch_size, fit, evaluate, confusion_matrix, gpus, command_id)"
+            " VALUES ($1, 32, '{}', '{}', false, 0, gen_random_uuid()) RETURNING id",
+            configuration,
+        )
+        job = uuid.uuid4()
+        await connection.execute(
+            "INSERT INTO training_jobs (id, deployment_id, spec) VALUES ($1, $2, '{}')", job, deployment
+        )
+        result = await connection.fetchval(
+            "INSERT INTO training_results (deployment_id, model_id, job_id, status) VALUES ($1, $2, $3, 'finished')"
+            " RETURNING id",
+            deployment, model, job,
+        )  # fmt: skip
+        inference: int = await connection.fetchval(
+            "INSERT INTO inferences (result_id, model_id, replicas, input_topic, output_topic, input_format,"
+            " input_config, gpus, visualization, status, job_id, spec, command_id)"
+            " VALUES ($1, $2, 1, 'in', $3, 'RAW', '{}', 0, $4::jsonb, 'running', gen_random_uuid(), '{}',"
+            " gen_random_uuid()) RETURNING id",
+            result, model, output_topic, json.dumps(VISUALIZATION),
+        )  # fmt: skip
+        return inference
+    finally:
+        await connection.close()
+
+
+async def send_predictions(settings: Settings, topic: str, count: int, classes: int = 3) -> None:
+    rng = np.random.default_rng(0)
+    async with Producer(settings) as producer:
+        for _ in range(count):
+            values = rng.dirichlet(np.ones(classes)).round(4).tolist()
+            await producer.send(topic, json.dumps({"values": values}).encode())
+
+
+async def test_one_feed_serves_every_client(settings: Settings) -> None:
+    topic = f"{settings.topic_prefix}.out"
+    await create_topics(settings, [TopicSpec(topic, 2)])
+    feeds = LiveFeeds(settings)
+    first, second = feeds.subscribe(topic), feeds.subscribe(topic)
+    try:
+        reads = [asyncio.ensure_future(anext(first)), asyncio.ensure_future(anext(second))]
+        await asyncio.sleep(1.5)  # both subscribed; the feed holds its partitions
+        assert len(feeds.feeds) == 1, "two clients of one inference share one consumer"
+        await send_predictions(settings, topic, 5)
+        batches = await asyncio.wait_for(asyncio.gather(*reads), 20)
+        assert all(len(b["predictions"][0]) == 3 for b in batches)
+    finally:
+        await first.aclose()
+        await second.aclose()
+        await feeds.close()
+
+
+def keep_copy(picture: Path, folder: Path) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / picture.name).write_bytes(picture.read_bytes())
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def test_live_page_shows_predictions_arriving(
+    settings: Settings, database: str, run_service: Callable[..., subprocess.Popen[bytes]], tmp_path: Path
+) -> None:
+    executable = chromium()
+    if executable is None:
+        pytest.skip("no chromium on this machine (`make test` installs it from Debian when it runs as root)")
+    await ensure_topics(settings)
+    topic = f"{settings.topic_prefix}.predictions"
+    await create_topics(settings, [TopicSpec(topic, 1)])
+    inference = await add_inference(database, topic)
+    port = free_port()
+    env = service_env(settings, database=True) | {
+        "KAFKAML_API_PORT": str(port),
+        "KAFKAML_API_TOKEN": "page-token",
+    }
+    run_service("services.api", env, name="api")
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    async with httpx.AsyncClient() as client:
+        while True:
+            try:
+                if (await client.get(base + "/api/v1/health")).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "the API did not become healthy"
+            await asyncio.sleep(0.5)
+        # The page and its stream need the token, in a header or (browsers) in the query.
+        assert (await client.get(f"{base}/api/v1/inferences/{inference}/view")).status_code == 401
+
+    browser = Browser(executable)
+    try:
+        await browser.open(f"{base}/api/v1/inferences/{inference}/view?token=page-token")
+        for _ in range(100):
+            if await browser.evaluate("document.getElementById('status').textContent") == "live":
+                break
+            await asyncio.sleep(0.1)
+        await send_predictions(settings, topic, 300)
+        count = 0
+        for _ in range(100):
+            count = int(
+                (await browser.evaluate("document.getElementById('count').textContent") or "0").replace(",", "")
+            )
+            if count >= 300:
+                break
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(0.5)  # one more draw
+        shot = await browser.screenshot(tmp_path / "live-view.png")
+        keep = os.environ.get("KAFKAML_SCREENSHOTS")  # a folder to keep the picture in, for a person to look at
+        if keep:
+            await asyncio.to_thread(keep_copy, shot, Path(keep))
+        current = await browser.evaluate("document.getElementById('current').textContent")
+    finally:
+        await browser.close()
+    assert count == 300
+    assert current in {"Zero", "One", "Two"}, "the config's labels name the classes"
+    assert shot.stat().st_size > 10_000
