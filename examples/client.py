@@ -38,7 +38,9 @@ class Client:
         model: dict[str, Any] = self.call("POST", "/models", json=body)
         return model
 
-    def wait_for_results(self, deployment_id: int, *, timeout_s: float = 900, on_update: Any = None) -> list[dict[str, Any]]:
+    def wait_for_results(
+        self, deployment_id: int, *, timeout_s: float = 900, on_update: Any = None
+    ) -> list[dict[str, Any]]:
         """Polls until every result of the deployment is finished, failed or stopped."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:

@@ -27,9 +27,7 @@ if __package__ in (None, ""):
     from pathlib import Path
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from client import stack_info  # noqa: E402
-
-MODEL = __doc__.split("A model for it (TensorFlow, 30 inputs):")[1].strip() if __doc__ else ""
+from client import stack_info
 
 
 def schemas(names: list[str]) -> tuple[dict[str, object], dict[str, object]]:

@@ -18,7 +18,7 @@ if __package__ in (None, ""):
     from pathlib import Path
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from client import stack_info  # noqa: E402
+from client import stack_info
 
 
 def main() -> None:
