@@ -17,9 +17,10 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 	@echo "installed into $(VENV)"
 
-# System tools some tests drive: headless Chromium (the live view) and kubectl (kustomize).
-# Installed from Debian when missing and we may (root); otherwise those tests skip and say why.
-APT_TOOLS := $(if $(shell command -v chromium),,chromium) $(if $(shell command -v kubectl),,kubectl)
+# A system tool some tests drive: headless Chromium (the live view). Installed from Debian
+# when missing and we may (root); otherwise that test skips and says why. (kubectl, hadolint
+# and the schema validators come from PyPI with the dev extras.)
+APT_TOOLS := $(if $(shell command -v chromium),,chromium)
 tools:
 	@if [ -n "$(strip $(APT_TOOLS))" ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 		echo "installing $(strip $(APT_TOOLS)) from Debian"; \

@@ -16,7 +16,7 @@ from typing import Any
 import faust
 
 from services.orchestrator.handlers import HANDLERS
-from services.orchestrator.launchers import Launcher, LocalLauncher
+from services.orchestrator.launchers import Launcher, make_launcher
 from shared.artifacts import chunk_artifact
 from shared.control import key_for_deployment
 from shared.db.engine import make_engine, make_sessionmaker
@@ -71,7 +71,7 @@ class Runtime:
         self.engine = make_engine(settings.db_url)
         self.sessions = make_sessionmaker(self.engine)
         self.producer = Producer(settings)
-        self.launcher: Launcher = LocalLauncher(settings, self.report_failure, memory_mb=settings.trainer_memory_mb)
+        self.launcher: Launcher = make_launcher(settings, self.report_failure)
         self._started = asyncio.Event()
         self._starting = False
 
@@ -86,27 +86,21 @@ class Runtime:
         log.info("orchestrator ready: consuming %s and %s", self.topics.commands, self.topics.events)
 
     async def reconcile(self) -> None:
-        """After a restart: every job the database says is in flight runs again."""
+        """After a restart: what the database says is in flight runs, and nothing else."""
         async with SqlUnitOfWork(self.sessions) as uow:
-            jobs = await uow.training.active_jobs()
-            inferences = await uow.inferences.active()
-        running = await self.launcher.running()
-        for job in jobs:
-            if str(job.id) in running:
-                continue
-            spec = JobSpec.model_validate(job.spec)
-            log.info(
-                "reconcile: training job %s (deployment %d) is not running; launching it", job.id, spec.deployment_id
-            )
+            jobs = {str(job.id): JobSpec.model_validate(job.spec) for job in await uow.training.active_jobs()}
+            serves = {str(i.job_id): ServeSpec.model_validate(i.spec) for i in await uow.inferences.active()}
+        missing = await self.launcher.reconcile([*jobs, *serves])
+        for job_id in sorted(missing):
             # The spec goes out again too: an embedded broker forgets its topics on restart.
-            await self.producer.publish(self.topics.jobs, TrainJob(payload=spec))
-            await self.launcher.launch_training(spec)
-        for inference in inferences:
-            if str(inference.job_id) not in running:
-                log.info("reconcile: inference %d is not running; launching it", inference.id)
-                serve = ServeSpec.model_validate(inference.spec)
-                await self.producer.publish(self.topics.jobs, ServeModel(payload=serve))
-                await self.serve(serve)
+            if job_id in jobs:
+                log.info("reconcile: training job %s is not running; launching it", job_id)
+                await self.producer.publish(self.topics.jobs, TrainJob(payload=jobs[job_id]))
+                await self.launcher.launch_training(jobs[job_id])
+            else:
+                log.info("reconcile: inference %d is not running; launching it", serves[job_id].inference_id)
+                await self.producer.publish(self.topics.jobs, ServeModel(payload=serves[job_id]))
+                await self.serve(serves[job_id])
 
     async def report_failure(self, spec: JobSpec | ServeSpec, reason: str) -> None:
         """A job ended without reporting: its results (or its inference) fail with the reason."""

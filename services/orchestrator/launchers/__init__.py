@@ -4,5 +4,19 @@ from __future__ import annotations
 
 from services.orchestrator.launchers.base import Launcher, OnFailure, worker_env
 from services.orchestrator.launchers.local import LocalLauncher
+from shared.settings import Settings
 
-__all__ = ["Launcher", "LocalLauncher", "OnFailure", "worker_env"]
+
+def make_launcher(settings: Settings, on_failure: OnFailure) -> Launcher:
+    """The launcher ``KAFKAML_LAUNCHER`` names: ``local`` (processes) or ``kubernetes``."""
+    if settings.launcher == "kubernetes":
+        # Imported here: kubernetes-asyncio is only needed where it is used.
+        from services.orchestrator.launchers.kubernetes import KubernetesLauncher
+
+        return KubernetesLauncher(settings, on_failure)
+    if settings.launcher != "local":
+        raise ValueError(f"KAFKAML_LAUNCHER={settings.launcher!r}: use local or kubernetes")
+    return LocalLauncher(settings, on_failure, memory_mb=settings.trainer_memory_mb)
+
+
+__all__ = ["Launcher", "LocalLauncher", "OnFailure", "make_launcher", "worker_env"]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Protocol
 
 from shared.events.inference import ServeSpec
@@ -57,6 +57,10 @@ class Launcher(Protocol):
 
     async def running(self) -> set[str]:
         """Ids of the jobs running now."""
+
+    async def reconcile(self, wanted: Iterable[str]) -> set[str]:
+        """Stops what runs but is not ``wanted`` (the database's in-flight jobs and
+        inferences); returns the wanted ids that do not run, for the caller to launch."""
 
     async def close(self) -> None:
         """Stops watching; a local launcher also stops its processes."""

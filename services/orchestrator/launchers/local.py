@@ -21,6 +21,7 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -111,6 +112,14 @@ class LocalLauncher:
 
     async def running(self) -> set[str]:
         return {job_id for job_id, units in self.units.items() if any(u.alive for u in units)}
+
+    async def reconcile(self, wanted: Iterable[str]) -> set[str]:
+        wanted = set(wanted)
+        running = await self.running()
+        for job_id in sorted(running - wanted):
+            log.info("reconcile: %s runs but is no longer wanted; stopping it", job_id)
+            await self.stop(job_id)
+        return wanted - running
 
     async def close(self) -> None:
         for job_id in list(self.units):
