@@ -17,12 +17,11 @@ import faust
 from aiokafka.client import AIOKafkaClient
 
 from services.control_logger.handlers import record_datasource
-from shared.db.engine import make_engine, make_sessionmaker
 from shared.db.uow import SqlUnitOfWork
-from shared.faust_app import make_faust_app, received_of
-from shared.kafka import Producer, Received, deliver
+from shared.faust_app import ServiceRuntime, make_faust_app, received_of
+from shared.kafka import Received
 from shared.settings import Settings, get_settings
-from shared.topics import topic_of, topics_for
+from shared.topics import topic_of
 
 log = logging.getLogger("kafkaml.control_logger")
 
@@ -87,38 +86,18 @@ class BrokerTopics:
         self._fetched_at = asyncio.get_running_loop().time()
 
 
-class Runtime:
+class Runtime(ServiceRuntime):
     """What the agent needs: a producer, the broker's topics and the database, started once."""
 
+    consumer = CONSUMER
+
     def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.topics = topics_for(settings)
-        self.engine = make_engine(settings.db_url)
-        self.sessions = make_sessionmaker(self.engine)
-        self.producer = Producer(settings)
+        super().__init__(settings)
         self.broker_topics = BrokerTopics(settings)
-        self._started = asyncio.Event()
-        self._starting = False
 
-    async def start(self) -> None:
-        if self._starting:
-            await self._started.wait()
-            return
-        self._starting = True
-        await self.producer.start()
+    async def on_start(self) -> None:
         await self.broker_topics.start()
-        self._started.set()
         log.info("control logger ready: consuming %s", self.settings.control_topic)
-
-    async def handle(self, received: Received) -> None:
-        await self.start()
-        await deliver(
-            received,
-            self.process,
-            producer=self.producer,
-            dead_letter_topic=self.topics.dead_letters,
-            consumer=CONSUMER,
-        )
 
     async def process(self, received: Received) -> None:
         async with SqlUnitOfWork(self.sessions) as uow:

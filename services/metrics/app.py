@@ -25,11 +25,10 @@ import faust
 
 from services.metrics.handlers import HANDLERS, handle
 from services.metrics.uow import SqlMetricsUnitOfWork
-from shared.db.engine import make_engine, make_sessionmaker
 from shared.events import Envelope, decode
-from shared.faust_app import make_faust_app, received_of
+from shared.faust_app import ServiceRuntime, make_faust_app, received_of
 from shared.handling import handle_batch_once
-from shared.kafka import Handle, Producer, Received, deliver, is_transient
+from shared.kafka import Handle, Received, deliver, is_transient
 from shared.settings import Settings, get_settings
 from shared.topics import topic_of, topics_for
 
@@ -67,25 +66,12 @@ def create_app(settings: Settings) -> faust.App:
     return app
 
 
-class Runtime:
+class Runtime(ServiceRuntime):
     """What the agent needs: a producer (answers, dead letters) and the database, started once."""
 
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.topics = topics_for(settings)
-        self.engine = make_engine(settings.db_url)
-        self.sessions = make_sessionmaker(self.engine)
-        self.producer = Producer(settings)
-        self._started = asyncio.Event()
-        self._starting = False
+    consumer = CONSUMER
 
-    async def start(self) -> None:
-        if self._starting:
-            await self._started.wait()
-            return
-        self._starting = True
-        await self.producer.start()
-        self._started.set()
+    async def on_start(self) -> None:
         log.info("metrics ready: consuming %s and %s", self.topics.events, self.topics.artifacts)
 
     async def handle_batch(self, records: Sequence[Received]) -> None:

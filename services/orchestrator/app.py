@@ -8,7 +8,6 @@ by the broker (or the record was dead-lettered).
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 from typing import Any
@@ -19,7 +18,6 @@ from services.orchestrator.handlers import HANDLERS
 from services.orchestrator.launchers import Launcher, make_launcher
 from shared.artifacts import chunk_artifact
 from shared.control import key_for_deployment
-from shared.db.engine import make_engine, make_sessionmaker
 from shared.db.uow import SqlUnitOfWork
 from shared.events import Envelope, decode
 from shared.events.datasources import DatasourceSent
@@ -32,9 +30,9 @@ from shared.events.inference import (
     ServeSpec,
 )
 from shared.events.training import Failure, JobSpec, TrainingFailed, TrainingStopped, TrainJob
-from shared.faust_app import make_faust_app, received_of
+from shared.faust_app import ServiceRuntime, make_faust_app, received_of
 from shared.handling import handle_once
-from shared.kafka import Producer, Received, create_topics, deliver
+from shared.kafka import Received, create_topics
 from shared.settings import Settings, get_settings
 from shared.topics import TopicSpec, topic_of, topics_for
 
@@ -62,27 +60,17 @@ def create_app(settings: Settings) -> faust.App:
     return app
 
 
-class Runtime:
+class Runtime(ServiceRuntime):
     """What the agent needs: a producer, the database and the launcher, started once."""
 
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.topics = topics_for(settings)
-        self.engine = make_engine(settings.db_url)
-        self.sessions = make_sessionmaker(self.engine)
-        self.producer = Producer(settings)
-        self.launcher: Launcher = make_launcher(settings, self.report_failure)
-        self._started = asyncio.Event()
-        self._starting = False
+    consumer = CONSUMER
 
-    async def start(self) -> None:
-        if self._starting:
-            await self._started.wait()
-            return
-        self._starting = True
-        await self.producer.start()
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings)
+        self.launcher: Launcher = make_launcher(settings, self.report_failure)
+
+    async def on_start(self) -> None:
         await self.reconcile()
-        self._started.set()
         log.info("orchestrator ready: consuming %s and %s", self.topics.commands, self.topics.events)
 
     async def reconcile(self) -> None:
@@ -144,16 +132,6 @@ class Runtime:
                 json.dumps(sent.control_message).encode(),
                 key=key_for_deployment(sent.deployment_id),
             )
-
-    async def handle(self, received: Received) -> None:
-        await self.start()
-        await deliver(
-            received,
-            self.process,
-            producer=self.producer,
-            dead_letter_topic=self.topics.dead_letters,
-            consumer=CONSUMER,
-        )
 
     async def process(self, received: Received) -> None:
         message = decode(received.value)

@@ -22,49 +22,10 @@ from tests.conftest import REPO
 
 pytestmark = pytest.mark.e2e
 
-KERAS = """model = tf.keras.models.Sequential([
-  tf.keras.layers.Flatten(input_shape=(8, 8)),
-  tf.keras.layers.Dense(128, activation='relu'),
-  tf.keras.layers.Dense(10, activation='softmax')
-])
-model.compile(
-    optimizer=tf.keras.optimizers.Adam(0.001),
-    loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-    metrics=[tf.keras.metrics.SparseCategoricalAccuracy()],
-)
-"""
-
-PYTORCH = """class NeuralNetwork(nn.Module):
-    def __init__(self):
-        super(NeuralNetwork, self).__init__()
-        self.flatten = nn.Flatten()
-        self.linear_relu_stack = nn.Sequential(
-            nn.Linear(8*8, 128),
-            nn.ReLU(),
-            nn.Linear(128, 10),
-            nn.Softmax()
-        )
-
-    def forward(self, x):
-        x = self.flatten(x)
-        logits = self.linear_relu_stack(x)
-        return logits
-
-    def loss_fn(self):
-        return nn.CrossEntropyLoss()
-
-    def optimizer(self):
-        return torch.optim.Adam(model.parameters(), lr=0.001)
-
-    def metrics(self):
-        val_metrics = {
-            "accuracy": Accuracy(),
-            "loss": Loss(self.loss_fn())
-         }
-        return val_metrics
-
-model = NeuralNetwork()
-"""
+# Upstream Kafka-ML's README models with 8x8 inputs, as users write them.
+MODELS = REPO / "examples" / "models"
+KERAS = (MODELS / "keras_digits.py").read_text()
+PYTORCH = (MODELS / "pytorch_digits.py").read_text()
 PYTORCH_IMPORTS = "import torch\nimport torch.nn as nn\nfrom ignite.metrics import Accuracy, Loss\n"
 
 
