@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -18,6 +19,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import asyncpg
+import psutil
 import pytest
 
 from shared.db.migrate import upgrade
@@ -121,3 +123,22 @@ def run_service(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen[bytes
         if process.poll() is None:
             process.kill()
             process.wait(10)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def stack_processes(home: Path) -> list[psutil.Process]:
+    """Every process whose command line or working files point into ``home``."""
+    found = []
+    for process in psutil.process_iter(["cmdline", "pid"]):
+        try:
+            cmdline = " ".join(process.info["cmdline"] or [])
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+        if str(home) in cmdline and process.pid != os.getpid():
+            found.append(process)
+    return found

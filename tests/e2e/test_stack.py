@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -15,10 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import psutil
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import REPO, free_port, stack_processes
 
 pytestmark = pytest.mark.e2e
 
@@ -27,12 +25,6 @@ MODELS = REPO / "examples" / "models"
 KERAS = (MODELS / "keras_digits.py").read_text()
 PYTORCH = (MODELS / "pytorch_digits.py").read_text()
 PYTORCH_IMPORTS = "import torch\nimport torch.nn as nn\nfrom ignite.metrics import Accuracy, Loss\n"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def kafkaml(env: dict[str, str], *args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
@@ -44,19 +36,6 @@ def kafkaml(env: dict[str, str], *args: str, timeout: float = 240) -> subprocess
         text=True,
         timeout=timeout,
     )
-
-
-def stack_processes(home: Path) -> list[psutil.Process]:
-    """Every process whose command line or working files point into ``home``."""
-    found = []
-    for process in psutil.process_iter(["cmdline", "pid"]):
-        try:
-            cmdline = " ".join(process.info["cmdline"] or [])
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            continue
-        if str(home) in cmdline and process.pid != os.getpid():
-            found.append(process)
-    return found
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import socket
 import subprocess
 import time
 import uuid
@@ -24,7 +23,7 @@ from shared.kafka import Producer, create_topics, ensure_topics
 from shared.settings import Settings
 from shared.topics import TopicSpec
 from tests.browser import Browser, chromium
-from tests.conftest import service_env
+from tests.conftest import free_port, service_env
 
 pytestmark = pytest.mark.integration
 
@@ -105,12 +104,6 @@ async def test_one_feed_serves_every_client(settings: Settings) -> None:
 def keep_copy(picture: Path, folder: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / picture.name).write_bytes(picture.read_bytes())
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def test_live_page_shows_predictions_arriving(
