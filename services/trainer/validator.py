@@ -45,7 +45,10 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
     await ensure_topics(settings)
     sandbox = Sandbox(timeout_s=settings.validation_timeout_s, memory_mb=settings.validation_memory_mb)
     await sandbox.start()
-    consumer = make_consumer(settings, topics.validation, group_id=f"{settings.topic_prefix}-validator")
+    # Validation takes a second or more: a 100 ms fetch wait costs nothing and spares the CPU.
+    consumer = make_consumer(
+        settings, topics.validation, group_id=f"{settings.topic_prefix}-validator", fetch_max_wait_ms=100
+    )
     async with Producer(settings) as producer:
 
         async def on_record(received: Received) -> None:
