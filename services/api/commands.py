@@ -32,7 +32,11 @@ class CommandBus:
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        self._consumer = make_consumer(self.settings, self.topics.events, group_id=None, auto_offset_reset="latest")
+        # A command's answer may wait 100 ms; polling every 10 ms (the inferencers' setting)
+        # would keep a core busy on an idle stack.
+        self._consumer = make_consumer(
+            self.settings, self.topics.events, group_id=None, auto_offset_reset="latest", fetch_max_wait_ms=100
+        )
         await self._consumer.start()
         self._task = asyncio.create_task(self._listen(), name="outcome-listener")
         await wait_for_assignment(self._consumer)
