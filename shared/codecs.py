@@ -16,6 +16,16 @@ schema order (arrays and nested records flattened); a label record becomes its
 fields (booleans as 0/1) as int64 when every field is boolean or integral,
 float32 otherwise, and a scalar when the record has a single scalar field.
 
+**JSON** (values to predict only; not a training format upstream): a value is
+UTF-8 JSON: a list of numbers (nested lists allowed, they must be
+rectangular), ``{"values": [...]}``, or any other object whose numeric fields,
+in document order, form the vector (nested lists and objects flattened,
+booleans as 0/1). ``input_config`` is optional: ``data_reshape`` (the shape of
+one sample, as for RAW: the values are reshaped to it and must have that many
+numbers) and ``data_type`` (a numpy name, default float32). Without a shape,
+the first good sample's shape is the stream's, as for Avro's width. A key, if
+given, is a label in the same JSON forms.
+
 **Bad samples policy**: a sample that cannot be decoded (a RAW value or key of
 the wrong size, a missing value or key, Avro bytes that do not parse against
 the schema or leave bytes over, a data record of another width than the
@@ -29,6 +39,7 @@ announced ones (:data:`MAX_BAD_FRACTION`, :func:`too_many_bad`).
 from __future__ import annotations
 
 import io
+import json
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -37,13 +48,14 @@ from typing import Any, Final
 import numpy as np
 from fastavro import parse_schema, schemaless_reader
 
-from shared.control import AvroConfig, RawConfig
+from shared.control import AvroConfig, RawConfig, numpy_dtype, parse_shape
 
 __all__ = [
     "MAX_BAD_FRACTION",
     "AvroDecoder",
     "Decoded",
     "Decoder",
+    "JsonDecoder",
     "RawDecoder",
     "decoder_for",
     "too_many_bad",
@@ -307,6 +319,106 @@ class AvroDecoder(Decoder):
         return Decoded(x=x_array, y=y_array, bad=bad)
 
 
+# --- JSON ---------------------------------------------------------------------
+
+
+def _json_array(raw: bytes | None, what: str) -> np.ndarray[Any, Any]:
+    """One JSON sample as a float64 array of its own shape (see the module docstring for the forms)."""
+    if raw is None:
+        raise ValueError(f"no {what}")
+    try:
+        document = json.loads(raw)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise ValueError(f"{what} is not UTF-8 JSON ({type(exc).__name__}: {exc})") from None
+    if isinstance(document, Mapping):
+        if "values" in document:
+            document = document["values"]
+        else:
+            # An object: its numeric fields in document order (JSON objects keep their order).
+            flat: list[float] = []
+            _flatten(document, what, flat)
+            return np.asarray(flat, dtype=np.float64)
+    if isinstance(document, bool) or not isinstance(document, (int, float, list)):
+        raise ValueError(f"{what} is a JSON {type(document).__name__}, not numbers")
+    try:
+        # float64 first: a ragged list or a string inside fails here, not later in a cast.
+        array = np.asarray(document, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{what} is not a rectangular list of numbers ({exc})") from None
+    return array
+
+
+class JsonDecoder(Decoder):
+    input_format = "JSON"
+
+    def __init__(self, config: Mapping[str, Any]) -> None:
+        self.config = dict(config)
+        self.dtype = numpy_dtype(str(config.get("data_type") or "float32"))
+        reshape = config.get("data_reshape")
+        # An explicit shape is fixed; otherwise the first good sample sets it.
+        self._shape: tuple[int, ...] | None = None if reshape in (None, "") else parse_shape(reshape)
+        self._fixed = self._shape is not None
+        self._label_shape: tuple[int, ...] | None = None
+
+    @property
+    def sample_shape(self) -> tuple[int, ...] | None:
+        return self._shape
+
+    def describe(self) -> str:
+        shape = "shape not known yet" if self._shape is None else _describe_shape(self._shape)
+        return f"JSON numbers as {self.dtype.name} {shape}"
+
+    def _sample(self, raw: bytes | None) -> np.ndarray[Any, Any]:
+        array = _json_array(raw, "value")
+        if self._shape is None:
+            self._shape = array.shape
+            return array
+        if self._fixed:
+            expected = int(np.prod(self._shape, dtype=np.int64))
+            if array.size != expected:
+                raise ValueError(f"{array.size} numbers, expected {expected} for {self.describe()}")
+            return array.reshape(self._shape)
+        if array.shape != self._shape:
+            first = _describe_shape(self._shape)
+            raise ValueError(f"shape {_describe_shape(array.shape)}, the first sample had {first}")
+        return array
+
+    def _label(self, raw: bytes | None) -> np.ndarray[Any, Any]:
+        if raw is None:
+            raise ValueError("no label (the record has no key)")
+        array = _json_array(raw, "label")
+        if self._label_shape is None:
+            self._label_shape = array.shape
+        elif array.shape != self._label_shape:
+            raise ValueError(f"label of shape {_describe_shape(array.shape)}, the first had {self._label_shape}")
+        return array
+
+    def decode(self, values: Sequence[bytes | None], keys: Sequence[bytes | None] | None = None) -> Decoded:
+        if keys is not None and len(keys) != len(values):
+            raise ValueError(f"{len(values)} values but {len(keys)} keys")
+        xs: list[np.ndarray[Any, Any]] = []
+        ys: list[np.ndarray[Any, Any]] = []
+        bad: list[tuple[int, str]] = []
+        for index, value in enumerate(values):
+            try:
+                x = self._sample(value)
+                y = self._label(keys[index]) if keys is not None else None
+            except ValueError as exc:
+                bad.append((index, str(exc)))
+                continue
+            xs.append(x)
+            if y is not None:
+                ys.append(y)
+        shape = self._shape or ()
+        x_array = np.stack(xs).astype(self.dtype, copy=False) if xs else np.zeros((0, *shape), dtype=self.dtype)
+        y_array: np.ndarray[Any, Any] | None = None
+        if keys is not None:
+            labels = np.stack(ys) if ys else np.zeros((0, *(self._label_shape or ())))
+            integral = labels.size == 0 or bool(np.all(np.mod(labels, 1) == 0))
+            y_array = labels.astype(np.int64 if integral else np.float32)
+        return Decoded(x=x_array, y=y_array, bad=bad)
+
+
 # --- choosing -----------------------------------------------------------------
 
 
@@ -317,4 +429,6 @@ def decoder_for(input_format: str, input_config: Mapping[str, Any]) -> Decoder:
         return RawDecoder(RawConfig.model_validate(dict(input_config)))
     if kind == "AVRO":
         return AvroDecoder(AvroConfig.model_validate(dict(input_config)))
-    raise ValueError(f"unknown input format {input_format!r} (RAW or AVRO)")
+    if kind == "JSON":
+        return JsonDecoder(input_config)
+    raise ValueError(f"unknown input format {input_format!r} (RAW, AVRO or JSON)")
