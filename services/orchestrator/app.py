@@ -105,10 +105,12 @@ class Runtime(ServiceRuntime):
         topic, topics with enough partitions for the replicas to share the input."""
         async with SqlUnitOfWork(self.sessions) as uow:
             stored = await uow.inferences.artifact(spec.result_id)
-        if stored is None:
+            # Read inside the block: leaving it rolls back, which expires the row.
+            data = stored[0].data if stored else None
+        if data is None:
             await self.report_failure(spec, f"the trained model of result {spec.result_id} is gone")
             return
-        for chunk in chunk_artifact(spec.result_id, stored[0].data):
+        for chunk in chunk_artifact(spec.result_id, data):
             await self.producer.publish(self.topics.artifacts, chunk)
         topics = [TopicSpec(spec.input_topic, partitions=max(spec.replicas, 1)), TopicSpec(spec.output_topic, 1)]
         if spec.upper_topic:
@@ -119,10 +121,16 @@ class Runtime(ServiceRuntime):
     async def after_commit(self, answer: Envelope) -> None:
         """Effects outside the database, run once the answer is committed and published
         (and again on a redelivery: each is idempotent)."""
-        if isinstance(answer, TrainJob):
-            await self.launcher.launch_training(answer.payload)
-        elif isinstance(answer, ServeModel):
-            await self.serve(answer.payload)
+        if isinstance(answer, (TrainJob, ServeModel)):
+            spec = answer.payload
+            try:
+                if isinstance(spec, JobSpec):
+                    await self.launcher.launch_training(spec)
+                else:
+                    await self.serve(spec)
+            except Exception as exc:  # noqa: BLE001 - whatever it was, the user must see it, not a stuck job
+                log.exception("could not launch job %s", spec.job_id)
+                await self.report_failure(spec, f"could not launch the workload: {type(exc).__name__}: {exc}")
         elif isinstance(answer, (TrainingStopped, InferenceStopped, InferenceDeleted)) and answer.payload.job_id:
             await self.launcher.stop(answer.payload.job_id)
         elif isinstance(answer, DatasourceSent):
