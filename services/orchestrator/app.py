@@ -128,7 +128,7 @@ class Runtime(ServiceRuntime):
                     await self.launcher.launch_training(spec)
                 else:
                     await self.serve(spec)
-            except Exception as exc:  # noqa: BLE001 - whatever it was, the user must see it, not a stuck job
+            except Exception as exc:
                 log.exception("could not launch job %s", spec.job_id)
                 await self.report_failure(spec, f"could not launch the workload: {type(exc).__name__}: {exc}")
         elif isinstance(answer, (TrainingStopped, InferenceStopped, InferenceDeleted)) and answer.payload.job_id:
