@@ -1,0 +1,114 @@
+"""The local launcher with real worker processes: an unexpected end is reported with its reason,
+a replica that crashes is started again, a stop reports nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from services.orchestrator.launchers.local import LocalLauncher
+from shared.events.inference import ServeSpec
+from shared.events.training import JobModel, JobSpec
+from shared.settings import Settings
+from shared.stack.broker import Broker
+
+pytestmark = pytest.mark.integration
+
+
+def job(job_id: str) -> JobSpec:
+    model = JobModel(result_id=1, model_id=1, name="m", code="model = 1")
+    return JobSpec(
+        job_id=job_id, deployment_id=1, framework="tensorflow", models=[model], batch_size=32, fit={}, evaluate={},
+        confusion_matrix=False,
+    )  # fmt: skip
+
+
+def serving(job_id: str) -> ServeSpec:
+    return ServeSpec(
+        job_id=job_id, inference_id=1, result_id=1, framework="tensorflow", code="", artifact_sha256="0" * 64,
+        artifact_format="keras", input_topic="in", output_topic="out", input_format="RAW", input_config={},
+        group_id="g",
+    )  # fmt: skip
+
+
+@pytest.fixture
+def launcher_settings(broker: Broker) -> Settings:
+    # The workers wait for a spec nobody publishes: they live until they are killed.
+    return Settings(bootstrap_servers=broker.bootstrap_servers, home=Path(tempfile.mkdtemp(prefix="kml-launch-")))
+
+
+async def test_a_trainer_killed_mid_run_fails_its_results_with_the_reason(launcher_settings: Settings) -> None:
+    failures: list[tuple[str, str]] = []
+
+    async def on_failure(spec: JobSpec | ServeSpec, reason: str) -> None:
+        failures.append((spec.job_id, reason))
+
+    launcher = LocalLauncher(launcher_settings, on_failure, poll_s=0.1)
+    await launcher.launch_training(job("killed"))
+    await launcher.launch_training(job("killed"))  # idempotent: still one process
+    assert len(launcher.units["killed"]) == 1 and await launcher.running() == {"killed"}
+    process = launcher.units["killed"][0].process
+    assert process is not None
+    await asyncio.sleep(1)
+    os.killpg(process.pid, signal.SIGKILL)
+    for _ in range(100):
+        if failures:
+            break
+        await asyncio.sleep(0.1)
+    assert failures and failures[0][0] == "killed"
+    assert "killed by signal 9" in failures[0][1] and "trainer" in failures[0][1]
+
+    # A stop is not a failure.
+    await launcher.launch_training(job("stopped"))
+    await asyncio.sleep(1)
+    await launcher.stop("stopped")
+    await asyncio.sleep(0.5)
+    assert [f for f in failures if f[0] == "stopped"] == []
+    assert await launcher.running() == set()
+    await launcher.close()
+
+
+async def test_over_its_memory_limit_a_trainer_is_killed_and_says_so(launcher_settings: Settings) -> None:
+    failures: list[str] = []
+
+    async def on_failure(spec: JobSpec | ServeSpec, reason: str) -> None:
+        failures.append(reason)
+
+    launcher = LocalLauncher(launcher_settings, on_failure, memory_mb=1, poll_s=0.1)
+    await launcher.launch_training(job("hungry"))
+    for _ in range(100):
+        if failures:
+            break
+        await asyncio.sleep(0.1)
+    assert failures and "over its memory limit of 1 MB" in failures[0]
+    await launcher.close()
+
+
+async def test_a_crashed_replica_is_started_again(launcher_settings: Settings) -> None:
+    failures: list[str] = []
+
+    async def on_failure(spec: JobSpec | ServeSpec, reason: str) -> None:
+        failures.append(reason)
+
+    launcher = LocalLauncher(launcher_settings, on_failure, poll_s=0.1)
+    await launcher.launch_inference(serving("served").model_copy(update={"replicas": 2}))
+    units = launcher.units["served"]
+    assert len(units) == 2
+    first = units[0].process
+    assert first is not None
+    await asyncio.sleep(1)
+    os.killpg(first.pid, signal.SIGKILL)
+    for _ in range(50):
+        if units[0].process is not first and units[0].alive:
+            break
+        await asyncio.sleep(0.1)
+    assert units[0].process is not first and units[0].alive, "the replica was started again"
+    assert failures == []
+    await launcher.stop("served")
+    assert await launcher.running() == set()
+    await launcher.close()
