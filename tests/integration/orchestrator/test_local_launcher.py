@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -37,9 +36,9 @@ def serving(job_id: str) -> ServeSpec:
 
 
 @pytest.fixture
-def launcher_settings(broker: Broker) -> Settings:
+def launcher_settings(broker: Broker, tmp_path: Path) -> Settings:
     # The workers wait for a spec nobody publishes: they live until they are killed.
-    return Settings(bootstrap_servers=broker.bootstrap_servers, home=Path(tempfile.mkdtemp(prefix="kml-launch-")))
+    return Settings(bootstrap_servers=broker.bootstrap_servers, home=tmp_path)
 
 
 async def test_a_trainer_killed_mid_run_fails_its_results_with_the_reason(launcher_settings: Settings) -> None:
