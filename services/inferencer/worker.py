@@ -89,8 +89,6 @@ from services.inferencer.model import (
 )
 from services.inferencer.stats import StatsWindow, predicted_classes
 from shared.codecs import Decoder, decoder_for
-from shared.errors import Undecodable
-from shared.events import decode
 from shared.events.inference import (
     InferenceStats,
     InferenceStatus,
@@ -99,6 +97,7 @@ from shared.events.inference import (
     ServeModel,
     ServeSpec,
 )
+from shared.jobs import JobSpecNotFound, find_job_message
 from shared.kafka import Producer, make_consumer, received_from, wait_for_assignment
 from shared.settings import Settings
 from shared.topics import topics_for
@@ -164,30 +163,13 @@ def _truncate(text: str) -> str:
 async def find_serve_spec(
     settings: Settings, job_id: str, timeout_s: float = SPEC_TIMEOUT_S, stop: asyncio.Event | None = None
 ) -> ServeSpec | None:
-    """Scans the jobs topic from the beginning (no group) for the ``ServeModel`` with this id.
-
-    None when ``stop`` was set first; SpecNotFound after ``timeout_s``. (The trainer's
-    ``find_job_spec`` does the same for ``TrainJob``.)
-    """
-    topic = topics_for(settings).jobs
-    consumer = make_consumer(settings, topic, group_id=None)
-    await consumer.start()
+    """The ``ServeModel`` spec with this id from the jobs topic; None when ``stop`` was set
+    first; SpecNotFound after ``timeout_s``."""
     try:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if stop is not None and stop.is_set():
-                return None
-            for records in (await consumer.getmany(timeout_ms=500, max_records=1000)).values():
-                for record in records:
-                    try:
-                        message = decode(record.value)
-                    except Undecodable:
-                        continue
-                    if isinstance(message, ServeModel) and message.payload.job_id == job_id:
-                        return message.payload
-    finally:
-        await consumer.stop()
-    raise SpecNotFound(f"no ServeModel with job_id {job_id!r} on {topic} within {timeout_s:g} s")
+        found = await find_job_message(settings, job_id, ServeModel, timeout_s=timeout_s, stop=stop)
+    except JobSpecNotFound as exc:
+        raise SpecNotFound(exc.detail) from None
+    return found.payload if found is not None else None
 
 
 # --- events ---------------------------------------------------------------------------

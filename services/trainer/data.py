@@ -30,12 +30,11 @@ from aiokafka.admin import AIOKafkaAdminClient
 from services.trainer.publishing import JobFailure
 from shared.codecs import Decoder, decoder_for, too_many_bad
 from shared.control import ControlMessage, TopicRange, deployment_id_from_key, parse_control
-from shared.errors import Invalid, Undecodable
-from shared.events import decode
+from shared.errors import Invalid
 from shared.events.training import DatasourceRef, JobSpec, SampleCounts, TrainJob
+from shared.jobs import JobSpecNotFound, find_job_message
 from shared.kafka import make_consumer
 from shared.settings import Settings
-from shared.topics import topics_for
 
 __all__ = [
     "SPLIT_SEED",
@@ -90,24 +89,13 @@ def memory_budget_bytes() -> int:
 
 
 async def find_job_spec(settings: Settings, job_id: str, timeout_s: float = 60.0) -> JobSpec:
-    """Scans the jobs topic from the beginning (no group) for the ``TrainJob`` with this id."""
-    consumer = make_consumer(settings, topics_for(settings).jobs, group_id=None)
-    await consumer.start()
+    """The ``TrainJob`` with this id, from the jobs topic."""
     try:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            batches = await consumer.getmany(timeout_ms=500, max_records=1000)
-            for records in batches.values():
-                for record in records:
-                    try:
-                        message = decode(record.value)
-                    except Undecodable:
-                        continue
-                    if isinstance(message, TrainJob) and message.payload.job_id == job_id:
-                        return message.payload
-    finally:
-        await consumer.stop()
-    raise DataError(f"no TrainJob with job_id {job_id!r} on {topics_for(settings).jobs} within {timeout_s:g} s")
+        found = await find_job_message(settings, job_id, TrainJob, timeout_s=timeout_s)
+    except JobSpecNotFound as exc:
+        raise DataError(exc.detail) from None
+    assert found is not None  # no stop event: found or raised
+    return found.payload
 
 
 # --- the control message ------------------------------------------------------
