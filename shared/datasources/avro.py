@@ -156,6 +156,7 @@ class AsyncAvroSink(AsyncKafkaMLSink):
     """AVRO data source, asyncio flavour: ``await sink.send(data_record, label_record)``. Parameters as ``AvroSink``."""
 
     input_format: ClassVar[Literal["RAW", "AVRO"]] = "AVRO"
+    encoder: AvroEncoder
 
     def __init__(
         self,
@@ -205,16 +206,6 @@ class AsyncAvroSink(AsyncKafkaMLSink):
             request_timeout_ms=request_timeout_ms,
             producer_config=producer_config,
         )
-
-    def encode(self, data: Any, label: Any) -> tuple[bytes, bytes | None]:
-        return self.encoder.encode(data, label)
-
-    def encode_value(self, data: Any) -> bytes:
-        return self.encoder.encode_data(data)
-
-    @property
-    def input_config(self) -> dict[str, Any]:
-        return self.encoder.input_config
 
     @property
     def data_schema(self) -> str:

@@ -182,6 +182,7 @@ class AsyncRawSink(AsyncKafkaMLSink):
     """
 
     input_format: ClassVar[Literal["RAW", "AVRO"]] = "RAW"
+    encoder: RawEncoder
 
     def __init__(
         self,
@@ -228,16 +229,6 @@ class AsyncRawSink(AsyncKafkaMLSink):
             request_timeout_ms=request_timeout_ms,
             producer_config=producer_config,
         )
-
-    def encode(self, data: Any, label: Any) -> tuple[bytes, bytes | None]:
-        return self.encoder.encode(data, label)
-
-    def encode_value(self, data: Any) -> bytes:
-        return self.encoder.encode_data(data)
-
-    @property
-    def input_config(self) -> dict[str, Any]:
-        return self.encoder.input_config
 
     @property
     def data_type(self) -> str | None:

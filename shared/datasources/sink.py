@@ -30,7 +30,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from types import TracebackType
-from typing import Any, ClassVar, Generic, Literal, Self, TypeVar
+from typing import Any, ClassVar, Generic, Literal, Protocol, Self, TypeVar
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -172,11 +172,20 @@ class _Stream:
 # --- the asyncio core --------------------------------------------------------
 
 
+class Encoder(Protocol):
+    """Turns samples into the bytes of one wire format (RAW or AVRO)."""
+
+    def encode(self, data: Any, label: Any = None) -> tuple[bytes, bytes | None]: ...
+    def encode_data(self, data: Any) -> bytes: ...
+    @property
+    def input_config(self) -> dict[str, Any]: ...
+
+
 class AsyncKafkaMLSink(abc.ABC):
     """Streams encoded samples, confirms every delivery, and announces the data set on ``close()``.
 
-    Subclasses turn ``(data, label)`` into ``(value, key)`` bytes and say what goes
-    into ``input_config``. Use as ``async with`` (the control message is sent
+    Subclasses set ``encoder``, which turns ``(data, label)`` into ``(value, key)``
+    bytes and says what goes into ``input_config``. Use as ``async with`` (the control message is sent
     when the block ends normally; after an exception nothing is announced).
     """
 
@@ -245,20 +254,22 @@ class AsyncKafkaMLSink(abc.ABC):
         self.elapsed_s = 0.0
         self._started_at: float | None = None
 
-    # --- what subclasses provide ---
+    # --- what subclasses provide: an encoder for their format ---
 
-    @abc.abstractmethod
+    encoder: Encoder
+
     def encode(self, data: Any, label: Any) -> tuple[bytes, bytes | None]:
         """``(value, key)`` for one sample; raises ValueError for a sample that does not fit."""
+        return self.encoder.encode(data, label)
 
-    @abc.abstractmethod
     def encode_value(self, data: Any) -> bytes:
         """The value bytes of a sample without label."""
+        return self.encoder.encode_data(data)
 
     @property
-    @abc.abstractmethod
     def input_config(self) -> dict[str, Any]:
         """The control message's ``input_config`` (known once the format is)."""
+        return self.encoder.input_config
 
     # --- upstream's names ---
 
