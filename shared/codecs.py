@@ -41,9 +41,9 @@ from __future__ import annotations
 import io
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import numpy as np
 from fastavro import parse_schema, schemaless_reader
@@ -106,6 +106,35 @@ class Decoder(ABC):
     @abstractmethod
     def sample_shape(self) -> tuple[int, ...] | None:
         """The shape of one decoded sample, None until it is known (Avro: after a first record)."""
+
+
+T = TypeVar("T")
+
+
+def each_record(
+    values: Sequence[bytes | None],
+    keys: Sequence[bytes | None] | None,
+    sample: Callable[[bytes | None], T],
+    label: Callable[[bytes | None], T],
+) -> tuple[list[T], list[T], list[tuple[int, str]]]:
+    """Decodes formats that take one record at a time (Avro, JSON): the samples, their labels
+    (when there are keys), and the records that raised ValueError as ``(index, reason)``."""
+    if keys is not None and len(keys) != len(values):
+        raise ValueError(f"{len(values)} values but {len(keys)} keys")
+    xs: list[T] = []
+    ys: list[T] = []
+    bad: list[tuple[int, str]] = []
+    for index, value in enumerate(values):
+        try:
+            x = sample(value)
+            y = label(keys[index]) if keys is not None else None
+        except ValueError as exc:
+            bad.append((index, str(exc)))
+            continue
+        xs.append(x)
+        if y is not None:
+            ys.append(y)
+    return xs, ys, bad
 
 
 # --- RAW ----------------------------------------------------------------------
@@ -295,21 +324,7 @@ class AvroDecoder(Decoder):
         return vector
 
     def decode(self, values: Sequence[bytes | None], keys: Sequence[bytes | None] | None = None) -> Decoded:
-        if keys is not None and len(keys) != len(values):
-            raise ValueError(f"{len(values)} values but {len(keys)} keys")
-        xs: list[list[float]] = []
-        ys: list[list[float]] = []
-        bad: list[tuple[int, str]] = []
-        for index, value in enumerate(values):
-            try:
-                x = self._data(value)
-                y = self._label(keys[index]) if keys is not None else None
-            except ValueError as exc:
-                bad.append((index, str(exc)))
-                continue
-            xs.append(x)
-            if y is not None:
-                ys.append(y)
+        xs, ys, bad = each_record(values, keys, self._data, self._label)
         width = self._width or 0
         x_array = np.asarray(xs, dtype=np.float32).reshape(len(xs), width)
         y_array: np.ndarray[Any, Any] | None = None
@@ -394,21 +409,7 @@ class JsonDecoder(Decoder):
         return array
 
     def decode(self, values: Sequence[bytes | None], keys: Sequence[bytes | None] | None = None) -> Decoded:
-        if keys is not None and len(keys) != len(values):
-            raise ValueError(f"{len(values)} values but {len(keys)} keys")
-        xs: list[np.ndarray[Any, Any]] = []
-        ys: list[np.ndarray[Any, Any]] = []
-        bad: list[tuple[int, str]] = []
-        for index, value in enumerate(values):
-            try:
-                x = self._sample(value)
-                y = self._label(keys[index]) if keys is not None else None
-            except ValueError as exc:
-                bad.append((index, str(exc)))
-                continue
-            xs.append(x)
-            if y is not None:
-                ys.append(y)
+        xs, ys, bad = each_record(values, keys, self._sample, self._label)
         shape = self._shape or ()
         x_array = np.stack(xs).astype(self.dtype, copy=False) if xs else np.zeros((0, *shape), dtype=self.dtype)
         y_array: np.ndarray[Any, Any] | None = None
