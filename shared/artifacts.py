@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 from typing import Final
 
@@ -27,3 +28,15 @@ def chunk_artifact(result_id: int, data: bytes, chunk_bytes: int = CHUNK_BYTES) 
         )
         for index, piece in enumerate(pieces)
     ]
+
+
+def chunk_bytes(chunk: Chunk) -> bytes:
+    """The bytes a chunk carries; ValueError when its data is not base64."""
+    try:
+        return base64.b64decode(chunk.data, validate=True)
+    except binascii.Error as exc:
+        raise ValueError(f"chunk {chunk.index} of result {chunk.result_id}: data is not base64 ({exc})") from exc
+
+
+def sha256_of(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()

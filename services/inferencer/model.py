@@ -28,10 +28,7 @@ decides where they run (see ``worker.py``).
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import contextlib
-import hashlib
 import io
 import logging
 import os
@@ -46,6 +43,7 @@ import numpy as np
 
 from services.trainer.model_code import ModelCodeError, build_model
 from services.trainer.publishing import failure_message
+from shared.artifacts import chunk_bytes, sha256_of
 from shared.errors import Undecodable
 from shared.events import decode
 from shared.events.catalog import ModelDefinition
@@ -122,13 +120,13 @@ async def fetch_artifact(
                     # A re-sent artifact repeats its chunks: the first copy of each index is kept.
                     if chunk.index < chunk.count and chunk.index not in chunks:
                         try:
-                            chunks[chunk.index] = base64.b64decode(chunk.data, validate=True)
-                        except (binascii.Error, ValueError):
-                            log.warning("chunk %d of result %d is not base64: ignored", chunk.index, spec.result_id)
+                            chunks[chunk.index] = chunk_bytes(chunk)
+                        except ValueError as exc:
+                            log.warning("%s: ignored", exc)
     finally:
         await consumer.stop()
     data = b"".join(chunks[index] for index in range(count))
-    digest = hashlib.sha256(data).hexdigest()
+    digest = sha256_of(data)
     if digest != spec.artifact_sha256:
         raise ServeFailure(
             f"the model of result {spec.result_id} does not match its checksum "

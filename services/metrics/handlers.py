@@ -9,15 +9,13 @@ does not exist): the app dead-letters that event and the stream goes on.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hashlib
 import logging
 import math
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from services.metrics.uow import MetricsUnitOfWork
+from shared.artifacts import chunk_bytes, sha256_of
 from shared.db.tables import FinalMetrics
 from shared.errors import Invalid
 from shared.events import ArtifactChunk, Envelope, EpochCompleted, InferenceStats, TrainingFinished
@@ -84,11 +82,9 @@ async def store_artifact_chunk(event: ArtifactChunk, uow: MetricsUnitOfWork) -> 
     if chunk.index >= chunk.count:
         raise Invalid(f"chunk index {chunk.index} is not below its count {chunk.count}", field="index")
     try:
-        data = base64.b64decode(chunk.data, validate=True)
-    except binascii.Error as exc:
-        raise Invalid(
-            f"chunk {chunk.index} of result {chunk.result_id}: data is not base64 ({exc})", field="data"
-        ) from exc
+        data = chunk_bytes(chunk)
+    except ValueError as exc:
+        raise Invalid(str(exc), field="data") from exc
     await require_result(uow, chunk.result_id)
     if await uow.artifacts.stored_sha256(chunk.result_id) == sha256:
         return []  # that artifact is already whole: a chunk sent again after it was assembled
@@ -100,7 +96,7 @@ async def store_artifact_chunk(event: ArtifactChunk, uow: MetricsUnitOfWork) -> 
         return []
     artifact = b"".join(await uow.artifacts.chunk_data(chunk.result_id, sha256))
     await uow.artifacts.discard_chunks(chunk.result_id)
-    actual = hashlib.sha256(artifact).hexdigest()
+    actual = sha256_of(artifact)
     if actual != sha256:
         log.error(
             "artifact of result %s dropped: its %s chunks (%s bytes) hash to sha256 %s, the trainer announced %s",
