@@ -1,0 +1,62 @@
+"""The environment of a process that runs user code: an allow-list, nothing inherited by accident.
+
+Trainers, inferencers and the validator's sandbox children run code that
+strangers wrote. They get the Kafka settings a worker needs and the variables
+a Python process and its numeric libraries read, and nothing else: no database
+URL, no API token, no Kubernetes credentials, no state folder.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+from shared.settings import Settings
+
+# The settings a worker reads (as KAFKAML_ variables). Everything it needs beyond these
+# travels in its job spec on the jobs topic.
+WORKER_SETTINGS = (
+    "bootstrap_servers",
+    "topic_prefix",
+    "control_topic",
+    "enable_idempotence",
+    "fetch_max_wait_ms",
+    "log_level",
+)
+
+# Variables passed through by exact name, and by prefix.
+ALLOWED_NAMES = frozenset(
+    {
+        "PATH",
+        "LANG",
+        "LANGUAGE",
+        "TZ",
+        "TMPDIR",
+        "PYTHONPATH",
+        "PYTHONUNBUFFERED",
+        "PYTHONHASHSEED",
+        "VIRTUAL_ENV",
+        "LD_LIBRARY_PATH",
+        "CUDA_VISIBLE_DEVICES",
+        "TF_CPP_MIN_LOG_LEVEL",
+        "TF_ENABLE_ONEDNN_OPTS",
+        "KAFKAML_ALIVE_FILE",
+    }
+)
+ALLOWED_PREFIXES = ("LC_", "OMP_", "MKL_", "OPENBLAS_", "NVIDIA_")
+
+
+def allowed(name: str) -> bool:
+    return name in ALLOWED_NAMES or name.startswith(ALLOWED_PREFIXES)
+
+
+def worker_environment(settings: Settings, base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """``base`` (default: ours) reduced to the allow-list, plus the worker's Kafka settings."""
+    source = os.environ if base is None else base
+    env = {name: value for name, value in source.items() if allowed(name)}
+    for name in WORKER_SETTINGS:
+        value = getattr(settings, name)
+        if value is not None:
+            env[f"KAFKAML_{name.upper()}"] = str(value).lower() if isinstance(value, bool) else str(value)
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
