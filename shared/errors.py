@@ -1,6 +1,17 @@
-"""One error root. Each carries what a REST client needs to see (status, field)."""
+"""One error root. Each error carries what a REST client needs to see (status, field)."""
 
 from __future__ import annotations
+
+TITLES: dict[int, str] = {
+    400: "Bad request",
+    401: "Unauthorized",
+    404: "Not found",
+    409: "Conflict",
+    413: "Too large",
+    422: "Invalid request",
+    500: "Internal error",
+    503: "Unavailable",
+}
 
 
 class KafkaMLError(Exception):
@@ -15,19 +26,43 @@ class KafkaMLError(Exception):
         self.field = field
 
 
-class NotFound(KafkaMLError):
-    status = 404
-    title = "Not found"
+class Rejected(KafkaMLError):
+    """A handler refuses a message and changes nothing.
+
+    Raised by a command's handler (or an event handler answering a command, with
+    ``command_type``), it becomes that command's ``CommandRejected`` answer in one
+    place, the router. Raise it before writing anything.
+    """
+
+    def __init__(
+        self,
+        status: int,
+        detail: str,
+        *,
+        field: str | None = None,
+        line: int | None = None,
+        command_type: str | None = None,
+    ) -> None:
+        super().__init__(detail, field=field)
+        self.status = status
+        self.title = TITLES.get(self.status, "Rejected")
+        self.line = line
+        self.command_type = command_type
 
 
-class Conflict(KafkaMLError):
-    status = 409
-    title = "Conflict"
+class NotFound(Rejected):
+    def __init__(self, detail: str, *, field: str | None = None) -> None:
+        super().__init__(404, detail, field=field)
 
 
-class Invalid(KafkaMLError):
-    status = 422
-    title = "Invalid request"
+class Conflict(Rejected):
+    def __init__(self, detail: str, *, field: str | None = None) -> None:
+        super().__init__(409, detail, field=field)
+
+
+class Invalid(Rejected):
+    def __init__(self, detail: str, *, field: str | None = None) -> None:
+        super().__init__(422, detail, field=field)
 
 
 class Undecodable(KafkaMLError):

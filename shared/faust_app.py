@@ -1,24 +1,30 @@
-"""The one way to make a faust app for a service, and to read its records.
+"""The one faust service entry: the orchestrator, the metrics service and the control logger.
 
-Every service with faust agents (orchestrator, control logger, metrics) gets
-the same settings, tuned for the embedded broker (ENVIRONMENT.md): topics are
-created up front with our partition counts and never declared by faust, and
-group timeouts are short so that the first join takes seconds, not 30 s.
+Each service is a ``Service`` subclass that names its inbox topics and handles
+records; ``run_service`` creates the topics, builds the faust app with one
+agent over the inbox and runs its worker. Faust is tuned for the embedded
+broker: topics are created up front with our partition counts (never declared
+by faust), and group timeouts are short so that the first join takes seconds.
+
+faust acks a record when the agent takes the next one (or the next batch) and
+commits acked offsets periodically, so an offset is committed only after
+``handle_batch`` returned: the effect is durable, or the record dead-lettered.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, ClassVar, cast
 
 import faust
 from faust import Worker
 from faust.types import EventT
 
 from shared.db.engine import make_engine, make_sessionmaker
-from shared.kafka import Producer, Received, deliver, ensure_topics
+from shared.events import Envelope
+from shared.kafka import Handle, Producer, Received, deliver, ensure_topics
+from shared.process import setup_logging
 from shared.settings import Settings, get_settings
 from shared.topics import topics_for
 
@@ -59,11 +65,14 @@ def received_of(event: EventT[Any]) -> Received:
     )
 
 
-class ServiceRuntime:
-    """What a faust service's agents need, started once: settings, topics, the database and
-    the producer (answers, dead letters). Subclasses add their own parts in ``on_start``."""
+class Service:
+    """What a faust service's agent needs, started once: settings, topics, the database and
+    the producer (answers, dead letters). Subclasses name their inbox and handle records."""
 
-    consumer: str = "service"
+    name: ClassVar[str] = "service"
+    # Records per call of ``handle_batch``: above 1 the agent buffers up to this many.
+    batch_max: ClassVar[int] = 1
+    batch_within_s: ClassVar[float] = 0.2
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -73,6 +82,10 @@ class ServiceRuntime:
         self.producer = Producer(settings)
         self._started = asyncio.Event()
         self._starting = False
+
+    def inbox(self) -> list[str]:
+        """The topics the agent consumes."""
+        raise NotImplementedError
 
     async def start(self) -> None:
         if self._starting:
@@ -86,21 +99,53 @@ class ServiceRuntime:
     async def on_start(self) -> None:
         """Starts what the subclass adds (called once, after the producer)."""
 
-    async def handle(self, received: Received) -> None:
-        """One record: ``process`` until it succeeds or the record is dead-lettered."""
+    async def handle_batch(self, records: Sequence[Received]) -> None:
+        """Each record through ``process`` until it succeeds or is dead-lettered."""
         await self.start()
+        for received in records:
+            await self.deliver(received, self.process)
+
+    async def deliver(self, received: Received, step: Handle) -> None:
         await deliver(
-            received, self.process, producer=self.producer, dead_letter_topic=self.topics.dead_letters,
-            consumer=self.consumer,
-        )  # fmt: skip
+            received, step, producer=self.producer, dead_letter_topic=self.topics.dead_letters, consumer=self.name
+        )
 
     async def process(self, received: Received) -> None:
         raise NotImplementedError
 
+    async def publish(self, answers: Sequence[Envelope]) -> None:
+        for answer in answers:
+            await self.producer.publish(answer)
 
-def run_worker(create_app: Callable[[Settings], faust.App]) -> None:
+
+def create_app(service: Service) -> faust.App:
+    """The faust app of ``service``: one agent over its inbox, and a task that starts it."""
+    app = make_faust_app(service.settings, service.name)
+    inbox = app.topic(*service.inbox(), value_type=bytes, key_type=bytes, allow_empty=True)
+
+    async def consume(stream: faust.StreamT[bytes]) -> None:
+        if service.batch_max == 1:
+            async for event in stream.events():
+                await service.handle_batch([received_of(event)])
+            return
+        # take_events, not take: a batch needs each record's position and headers (to dead-letter
+        # it). faust's StreamT interface omits the method its Stream class has.
+        batches = cast("faust.Stream[bytes]", stream).take_events(service.batch_max, within=service.batch_within_s)
+        async for events in batches:
+            await service.handle_batch([received_of(event) for event in events])
+
+    async def start_service() -> None:
+        await service.start()
+
+    app.agent(inbox, name=f"{service.name.replace('-', '_')}_inbox")(consume)
+    app.task(start_service)
+    return app
+
+
+def run_service(make_service: Callable[[Settings], Service]) -> None:
     """The entry point of a faust service: create the topics, then run the app's worker."""
     settings = get_settings()
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging(settings.log_level)
     asyncio.run(ensure_topics(settings))
-    Worker(create_app(settings), loglevel=settings.log_level.lower(), quiet=True).execute_from_commandline()
+    app = create_app(make_service(settings))
+    Worker(app, loglevel=settings.log_level.lower(), quiet=True).execute_from_commandline()

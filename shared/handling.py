@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, Self, TypeVar
 
 from shared.db.repositories import OutcomeRepository
-from shared.events import MESSAGE_ADAPTER, OUTCOME_TYPES, Envelope
+from shared.events import MESSAGE_ADAPTER, Envelope
 
 
 class BatchProcessed(Protocol):
@@ -66,7 +66,7 @@ async def handle_batch_once(
             dumped = [a.model_dump(mode="json") for a in answers]
             answered[message.event_id] = new[message.event_id] = dumped
             for sent, record in zip(answers, dumped, strict=True):
-                if sent.type in OUTCOME_TYPES and sent.correlation_id is not None:
+                if sent.outcome and sent.correlation_id is not None:
                     await uow.outcomes.record(sent.correlation_id, sent.type, record)
             outcome.outgoing.extend(answers)
             outcome.applied += 1

@@ -22,12 +22,16 @@ from aiokafka.structs import RecordMetadata
 
 from shared.errors import KafkaMLError
 from shared.events import Envelope
+from shared.process import Backoff
 from shared.settings import Settings
 from shared.topics import TopicSpec, topics_for
 
 log = logging.getLogger(__name__)
 
 Headers = list[tuple[str, bytes]]
+
+# Transient failures are retried after 0.2 s, doubling up to 30 s.
+RETRY = Backoff()
 
 
 # --- topics ----------------------------------------------------------------
@@ -101,6 +105,7 @@ class Producer:
         options.update(overrides)
         self._options = options
         self._client: AIOKafkaProducer | None = None
+        self.topics = topics_for(settings)
 
     @property
     def _producer(self) -> AIOKafkaProducer:
@@ -123,8 +128,9 @@ class Producer:
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
 
-    async def publish(self, topic: str, message: Envelope) -> RecordMetadata:
-        return await self.send(topic, message.to_bytes(), key=message.key())
+    async def publish(self, message: Envelope) -> RecordMetadata:
+        """Sends a message to the topic its class names, keyed by the entity it is about."""
+        return await self.send(self.topics.of(message), message.to_bytes(), key=message.key())
 
     async def send(
         self, topic: str, value: bytes | None, *, key: bytes | None = None, headers: Headers | None = None
@@ -160,10 +166,6 @@ class Received:
 Handle = Callable[[Received], Awaitable[None]]
 
 
-class Rejected(KafkaMLError):
-    """A handler's verdict that the message can never be processed: dead-letter it."""
-
-
 def is_transient(exc: BaseException) -> bool:
     """Failures that go away by themselves: retry, never skip the message."""
     if isinstance(exc, (OSError, ConnectionError, asyncio.TimeoutError, KafkaError)):
@@ -187,7 +189,7 @@ async def deliver(
     producer: Producer,
     dead_letter_topic: str,
     consumer: str,
-    max_backoff_s: float = 30.0,
+    backoff: Backoff = RETRY,
 ) -> None:
     """Runs ``handle`` until it succeeds, retrying transient failures.
 
@@ -195,7 +197,7 @@ async def deliver(
     will cure, goes to the dead-letter topic with the reason; either way the
     caller may commit its offset afterwards.
     """
-    delay = 0.2
+    delays = backoff.delays()
     while True:
         try:
             await handle(received)
@@ -218,9 +220,9 @@ async def deliver(
                 reason = f"handler failed: {type(exc).__name__}: {exc}"
                 await producer.dead_letter(dead_letter_topic, received, reason, consumer=consumer)
                 return
+            delay = next(delays)
             log.warning("%s: transient failure (%s: %s), retrying in %.1fs", consumer, type(exc).__name__, exc, delay)
             await asyncio.sleep(delay)
-            delay = min(delay * 2, max_backoff_s)
 
 
 def make_consumer(settings: Settings, *topics: str, group_id: str | None, **overrides: Any) -> AIOKafkaConsumer:

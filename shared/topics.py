@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from shared.events.envelope import Envelope, TopicRole
 from shared.settings import Settings
 
 
@@ -57,6 +58,17 @@ class Topics:
         """Messages no handler could decode or accept, with the reason in the headers."""
         return f"{self.prefix}.dead-letters"
 
+    def of(self, message: Envelope | type[Envelope]) -> str:
+        """Where a message travels: its class names the topic."""
+        by_role: dict[TopicRole, str] = {
+            "commands": self.commands,
+            "events": self.events,
+            "validation": self.validation,
+            "jobs": self.jobs,
+            "artifacts": self.artifacts,
+        }
+        return by_role[message.topic]
+
     def specs(self) -> list[TopicSpec]:
         return [
             TopicSpec(self.commands, partitions=4),
@@ -74,17 +86,3 @@ class Topics:
 
 def topics_for(settings: Settings) -> Topics:
     return Topics(prefix=settings.topic_prefix, control=settings.control_topic)
-
-
-def topic_of(topics: Topics, message_kind: str, message_type: str) -> str:
-    """Where a message of this kind goes: commands to the orchestrator (validation to the
-    validator), every event to the events topic."""
-    special = {
-        "ValidateModel": topics.validation,
-        "TrainJob": topics.jobs,
-        "ServeModel": topics.jobs,
-        "ArtifactChunk": topics.artifacts,
-    }
-    if message_type in special:
-        return special[message_type]
-    return topics.commands if message_kind == "command" else topics.events

@@ -14,10 +14,10 @@ import uuid
 from aiokafka import AIOKafkaConsumer
 
 from shared.errors import Undecodable
-from shared.events import OUTCOME_TYPES, Envelope, decode
+from shared.events import Envelope, decode
 from shared.kafka import Producer, make_consumer, wait_for_assignment
 from shared.settings import Settings
-from shared.topics import topic_of, topics_for
+from shared.topics import topics_for
 
 log = logging.getLogger("kafkaml.api.commands")
 
@@ -56,7 +56,7 @@ class CommandBus:
         future: asyncio.Future[Envelope] = asyncio.get_running_loop().create_future()
         self._waiting[command.event_id] = future
         try:
-            await self.producer.publish(topic_of(self.topics, command.kind, command.type), command)
+            await self.producer.publish(command)
             return await asyncio.wait_for(future, timeout_s or self.settings.command_timeout_s)
         except TimeoutError:
             return None
@@ -76,7 +76,7 @@ class CommandBus:
             event = decode(raw)
         except Undecodable:
             return  # not ours to judge: the owning consumers dead-letter it
-        if event.type not in OUTCOME_TYPES or event.correlation_id is None:
+        if not event.outcome or event.correlation_id is None:
             return
         future = self._waiting.get(event.correlation_id)
         if future is not None and not future.done():

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from pydantic import BaseModel
@@ -10,7 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.db.tables import Artifact, Datasource, Deployment, EpochMetric, FinalMetrics, TrainingResult
-from shared.events.training import DeploymentRecord, ResultRef, TrainingParams, deployment_status
+from shared.events.training import DeploymentRecord, DistributedParams, ResultRef, TrainingParams, deployment_status
 
 
 class ResultPublic(BaseModel):
@@ -63,7 +63,7 @@ async def results(
                 id=row.id,
                 deployment_id=row.deployment_id,
                 model_id=row.model_id,
-                status=visible_status(row.status, final is not None, row.id in artifacts),
+                status=row.status,
                 train_metrics=curves(mine, "train"),
                 val_metrics=curves(mine, "val"),
                 test_metrics=final.test_metrics if final else {},
@@ -76,24 +76,6 @@ async def results(
             )
         )
     return answer
-
-
-async def stored_parts(session: AsyncSession, result_ids: list[int]) -> Callable[[int], tuple[bool, bool]]:
-    """For each result: whether its final metrics and its model are stored."""
-    finals = set(
-        (await session.scalars(select(FinalMetrics.result_id).where(FinalMetrics.result_id.in_(result_ids)))).all()
-    )
-    models = set((await session.scalars(select(Artifact.result_id).where(Artifact.result_id.in_(result_ids)))).all())
-    return lambda result_id: (result_id in finals, result_id in models)
-
-
-def visible_status(status: str, metrics_stored: bool, model_stored: bool) -> str:
-    """What a client sees. The orchestrator marks a result finished when the trainer says so;
-    the metrics service stores its metrics and model from the same stream a moment later. Until
-    both are stored the result still reads ``training``, so "finished" means everything is there."""
-    if status == "finished" and not (metrics_stored and model_stored):
-        return "training"
-    return status
 
 
 async def datasource_id(session: AsyncSession, reference: dict[str, Any] | None) -> int | None:
@@ -120,13 +102,10 @@ async def deployments(session: AsyncSession, deployment_id: int | None = None) -
             select(TrainingResult).where(TrainingResult.deployment_id.in_(ids)).order_by(TrainingResult.id)
         )
     ).all()
-    stored = await stored_parts(session, [r.id for r in result_rows])
     answer = []
     for row in rows:
         refs = [
-            ResultRef.model_validate(
-                {"id": r.id, "model_id": r.model_id, "status": visible_status(r.status, *stored(r.id))}
-            )
+            ResultRef.model_validate({"id": r.id, "model_id": r.model_id, "status": r.status})
             for r in result_rows
             if r.deployment_id == row.id
         ]
@@ -137,7 +116,7 @@ async def deployments(session: AsyncSession, deployment_id: int | None = None) -
             evaluate=row.evaluate,
             confusion_matrix=row.confusion_matrix,
             gpus=row.gpus,
-            distributed=row.distributed,  # type: ignore[arg-type]  # validated by pydantic
+            distributed=DistributedParams.model_validate(row.distributed) if row.distributed else None,
         )
         answer.append(
             DeploymentRecord(

@@ -1,9 +1,8 @@
-"""The control logger's faust app: a thin agent that validates, records, announces, acks.
+"""The control logger: validates control messages, records data sources, announces them.
 
-faust acks a record when the agent takes the next one, and commits acked
-offsets periodically, so an offset is committed only after ``deliver``
-returned: the data source row committed and ``DatasourceRecorded`` was
-acknowledged by the broker, or the record was dead-lettered with its reason.
+An offset is committed only after the data source row committed and
+``DatasourceRecorded`` was acknowledged, or the record was dead-lettered with
+its reason (see ``shared.faust_app``).
 """
 
 from __future__ import annotations
@@ -11,39 +10,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from typing import Any
 
-import faust
 from aiokafka.client import AIOKafkaClient
 
 from services.control_logger.handlers import record_datasource
 from shared.db.uow import SqlUnitOfWork
-from shared.faust_app import ServiceRuntime, make_faust_app, received_of
+from shared.faust_app import Service
 from shared.kafka import Received
-from shared.settings import Settings, get_settings
-from shared.topics import topic_of
+from shared.settings import Settings
 
 log = logging.getLogger("kafkaml.control_logger")
-
-CONSUMER = "control-logger"
-
-
-def create_app(settings: Settings) -> faust.App:
-    app = make_faust_app(settings, "control-logger")
-    runtime = Runtime(settings)
-    control = app.topic(settings.control_topic, value_type=bytes, key_type=bytes, allow_empty=True)
-
-    @app.agent(control, name="record_datasources")
-    async def record_datasources(stream: faust.StreamT[bytes]) -> None:
-        async for event in stream.events():
-            await runtime.handle(received_of(event))
-
-    @app.task  # type: ignore[untyped-decorator]  # faust's task decorator carries no types
-    async def start_runtime() -> None:
-        await runtime.start()
-
-    app.kafkaml_runtime = runtime  # type: ignore[attr-defined]  # for tests and shutdown
-    return app
 
 
 class BrokerTopics:
@@ -86,14 +62,17 @@ class BrokerTopics:
         self._fetched_at = asyncio.get_running_loop().time()
 
 
-class Runtime(ServiceRuntime):
-    """What the agent needs: a producer, the broker's topics and the database, started once."""
+class ControlLogger(Service):
+    """The producer, the broker's topics and the database, started once."""
 
-    consumer = CONSUMER
+    name = "control-logger"
 
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings)
         self.broker_topics = BrokerTopics(settings)
+
+    def inbox(self) -> list[str]:
+        return [self.settings.control_topic]
 
     async def on_start(self) -> None:
         await self.broker_topics.start()
@@ -103,8 +82,8 @@ class Runtime(ServiceRuntime):
         async with SqlUnitOfWork(self.sessions) as uow:
             outgoing = await record_datasource(received, uow, topics=self.broker_topics)
             await uow.commit()
+        await self.publish(outgoing)
         for answer in outgoing:
-            await self.producer.publish(topic_of(self.topics, answer.kind, answer.type), answer)
             log.info(
                 "control message %s:%s:%s → %s: data source %s of deployment %s, %s",
                 received.topic,
@@ -115,7 +94,3 @@ class Runtime(ServiceRuntime):
                 answer.payload.deployment_id,
                 answer.payload.topic,
             )
-
-
-def app_from_env() -> Any:
-    return create_app(get_settings())

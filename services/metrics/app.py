@@ -19,57 +19,33 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
-from typing import Any, cast
 
-import faust
-
-from services.metrics.handlers import HANDLERS, handle
+from services.metrics.handlers import ROUTER
 from services.metrics.uow import SqlMetricsUnitOfWork
 from shared.events import Envelope, decode
-from shared.faust_app import ServiceRuntime, make_faust_app, received_of
+from shared.faust_app import Service
 from shared.handling import handle_batch_once
-from shared.kafka import Handle, Received, deliver, is_transient
-from shared.settings import Settings, get_settings
-from shared.topics import topic_of, topics_for
+from shared.kafka import Received, is_transient
+from shared.process import Backoff
 
 log = logging.getLogger("kafkaml.metrics")
 
-CONSUMER = "metrics"
 BATCH_MAX = 200
 BATCH_WITHIN_S = 0.2
 # Artifact chunks are ~700 KB on the wire: 200 of them would hold 140 MB in one transaction
 # (and twice that in memory), so a batch is also split into transactions of at most this size.
 TRANSACTION_MAX_BYTES = 16 * 1024 * 1024
-MAX_BACKOFF_S = 30.0
 
 
-def create_app(settings: Settings) -> faust.App:
-    topics = topics_for(settings)
-    app = make_faust_app(settings, "metrics")
-    runtime = Runtime(settings)
-    inbox = app.topic(topics.events, topics.artifacts, value_type=bytes, key_type=bytes, allow_empty=True)
+class MetricsService(Service):
+    """Stores batches of training and inference events (see the module docstring)."""
 
-    @app.agent(inbox, name="store_metrics")
-    async def store_metrics(stream: faust.StreamT[bytes]) -> None:
-        # take_events, not take: the batch needs each record's position and headers (to dead-letter
-        # it), and it acks the records only after this loop body returned. faust's StreamT
-        # interface omits the method its Stream class has.
-        batches = cast("faust.Stream[bytes]", stream).take_events(BATCH_MAX, within=BATCH_WITHIN_S)
-        async for events in batches:
-            await runtime.handle_batch([received_of(event) for event in events])
+    name = "metrics"
+    batch_max = BATCH_MAX
+    batch_within_s = BATCH_WITHIN_S
 
-    @app.task  # type: ignore[untyped-decorator]  # faust's task decorator carries no types
-    async def start_runtime() -> None:
-        await runtime.start()
-
-    app.kafkaml_runtime = runtime  # type: ignore[attr-defined]  # for tests and shutdown
-    return app
-
-
-class Runtime(ServiceRuntime):
-    """What the agent needs: a producer (answers, dead letters) and the database, started once."""
-
-    consumer = CONSUMER
+    def inbox(self) -> list[str]:
+        return [self.topics.events, self.topics.artifacts]
 
     async def on_start(self) -> None:
         log.info("metrics ready: consuming %s and %s", self.topics.events, self.topics.artifacts)
@@ -80,16 +56,16 @@ class Runtime(ServiceRuntime):
 
         async def take(received: Received) -> None:
             message = decode(received.value)  # raises Undecodable: ``deliver`` dead-letters the record
-            if message.type in HANDLERS:  # the events topic carries every other service's events too
+            if ROUTER.handles(message):  # the events topic carries every other service's events too
                 wanted.append((received, message))
 
         for received in records:
-            await self._deliver(received, take)
+            await self.deliver(received, take)
         for group in split_by_size(wanted, TRANSACTION_MAX_BYTES):
             await self.store(group)
 
     async def store(self, batch: Sequence[tuple[Received, Envelope]]) -> None:
-        delay = 0.2
+        delays = Backoff().delays()
         while True:
             try:
                 await self.apply([message for _, message in batch])
@@ -103,27 +79,21 @@ class Runtime(ServiceRuntime):
                         exc,
                     )
                     break
+                delay = next(delays)
                 log.warning("transient failure (%s: %s), retrying the batch in %.1fs", type(exc).__name__, exc, delay)
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, MAX_BACKOFF_S)
         for received, message in batch:
 
             async def apply_alone(_: Received, message: Envelope = message) -> None:
                 await self.apply([message])
 
-            await self._deliver(received, apply_alone)
+            await self.deliver(received, apply_alone)
 
     async def apply(self, messages: Sequence[Envelope]) -> None:
         uow = SqlMetricsUnitOfWork(self.sessions)
-        outcome = await handle_batch_once(messages, handle, uow=uow, consumer=CONSUMER)
-        for answer in outcome.outgoing:
-            await self.producer.publish(topic_of(self.topics, answer.kind, answer.type), answer)
+        outcome = await handle_batch_once(messages, ROUTER, uow=uow, consumer=self.name)
+        await self.publish(outcome.outgoing)
         log.info("%s", uow.tally.summary(skipped=outcome.skipped))
-
-    async def _deliver(self, received: Received, step: Handle) -> None:
-        await deliver(
-            received, step, producer=self.producer, dead_letter_topic=self.topics.dead_letters, consumer=CONSUMER
-        )
 
 
 def split_by_size(batch: Sequence[tuple[Received, Envelope]], max_bytes: int) -> list[list[tuple[Received, Envelope]]]:
@@ -138,7 +108,3 @@ def split_by_size(batch: Sequence[tuple[Received, Envelope]], max_bytes: int) ->
         groups[-1].append(item)
         size += length
     return groups
-
-
-def app_from_env() -> Any:
-    return create_app(get_settings())

@@ -1,30 +1,38 @@
 """Event handlers of the metrics service: plain async functions.
 
 Each takes an event and a ``MetricsUnitOfWork`` and returns the messages to
-publish after the commit (none, today: metrics are the end of the line). Each
-write is an upsert on the row's key, so an event applied twice changes nothing.
-A handler raises ``Invalid`` for an event that can never be stored (its result
-does not exist): the app dead-letters that event and the stream goes on.
+publish after the commit: ``ResultStored`` once a result's final metrics and its
+model are both stored (the orchestrator then says ``finished``), or
+``ArtifactRejected``. Each write is an upsert on the row's key, so an event
+applied twice changes nothing. A handler raises ``Invalid`` for an event that
+can never be stored (its result does not exist): the service dead-letters that
+event and the stream goes on.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from collections.abc import Mapping
 
 from services.metrics.uow import MetricsUnitOfWork
 from shared.artifacts import chunk_bytes, sha256_of
 from shared.db.tables import FinalMetrics
 from shared.errors import Invalid
-from shared.events import ArtifactChunk, Envelope, EpochCompleted, InferenceStats, TrainingFinished
+from shared.events import (
+    ArtifactChunk,
+    ArtifactRejected,
+    Envelope,
+    EpochCompleted,
+    InferenceStats,
+    RejectedArtifact,
+    ResultStored,
+    StoredResult,
+    TrainingFinished,
+)
+from shared.routing import Router
 
 log = logging.getLogger("kafkaml.metrics")
-
-# The first parameter is Any because each handler takes its own envelope type; ``handle``
-# dispatches on ``type``, which the discriminated union ties to that envelope type.
-Handler = Callable[[Any, MetricsUnitOfWork], Awaitable[list[Envelope]]]
 
 
 def finite(metrics: Mapping[str, float | None]) -> dict[str, float | None]:
@@ -37,6 +45,14 @@ async def require_result(uow: MetricsUnitOfWork, result_id: int) -> None:
     # existed): storing would violate the foreign key forever, so the event is refused instead.
     if not await uow.metrics.result_exists(result_id):
         raise Invalid(f"training result {result_id} does not exist (deleted, or never created)", field="result_id")
+
+
+async def announce_if_stored(uow: MetricsUnitOfWork, result_id: int, sha256: str, size: int) -> list[Envelope]:
+    """``ResultStored`` once the final metrics and the artifact they name are both stored."""
+    final = await uow.metrics.final(result_id)
+    if final is None or final.artifact_sha256 != sha256 or await uow.artifacts.stored_sha256(result_id) != sha256:
+        return []
+    return [ResultStored(payload=StoredResult(result_id=result_id, sha256=sha256, size=size))]
 
 
 async def record_epoch(event: EpochCompleted, uow: MetricsUnitOfWork) -> list[Envelope]:
@@ -64,18 +80,16 @@ async def record_final_metrics(event: TrainingFinished, uow: MetricsUnitOfWork) 
         )
     )
     uow.tally.finals += 1
-    return []
+    return await announce_if_stored(uow, outcome.result_id, outcome.artifact.sha256.lower(), outcome.artifact.size)
 
 
 async def store_artifact_chunk(event: ArtifactChunk, uow: MetricsUnitOfWork) -> list[Envelope]:
     """Keeps a chunk until all ``count`` chunks of its artifact are here, then reassembles them.
 
     The whole artifact is kept only if its sha256 is the one every chunk announced.
-    On a mismatch the chunks are dropped and an error is logged; nothing is
-    dead-lettered, since no single record is at fault and a dead-lettered chunk
-    could not be replayed into a whole artifact anyway. The result then stays
-    without an artifact (its ``final_metrics.artifact_sha256`` names one that
-    never arrived), which is what the API shows.
+    On a mismatch the chunks are dropped, an error is logged and the result fails
+    (``ArtifactRejected``); nothing is dead-lettered, since no single record is at
+    fault and a dead-lettered chunk could not be replayed into a whole artifact.
     """
     chunk = event.payload
     sha256 = chunk.sha256.lower()
@@ -107,10 +121,13 @@ async def store_artifact_chunk(event: ArtifactChunk, uow: MetricsUnitOfWork) -> 
             sha256,
         )
         uow.tally.corrupt.append(chunk.result_id)
-        return []
+        error = (
+            f"the trained model arrived corrupted (its {chunk.count} chunks do not match their checksum); train again"
+        )
+        return [ArtifactRejected(payload=RejectedArtifact(result_id=chunk.result_id, error=error))]
     await uow.artifacts.store(chunk.result_id, sha256, artifact)
     uow.tally.artifacts.append((chunk.result_id, len(artifact)))
-    return []
+    return await announce_if_stored(uow, chunk.result_id, sha256, len(artifact))
 
 
 async def record_inference_stats(event: InferenceStats, uow: MetricsUnitOfWork) -> list[Envelope]:
@@ -125,14 +142,8 @@ async def record_inference_stats(event: InferenceStats, uow: MetricsUnitOfWork) 
     return []
 
 
-HANDLERS: dict[str, Handler] = {
-    "EpochCompleted": record_epoch,
-    "TrainingFinished": record_final_metrics,
-    "ArtifactChunk": store_artifact_chunk,
-    "InferenceStats": record_inference_stats,
-}
-
-
-async def handle(message: Envelope, uow: MetricsUnitOfWork) -> list[Envelope]:
-    """Dispatches on the message type (the app passes only types in ``HANDLERS``)."""
-    return await HANDLERS[message.type](message, uow)
+ROUTER: Router[MetricsUnitOfWork] = Router()
+ROUTER.event(EpochCompleted, record_epoch)
+ROUTER.event(TrainingFinished, record_final_metrics)
+ROUTER.event(ArtifactChunk, store_artifact_chunk)
+ROUTER.event(InferenceStats, record_inference_stats)

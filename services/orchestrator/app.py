@@ -1,122 +1,70 @@
-"""The orchestrator's faust app: thin agents that decode, call a handler, publish, ack.
+"""The orchestrator: owns the catalog, reacts to commands and workload events, launches workloads.
 
-Faust acks a record when the agent takes the next one, and commits acked
-offsets periodically, so an offset is committed only after ``deliver``
-returned: the handler's transaction committed and its answer was acknowledged
-by the broker (or the record was dead-lettered).
+Records are handled one at a time: decode, route to the handler by message
+class inside one transaction (``handle_once``), publish the answers, then run
+the effects outside the database (launch, stop, announce).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from typing import Any
 
-import faust
-
-from services.orchestrator.handlers import HANDLERS
+from services.orchestrator.handlers import ROUTER
 from services.orchestrator.launchers import Launcher, make_launcher
 from shared.artifacts import chunk_artifact
 from shared.control import key_for_deployment
 from shared.db.uow import SqlUnitOfWork
-from shared.events import Envelope, decode
-from shared.events.datasources import DatasourceSent
-from shared.events.inference import (
+from shared.events import (
+    DatasourceSent,
+    Envelope,
+    Failure,
     InferenceDeleted,
     InferenceStatusChange,
     InferenceStatusChanged,
     InferenceStopped,
+    JobSpec,
     ServeModel,
     ServeSpec,
+    TrainingFailed,
+    TrainingStopped,
+    TrainJob,
+    decode,
 )
-from shared.events.training import Failure, JobSpec, TrainingFailed, TrainingStopped, TrainJob
-from shared.faust_app import ServiceRuntime, make_faust_app, received_of
+from shared.faust_app import Service
 from shared.handling import handle_once
 from shared.kafka import Received, create_topics
-from shared.settings import Settings, get_settings
-from shared.topics import TopicSpec, topic_of, topics_for
+from shared.settings import Settings
+from shared.topics import TopicSpec
 
 log = logging.getLogger("kafkaml.orchestrator")
 
-CONSUMER = "orchestrator"
 
+class Orchestrator(Service):
+    """The producer, the database and the launcher, started once."""
 
-def create_app(settings: Settings) -> faust.App:
-    topics = topics_for(settings)
-    app = make_faust_app(settings, "orchestrator")
-    runtime = Runtime(settings)
-    inbox = app.topic(topics.commands, topics.events, value_type=bytes, key_type=bytes, allow_empty=True)
-
-    @app.agent(inbox, name="handle_messages")
-    async def handle_messages(stream: faust.StreamT[bytes]) -> None:
-        async for event in stream.events():
-            await runtime.handle(received_of(event))
-
-    @app.task  # type: ignore[untyped-decorator]  # faust's decorators are untyped
-    async def start_runtime() -> None:
-        await runtime.start()
-
-    app.kafkaml_runtime = runtime  # type: ignore[attr-defined]  # for tests and shutdown
-    return app
-
-
-class Runtime(ServiceRuntime):
-    """What the agent needs: a producer, the database and the launcher, started once."""
-
-    consumer = CONSUMER
+    name = "orchestrator"
 
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings)
         self.launcher: Launcher = make_launcher(settings, self.report_failure)
 
+    def inbox(self) -> list[str]:
+        return [self.topics.commands, self.topics.events]
+
     async def on_start(self) -> None:
         await self.reconcile()
         log.info("orchestrator ready: consuming %s and %s", self.topics.commands, self.topics.events)
 
-    async def reconcile(self) -> None:
-        """After a restart: what the database says is in flight runs, and nothing else."""
-        async with SqlUnitOfWork(self.sessions) as uow:
-            jobs = {str(job.id): JobSpec.model_validate(job.spec) for job in await uow.training.active_jobs()}
-            serves = {str(i.job_id): ServeSpec.model_validate(i.spec) for i in await uow.inferences.active()}
-        missing = await self.launcher.reconcile([*jobs, *serves])
-        for job_id in sorted(missing):
-            # The spec goes out again too: an embedded broker forgets its topics on restart.
-            if job_id in jobs:
-                log.info("reconcile: training job %s is not running; launching it", job_id)
-                await self.producer.publish(self.topics.jobs, TrainJob(payload=jobs[job_id]))
-                await self.launcher.launch_training(jobs[job_id])
-            else:
-                log.info("reconcile: inference %d is not running; launching it", serves[job_id].inference_id)
-                await self.producer.publish(self.topics.jobs, ServeModel(payload=serves[job_id]))
-                await self.serve(serves[job_id])
-
-    async def report_failure(self, spec: JobSpec | ServeSpec, reason: str) -> None:
-        """A job ended without reporting: its results (or its inference) fail with the reason."""
-        if isinstance(spec, ServeSpec):
-            change = InferenceStatusChange(inference_id=spec.inference_id, status="failed", error=reason)
-            await self.producer.publish(self.topics.events, InferenceStatusChanged(payload=change))
-            return
-        for model in spec.models:
-            failure = Failure(result_id=model.result_id, deployment_id=spec.deployment_id, error=reason)
-            await self.producer.publish(self.topics.events, TrainingFailed(payload=failure))
-
-    async def serve(self, spec: ServeSpec) -> None:
-        """Everything an inference's replicas need, then the replicas: the model on the artifacts
-        topic, topics with enough partitions for the replicas to share the input."""
-        async with SqlUnitOfWork(self.sessions) as uow:
-            stored = await uow.inferences.artifact(spec.result_id)
-            # Read inside the block: leaving it rolls back, which expires the row.
-            data = stored[0].data if stored else None
-        if data is None:
-            await self.report_failure(spec, f"the trained model of result {spec.result_id} is gone")
-            return
-        for chunk in chunk_artifact(spec.result_id, data):
-            await self.producer.publish(self.topics.artifacts, chunk)
-        topics = [TopicSpec(spec.input_topic, partitions=max(spec.replicas, 1)), TopicSpec(spec.output_topic, 1)]
-        if spec.upper_topic:
-            topics.append(TopicSpec(spec.upper_topic, partitions=1))
-        await create_topics(self.settings, topics, grow=True)
-        await self.launcher.launch_inference(spec)
+    async def process(self, received: Received) -> None:
+        message = decode(received.value)
+        if not ROUTER.handles(message):
+            return  # another service's event
+        outgoing = await handle_once(message, ROUTER, uow=SqlUnitOfWork(self.sessions), consumer=self.name)
+        await self.publish(outgoing)
+        for answer in outgoing:
+            await self.after_commit(answer)
+        log.info("%s %s → %s", message.type, message.event_id, ", ".join(a.type for a in outgoing) or "nothing")
 
     async def after_commit(self, answer: Envelope) -> None:
         """Effects outside the database, run once the answer is committed and published
@@ -141,18 +89,47 @@ class Runtime(ServiceRuntime):
                 key=key_for_deployment(sent.deployment_id),
             )
 
-    async def process(self, received: Received) -> None:
-        message = decode(received.value)
-        handler = HANDLERS.get(message.type)
-        if handler is None:
-            return  # another service's event
-        outgoing = await handle_once(message, handler, uow=SqlUnitOfWork(self.sessions), consumer=CONSUMER)
-        for answer in outgoing:
-            await self.producer.publish(topic_of(self.topics, answer.kind, answer.type), answer)
-        for answer in outgoing:
-            await self.after_commit(answer)
-        log.info("%s %s → %s", message.type, message.event_id, ", ".join(a.type for a in outgoing) or "nothing")
+    async def reconcile(self) -> None:
+        """After a restart: what the database says is in flight runs, and nothing else."""
+        async with SqlUnitOfWork(self.sessions) as uow:
+            jobs = {str(job.id): JobSpec.model_validate(job.spec) for job in await uow.training.active_jobs()}
+            serves = {str(i.job_id): ServeSpec.model_validate(i.spec) for i in await uow.inferences.active()}
+        missing = await self.launcher.reconcile([*jobs, *serves])
+        for job_id in sorted(missing):
+            # The spec goes out again too: an embedded broker forgets its topics on restart.
+            if job_id in jobs:
+                log.info("reconcile: training job %s is not running; launching it", job_id)
+                await self.producer.publish(TrainJob(payload=jobs[job_id]))
+                await self.launcher.launch_training(jobs[job_id])
+            else:
+                log.info("reconcile: inference %d is not running; launching it", serves[job_id].inference_id)
+                await self.producer.publish(ServeModel(payload=serves[job_id]))
+                await self.serve(serves[job_id])
 
+    async def report_failure(self, spec: JobSpec | ServeSpec, reason: str) -> None:
+        """A job ended without reporting: its results (or its inference) fail with the reason."""
+        if isinstance(spec, ServeSpec):
+            change = InferenceStatusChange(inference_id=spec.inference_id, status="failed", error=reason)
+            await self.producer.publish(InferenceStatusChanged(payload=change))
+            return
+        for model in spec.models:
+            failure = Failure(result_id=model.result_id, deployment_id=spec.deployment_id, error=reason)
+            await self.producer.publish(TrainingFailed(payload=failure))
 
-def app_from_env() -> Any:
-    return create_app(get_settings())
+    async def serve(self, spec: ServeSpec) -> None:
+        """Everything an inference's replicas need, then the replicas: the model on the artifacts
+        topic, topics with enough partitions for the replicas to share the input."""
+        async with SqlUnitOfWork(self.sessions) as uow:
+            stored = await uow.inferences.artifact(spec.result_id)
+            # Read inside the block: leaving it rolls back, which expires the row.
+            data = stored[0].data if stored else None
+        if data is None:
+            await self.report_failure(spec, f"the trained model of result {spec.result_id} is gone")
+            return
+        for chunk in chunk_artifact(spec.result_id, data):
+            await self.producer.publish(chunk)
+        topics = [TopicSpec(spec.input_topic, partitions=max(spec.replicas, 1)), TopicSpec(spec.output_topic, 1)]
+        if spec.upper_topic:
+            topics.append(TopicSpec(spec.upper_topic, partitions=1))
+        await create_topics(self.settings, topics, grow=True)
+        await self.launcher.launch_inference(spec)

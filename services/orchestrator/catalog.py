@@ -1,18 +1,18 @@
 """Catalog handlers: models and configurations.
 
 Each takes the message and a unit of work and returns the messages to
-publish once the transaction has committed. A handler that refuses a command
-returns a ``CommandRejected`` (a user error is an answer, not a crash).
+publish once the transaction has committed. A handler refuses by raising
+``Rejected`` before it changes anything; the router answers the command.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
-from services.orchestrator.replies import reject
 from shared.db.records import configuration_record, model_record
 from shared.db.tables import Configuration, Model
 from shared.db.uow import UnitOfWork
+from shared.errors import Rejected
 from shared.events import (
     ConfigurationCreated,
     ConfigurationDeleted,
@@ -33,25 +33,25 @@ from shared.events.validation import ValidateModelPayload
 # --- models ----------------------------------------------------------------
 
 
-async def check_upper_model(definition: ModelDefinition, uow: UnitOfWork) -> str | None:
-    """Why the model cannot sit below its upper model, or None."""
+async def check_upper_model(definition: ModelDefinition, uow: UnitOfWork, *, answering: str | None = None) -> None:
+    """Refuses a model that cannot sit below its upper model (``answering``: the command an event answers)."""
     if definition.upper_model_id is None:
-        return None
+        return
     upper = await uow.models.get(definition.upper_model_id)
     if upper is None:
-        return f"upper model {definition.upper_model_id} does not exist"
-    if upper.framework != definition.framework:
-        return f"upper model {upper.id} is a {upper.framework} model; a chain uses one framework"
-    return None
+        problem = f"upper model {definition.upper_model_id} does not exist"
+    elif upper.framework != definition.framework:
+        problem = f"upper model {upper.id} is a {upper.framework} model; a chain uses one framework"
+    else:
+        return
+    raise Rejected(422, problem, field="upper_model_id", command_type=answering)
 
 
 async def create_model(command: CreateModel, uow: UnitOfWork) -> list[Envelope]:
     """Checks what the catalog can check, then asks the validator to build the code."""
     if await uow.models.by_command(command.event_id) is not None:
         return []  # already created by an earlier delivery
-    problem = await check_upper_model(command.payload, uow)
-    if problem:
-        return reject(command, "CreateModel", 422, problem, field="upper_model_id")
+    await check_upper_model(command.payload, uow)
     return [command.reply(ValidateModel(payload=ValidateModelPayload(model=command.payload)))]
 
 
@@ -65,9 +65,7 @@ async def model_validated(event: ModelValidated, uow: UnitOfWork) -> list[Envelo
         return [event.reply(ModelCreated(payload=model_record(existing)))]
     definition = event.payload.model
     # The upper model may have gone while the code was being validated.
-    problem = await check_upper_model(definition, uow)
-    if problem:
-        return reject(event, "CreateModel", 422, problem, field="upper_model_id")
+    await check_upper_model(definition, uow, answering="CreateModel")
     model = await uow.models.add(
         Model(
             name=definition.name,
@@ -85,26 +83,22 @@ async def model_validated(event: ModelValidated, uow: UnitOfWork) -> list[Envelo
 
 async def model_validation_failed(event: ModelValidationFailed, uow: UnitOfWork) -> list[Envelope]:
     failure = event.payload
-    return reject(event, "CreateModel", 422, failure.error, field=failure.field, line=failure.line)
+    raise Rejected(422, failure.error, field=failure.field, line=failure.line, command_type="CreateModel")
 
 
 async def delete_model(command: DeleteModel, uow: UnitOfWork) -> list[Envelope]:
     model_id = command.payload.model_id
     if await uow.models.get(model_id) is None:
-        return reject(command, "DeleteModel", 404, f"model {model_id} does not exist")
+        raise Rejected(404, f"model {model_id} does not exist")
     configurations = await uow.models.configurations_using(model_id)
     if configurations:
-        return reject(
-            command,
-            "DeleteModel",
+        raise Rejected(
             409,
             f"model {model_id} is used by configuration(s) {', '.join(map(str, configurations))}; delete those first",
         )
     lower = sorted(m for m, upper in (await uow.models.upper_links()).items() if upper == model_id)
     if lower:
-        return reject(
-            command,
-            "DeleteModel",
+        raise Rejected(
             409,
             f"model {model_id} is the upper model of model(s) {', '.join(map(str, lower))}; delete those first",
         )
@@ -139,18 +133,14 @@ async def create_configuration(command: CreateConfiguration, uow: UnitOfWork) ->
     links = await uow.models.upper_links()
     missing = sorted({m for m in command.payload.model_ids if m not in links})
     if missing:
-        return reject(
-            command,
-            "CreateConfiguration",
+        raise Rejected(
             422,
             f"model(s) {', '.join(map(str, missing))} do not exist",
             field="model_ids",
         )
     not_top = sorted({m for m in command.payload.model_ids if links[m] is not None})
     if not_top:
-        return reject(
-            command,
-            "CreateConfiguration",
+        raise Rejected(
             422,
             f"model(s) {', '.join(map(str, not_top))} sit below an upper model in a distributed chain; "
             "choose the top model of the chain, it brings the whole chain",
@@ -167,12 +157,10 @@ async def create_configuration(command: CreateConfiguration, uow: UnitOfWork) ->
 async def delete_configuration(command: DeleteConfiguration, uow: UnitOfWork) -> list[Envelope]:
     configuration_id = command.payload.configuration_id
     if await uow.configurations.get(configuration_id) is None:
-        return reject(command, "DeleteConfiguration", 404, f"configuration {configuration_id} does not exist")
+        raise Rejected(404, f"configuration {configuration_id} does not exist")
     deployments = await uow.configurations.deployments_using(configuration_id)
     if deployments:
-        return reject(
-            command,
-            "DeleteConfiguration",
+        raise Rejected(
             409,
             f"configuration {configuration_id} is used by deployment(s) {', '.join(map(str, deployments))}",
         )

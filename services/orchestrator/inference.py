@@ -7,11 +7,11 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from services.orchestrator.replies import reject
 from shared.control import AvroConfig, RawConfig
 from shared.db.records import inference_record
 from shared.db.tables import Inference
 from shared.db.uow import UnitOfWork
+from shared.errors import Rejected
 from shared.events import Envelope
 from shared.events.inference import (
     DeleteInference,
@@ -29,16 +29,16 @@ from shared.events.inference import (
 ORDER = {"starting": 0, "running": 1, "stopped": 2, "failed": 2}
 
 
-def check_input_config(input_format: str, config: dict[str, Any]) -> str | None:
-    """Why the input config does not fit the format, or None."""
+def check_input_config(input_format: str, config: dict[str, Any]) -> None:
+    """Refuses an input config that does not fit its format."""
     try:
         if input_format == "RAW":
             RawConfig.model_validate(config)
         elif input_format == "AVRO":
             AvroConfig.model_validate(config)
     except ValidationError as exc:
-        return "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()[:3])
-    return None
+        problem = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()[:3])
+        raise Rejected(422, f"input_config: {problem}", field="input_config") from None
 
 
 def upper_input(summary: dict[str, Any]) -> dict[str, Any]:
@@ -52,18 +52,20 @@ async def deploy_inference(command: DeployInference, uow: UnitOfWork) -> list[En
     params = command.payload
     result = await uow.training.result(params.result_id)
     if result is None:
-        return reject(command, "DeployInference", 422, f"result {params.result_id} does not exist", field="result_id")
+        raise Rejected(422, f"result {params.result_id} does not exist", field="result_id")
     if result.status != "finished":
-        return reject(
-            command, "DeployInference", 409,
-            f"result {result.id} is {result.status}; only a finished result can be served", field="result_id",
-        )  # fmt: skip
+        raise Rejected(
+            409,
+            f"result {result.id} is {result.status}; only a finished result can be served",
+            field="result_id",
+        )
     stored = await uow.inferences.artifact(result.id)
     if stored is None:
-        return reject(
-            command, "DeployInference", 409,
-            f"the trained model of result {result.id} is not stored yet; try again in a moment", field="result_id",
-        )  # fmt: skip
+        raise Rejected(
+            409,
+            f"the trained model of result {result.id} is not stored yet; try again in a moment",
+            field="result_id",
+        )
     artifact, artifact_format = stored
     model = await uow.models.get(result.model_id)
     assert model is not None  # results keep their model (foreign key)
@@ -77,20 +79,19 @@ async def deploy_inference(command: DeployInference, uow: UnitOfWork) -> list[En
             input_format = result.datasource["input_format"]
             input_config = input_config or result.datasource["input_config"]
         else:
-            return reject(
-                command, "DeployInference", 422,
-                "give input_format and input_config: the training stream announced none", field="input_format",
-            )  # fmt: skip
+            raise Rejected(
+                422,
+                "give input_format and input_config: the training stream announced none",
+                field="input_format",
+            )
     input_config = input_config or {}
-    problem = check_input_config(input_format, input_config)  # type: ignore[arg-type]
-    if problem:
-        return reject(command, "DeployInference", 422, f"input_config: {problem}", field="input_config")
+    check_input_config(input_format, input_config)
     if (params.upper_topic is None) != (params.limit is None):
-        return reject(
-            command, "DeployInference", 422,
+        raise Rejected(
+            422,
             "a distributed sub-model needs both upper_topic and limit (or neither)",
             field="limit" if params.limit is None else "upper_topic",
-        )  # fmt: skip
+        )
 
     job_id = uuid.uuid5(command.event_id, "inference")
     inference = await uow.inferences.add(
@@ -153,9 +154,9 @@ async def stop_inference(command: StopInference, uow: UnitOfWork) -> list[Envelo
     inference_id = command.payload.inference_id
     inference = await uow.inferences.get(inference_id, for_update=True)
     if inference is None:
-        return reject(command, "StopInference", 404, f"inference {inference_id} does not exist")
+        raise Rejected(404, f"inference {inference_id} does not exist")
     if inference.status in ("stopped", "failed"):
-        return reject(command, "StopInference", 409, f"inference {inference_id} is already {inference.status}")
+        raise Rejected(409, f"inference {inference_id} is already {inference.status}")
     inference.status = "stopped"
     return [
         command.reply(InferenceStopped(payload=InferenceRef(inference_id=inference_id, job_id=str(inference.job_id))))
@@ -166,7 +167,7 @@ async def delete_inference(command: DeleteInference, uow: UnitOfWork) -> list[En
     inference_id = command.payload.inference_id
     inference = await uow.inferences.get(inference_id, for_update=True)
     if inference is None:
-        return reject(command, "DeleteInference", 404, f"inference {inference_id} does not exist")
+        raise Rejected(404, f"inference {inference_id} does not exist")
     job_id = str(inference.job_id)
     await uow.inferences.delete(inference_id)
     return [command.reply(InferenceDeleted(payload=InferenceRef(inference_id=inference_id, job_id=job_id)))]

@@ -4,20 +4,22 @@ from __future__ import annotations
 
 import uuid
 
-from services.orchestrator.replies import reject
 from shared.control import ControlMessage
 from shared.db.tables import Deployment, Model, TrainingJob, TrainingResult
 from shared.db.uow import UnitOfWork
+from shared.errors import Rejected
 from shared.events import Envelope
 from shared.events.datasources import DatasourceResent, DatasourceSent, SendDatasource
 from shared.events.training import (
     TERMINAL_STATUSES,
+    ArtifactRejected,
     DeploymentCreated,
     DeploymentRecord,
     DeployTraining,
     JobModel,
     JobSpec,
     ResultRef,
+    ResultStored,
     StopTraining,
     StopTrainingPayload,
     TrainingFailed,
@@ -58,9 +60,7 @@ async def deploy_training(command: DeployTraining, uow: UnitOfWork) -> list[Enve
         return []  # the stored answer of the first delivery is published again by handle_once
     configuration = await uow.configurations.get(params.configuration_id)
     if configuration is None:
-        return reject(
-            command,
-            "DeployTraining",
+        raise Rejected(
             422,
             f"configuration {params.configuration_id} does not exist",
             field="configuration_id",
@@ -71,13 +71,11 @@ async def deploy_training(command: DeployTraining, uow: UnitOfWork) -> list[Enve
         for section, values in (("fit", params.fit), ("evaluate", params.evaluate)):
             problem = check_training_params(framework, section, values)
             if problem:
-                return reject(command, "DeployTraining", 422, problem[1], field=problem[0])
+                raise Rejected(422, problem[1], field=problem[0])
     jobs = chains(models)
     for chain in jobs:
         if len(chain) > 1 and chain[0].framework != "tensorflow":
-            return reject(
-                command,
-                "DeployTraining",
+            raise Rejected(
                 422,
                 "distributed chains are trained with TensorFlow only",
                 field="configuration_id",
@@ -161,11 +159,22 @@ async def training_status_changed(event: TrainingStatusChanged, uow: UnitOfWork)
 
 
 async def training_finished(event: TrainingFinished, uow: UnitOfWork) -> list[Envelope]:
+    """The trainer is done; the result stays ``training`` until the metrics service has stored
+    its metrics and model (``ResultStored``): the orchestrator alone says ``finished``."""
     outcome = event.payload
-    extra: dict[str, object] = {}
     if outcome.datasource:
-        extra["datasource"] = outcome.datasource.model_dump(mode="json")
-    await move_result(uow, outcome.result_id, "finished", **extra)
+        await move_result(uow, outcome.result_id, "training", datasource=outcome.datasource.model_dump(mode="json"))
+    return []
+
+
+async def result_stored(event: ResultStored, uow: UnitOfWork) -> list[Envelope]:
+    """Everything a user downloads is stored: the result is finished."""
+    await move_result(uow, event.payload.result_id, "finished")
+    return []
+
+
+async def artifact_rejected(event: ArtifactRejected, uow: UnitOfWork) -> list[Envelope]:
+    await move_result(uow, event.payload.result_id, "failed", error=event.payload.error)
     return []
 
 
@@ -179,9 +188,9 @@ async def stop_training(command: StopTraining, uow: UnitOfWork) -> list[Envelope
     result_id = command.payload.result_id
     result = await uow.training.result(result_id)
     if result is None:
-        return reject(command, "StopTraining", 404, f"result {result_id} does not exist")
+        raise Rejected(404, f"result {result_id} does not exist")
     if result.status in TERMINAL_STATUSES:
-        return reject(command, "StopTraining", 409, f"result {result_id} is already {result.status}")
+        raise Rejected(409, f"result {result_id} is already {result.status}")
     for sibling in await uow.training.results(job_id=result.job_id):
         await move_result(uow, sibling.id, "stopped", error="stopped by a user")
     payload = StopTrainingPayload(result_id=result_id, job_id=str(result.job_id))
@@ -194,11 +203,9 @@ async def send_datasource(command: SendDatasource, uow: UnitOfWork) -> list[Enve
     request = command.payload
     datasource = await uow.datasources.get(request.datasource_id)
     if datasource is None:
-        return reject(command, "SendDatasource", 404, f"data source {request.datasource_id} does not exist")
+        raise Rejected(404, f"data source {request.datasource_id} does not exist")
     if await uow.deployments.get(request.deployment_id) is None:
-        return reject(
-            command,
-            "SendDatasource",
+        raise Rejected(
             422,
             f"deployment {request.deployment_id} does not exist",
             field="deployment_id",

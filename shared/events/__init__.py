@@ -1,128 +1,41 @@
 """Every message type, and one way to decode any of them.
 
 >>> msg = decode(raw_bytes)          # raises Undecodable with the reason
->>> producer.publish(topic, msg)     # see shared.kafka
+>>> producer.publish_message(msg)    # the class knows its topic (see shared.kafka)
+
+The families below define the message classes; importing them registers each
+class (``shared.events.envelope``), and the decoding union and the outcome set
+are derived from that registry. Their public names are re-exported here.
 """
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any, Union
 
 from pydantic import Field, TypeAdapter
 from pydantic import ValidationError as PydanticValidationError
 
 from shared.errors import Undecodable
-from shared.events.catalog import (
-    CommandRejected,
-    ConfigurationCreated,
-    ConfigurationDefinition,
-    ConfigurationDeleted,
-    ConfigurationRecord,
-    CreateConfiguration,
-    CreateModel,
-    DeleteConfiguration,
-    DeleteModel,
-    ModelCreated,
-    ModelDefinition,
-    ModelDeleted,
-    ModelRecord,
-    ModelSummary,
-    Rejection,
-)
-from shared.events.datasources import (
-    DatasourceRecord,
-    DatasourceRecorded,
-    DatasourceSent,
-    SendDatasource,
-    SendDatasourcePayload,
-)
-from shared.events.envelope import Envelope, Payload
-from shared.events.inference import (
-    DeleteInference,
-    DeployInference,
-    InferenceCreated,
-    InferenceDeleted,
-    InferenceRecord,
-    InferenceStats,
-    InferenceStatusChanged,
-    InferenceStopped,
-    ServeModel,
-    ServeSpec,
-    StopInference,
-)
-from shared.events.training import (
-    ArtifactChunk,
-    DeploymentCreated,
-    DeploymentRecord,
-    DeployTraining,
-    EpochCompleted,
-    JobSpec,
-    StopTraining,
-    TrainingFailed,
-    TrainingFinished,
-    TrainingParams,
-    TrainingStatusChanged,
-    TrainingStopped,
-    TrainJob,
-)
-from shared.events.validation import ModelValidated, ModelValidationFailed, ValidateModel
+from shared.events.catalog import *  # noqa: F403  (re-exports: the family modules define the names)
+from shared.events.datasources import *  # noqa: F403
+from shared.events.envelope import *  # noqa: F403
+from shared.events.envelope import Envelope, registered
+from shared.events.inference import *  # noqa: F403
+from shared.events.training import *  # noqa: F403
+from shared.events.validation import *  # noqa: F403
 
-Message = Annotated[
-    CreateModel
-    | DeleteModel
-    | CreateConfiguration
-    | DeleteConfiguration
-    | ValidateModel
-    | ModelValidated
-    | ModelValidationFailed
-    | ModelCreated
-    | ModelDeleted
-    | ConfigurationCreated
-    | ConfigurationDeleted
-    | CommandRejected
-    | DeployTraining
-    | DeploymentCreated
-    | StopTraining
-    | TrainingStopped
-    | TrainJob
-    | TrainingStatusChanged
-    | EpochCompleted
-    | TrainingFinished
-    | TrainingFailed
-    | ArtifactChunk
-    | DatasourceRecorded
-    | SendDatasource
-    | DatasourceSent
-    | DeployInference
-    | InferenceCreated
-    | StopInference
-    | InferenceStopped
-    | DeleteInference
-    | InferenceDeleted
-    | ServeModel
-    | InferenceStatusChanged
-    | InferenceStats,
-    Field(discriminator="type"),
-]
-
-MESSAGE_ADAPTER: TypeAdapter[Message] = TypeAdapter(Message)
+MESSAGE_TYPES: tuple[type[Envelope], ...] = registered()
 
 # Events that end a REST mutation: the API waits for one of these.
-OUTCOME_TYPES = frozenset(
-    {
-        "ModelCreated",
-        "ModelDeleted",
-        "ConfigurationCreated",
-        "ConfigurationDeleted",
-        "DeploymentCreated",
-        "TrainingStopped",
-        "DatasourceSent",
-        "InferenceCreated",
-        "InferenceStopped",
-        "InferenceDeleted",
-        "CommandRejected",
-    }
-)
+OUTCOME_TYPES: frozenset[str] = frozenset(cls.__name__ for cls in MESSAGE_TYPES if cls.outcome)
+
+
+def _union() -> Any:
+    # A discriminated union of every registered class, built at import time from the registry.
+    return Annotated[Union[MESSAGE_TYPES], Field(discriminator="type")]  # noqa: UP007  (a runtime tuple)
+
+
+MESSAGE_ADAPTER: TypeAdapter[Envelope] = TypeAdapter(_union())
 
 
 def decode(raw: bytes | None) -> Envelope:
@@ -134,60 +47,3 @@ def decode(raw: bytes | None) -> Envelope:
         errors = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or '(root)'}: {e['msg']}" for e in exc.errors()[:5])
         raise Undecodable(f"not a Kafka-ML message: {errors}") from exc
     return message
-
-
-__all__ = [
-    "MESSAGE_ADAPTER",
-    "OUTCOME_TYPES",
-    "ArtifactChunk",
-    "CommandRejected",
-    "ConfigurationCreated",
-    "ConfigurationDefinition",
-    "ConfigurationDeleted",
-    "ConfigurationRecord",
-    "CreateConfiguration",
-    "CreateModel",
-    "DatasourceRecord",
-    "DatasourceRecorded",
-    "DatasourceSent",
-    "DeleteConfiguration",
-    "DeleteInference",
-    "DeleteModel",
-    "DeployInference",
-    "DeployTraining",
-    "DeploymentCreated",
-    "DeploymentRecord",
-    "Envelope",
-    "EpochCompleted",
-    "InferenceCreated",
-    "InferenceDeleted",
-    "InferenceRecord",
-    "InferenceStats",
-    "InferenceStatusChanged",
-    "InferenceStopped",
-    "JobSpec",
-    "Message",
-    "ModelCreated",
-    "ModelDefinition",
-    "ModelDeleted",
-    "ModelRecord",
-    "ModelSummary",
-    "ModelValidated",
-    "ModelValidationFailed",
-    "Payload",
-    "Rejection",
-    "SendDatasource",
-    "SendDatasourcePayload",
-    "ServeModel",
-    "ServeSpec",
-    "StopInference",
-    "StopTraining",
-    "TrainJob",
-    "TrainingFailed",
-    "TrainingFinished",
-    "TrainingParams",
-    "TrainingStatusChanged",
-    "TrainingStopped",
-    "ValidateModel",
-    "decode",
-]

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, ClassVar, Literal
+from typing import Any, Literal
 
 from pydantic import Field
 
-from shared.events.envelope import Envelope, Payload
+from shared.events.envelope import Command, Event, Payload
 
 Framework = Literal["tensorflow", "pytorch"]
 
@@ -70,10 +70,9 @@ class ConfigurationRecord(Payload):
 # --- commands --------------------------------------------------------------
 
 
-class CreateModel(Envelope):
+class CreateModel(Command):
     """Validate a model's code in the trainer's sandbox, then add it to the catalog."""
 
-    kind: ClassVar[str] = "command"
     type: Literal["CreateModel"] = "CreateModel"
     payload: ModelDefinition
 
@@ -85,8 +84,7 @@ class DeleteModelPayload(Payload):
         return self.model_id
 
 
-class DeleteModel(Envelope):
-    kind: ClassVar[str] = "command"
+class DeleteModel(Command):
     type: Literal["DeleteModel"] = "DeleteModel"
     payload: DeleteModelPayload
 
@@ -97,10 +95,9 @@ class ConfigurationDefinition(Payload):
     model_ids: list[int] = Field(min_length=1)
 
 
-class CreateConfiguration(Envelope):
+class CreateConfiguration(Command):
     """Group models; the top model of a distributed chain brings its whole chain."""
 
-    kind: ClassVar[str] = "command"
     type: Literal["CreateConfiguration"] = "CreateConfiguration"
     payload: ConfigurationDefinition
 
@@ -112,8 +109,7 @@ class DeleteConfigurationPayload(Payload):
         return self.configuration_id
 
 
-class DeleteConfiguration(Envelope):
-    kind: ClassVar[str] = "command"
+class DeleteConfiguration(Command):
     type: Literal["DeleteConfiguration"] = "DeleteConfiguration"
     payload: DeleteConfigurationPayload
 
@@ -121,22 +117,26 @@ class DeleteConfiguration(Envelope):
 # --- events ----------------------------------------------------------------
 
 
-class ModelCreated(Envelope):
+class ModelCreated(Event):
+    outcome = True
     type: Literal["ModelCreated"] = "ModelCreated"
     payload: ModelRecord
 
 
-class ModelDeleted(Envelope):
+class ModelDeleted(Event):
+    outcome = True
     type: Literal["ModelDeleted"] = "ModelDeleted"
     payload: DeleteModelPayload
 
 
-class ConfigurationCreated(Envelope):
+class ConfigurationCreated(Event):
+    outcome = True
     type: Literal["ConfigurationCreated"] = "ConfigurationCreated"
     payload: ConfigurationRecord
 
 
-class ConfigurationDeleted(Envelope):
+class ConfigurationDeleted(Event):
+    outcome = True
     type: Literal["ConfigurationDeleted"] = "ConfigurationDeleted"
     payload: DeleteConfigurationPayload
 
@@ -152,6 +152,7 @@ class Rejection(Payload):
     line: int | None = None
 
 
-class CommandRejected(Envelope):
+class CommandRejected(Event):
+    outcome = True
     type: Literal["CommandRejected"] = "CommandRejected"
     payload: Rejection

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, ClassVar, Literal
+from typing import Any, Literal
 
-from shared.events.envelope import Envelope, Payload
+from shared.events.envelope import Command, Event, Payload
 
 
 class DatasourceRecord(Payload):
@@ -30,7 +30,7 @@ class DatasourceRecord(Payload):
         return self.deployment_id
 
 
-class DatasourceRecorded(Envelope):
+class DatasourceRecorded(Event):
     type: Literal["DatasourceRecorded"] = "DatasourceRecorded"
     payload: DatasourceRecord
 
@@ -43,10 +43,9 @@ class SendDatasourcePayload(Payload):
         return self.datasource_id
 
 
-class SendDatasource(Envelope):
+class SendDatasource(Command):
     """Announce a recorded data set again, to another deployment (a new control message)."""
 
-    kind: ClassVar[str] = "command"
     type: Literal["SendDatasource"] = "SendDatasource"
     payload: SendDatasourcePayload
 
@@ -56,6 +55,7 @@ class DatasourceResent(SendDatasourcePayload):
     control_message: dict[str, Any]
 
 
-class DatasourceSent(Envelope):
+class DatasourceSent(Event):
+    outcome = True
     type: Literal["DatasourceSent"] = "DatasourceSent"
     payload: DatasourceResent

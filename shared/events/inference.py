@@ -11,12 +11,12 @@ forgets it on restart), and launches the replicas. Each replica reports
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, ClassVar, Literal
+from typing import Any, Literal
 
 from pydantic import Field
 
 from shared.events.catalog import Framework
-from shared.events.envelope import Envelope, Payload
+from shared.events.envelope import Command, Event, Payload
 
 InferenceStatus = Literal["starting", "running", "stopped", "failed"]
 
@@ -49,10 +49,9 @@ class InferenceParams(Payload):
     visualization: Visualization | None = None
 
 
-class DeployInference(Envelope):
+class DeployInference(Command):
     """Serve a trained model on a topic (format and config default to the training stream's)."""
 
-    kind: ClassVar[str] = "command"
     type: Literal["DeployInference"] = "DeployInference"
     payload: InferenceParams
 
@@ -68,7 +67,8 @@ class InferenceRecord(InferenceParams):
         return self.id
 
 
-class InferenceCreated(Envelope):
+class InferenceCreated(Event):
+    outcome = True
     type: Literal["InferenceCreated"] = "InferenceCreated"
     payload: InferenceRecord
 
@@ -82,24 +82,24 @@ class InferenceRef(Payload):
         return self.inference_id
 
 
-class StopInference(Envelope):
-    kind: ClassVar[str] = "command"
+class StopInference(Command):
     type: Literal["StopInference"] = "StopInference"
     payload: InferenceRef
 
 
-class InferenceStopped(Envelope):
+class InferenceStopped(Event):
+    outcome = True
     type: Literal["InferenceStopped"] = "InferenceStopped"
     payload: InferenceRef
 
 
-class DeleteInference(Envelope):
-    kind: ClassVar[str] = "command"
+class DeleteInference(Command):
     type: Literal["DeleteInference"] = "DeleteInference"
     payload: InferenceRef
 
 
-class InferenceDeleted(Envelope):
+class InferenceDeleted(Event):
+    outcome = True
     type: Literal["InferenceDeleted"] = "InferenceDeleted"
     payload: InferenceRef
 
@@ -134,8 +134,8 @@ class ServeSpec(Payload):
         return self.job_id
 
 
-class ServeModel(Envelope):
-    kind: ClassVar[str] = "command"
+class ServeModel(Command):
+    topic = "jobs"
     type: Literal["ServeModel"] = "ServeModel"
     payload: ServeSpec
 
@@ -150,7 +150,7 @@ class InferenceStatusChange(Payload):
         return self.inference_id
 
 
-class InferenceStatusChanged(Envelope):
+class InferenceStatusChanged(Event):
     type: Literal["InferenceStatusChanged"] = "InferenceStatusChanged"
     payload: InferenceStatusChange
 
@@ -172,6 +172,6 @@ class Stats(Payload):
         return self.inference_id
 
 
-class InferenceStats(Envelope):
+class InferenceStats(Event):
     type: Literal["InferenceStats"] = "InferenceStats"
     payload: Stats

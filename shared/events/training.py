@@ -12,12 +12,12 @@ the model sent as ``ArtifactChunk``s) or ``TrainingFailed``.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, ClassVar, Literal
+from typing import Any, Literal
 
 from pydantic import Field
 
 from shared.events.catalog import Framework
-from shared.events.envelope import Envelope, Payload
+from shared.events.envelope import Command, Event, Payload
 
 ResultStatus = Literal["created", "waiting_data", "training", "finished", "failed", "stopped"]
 TERMINAL_STATUSES: frozenset[str] = frozenset({"finished", "failed", "stopped"})
@@ -54,10 +54,9 @@ class TrainingParams(Payload):
     distributed: DistributedParams | None = None
 
 
-class DeployTraining(Envelope):
+class DeployTraining(Command):
     """Deploy a configuration for training: one result per model."""
 
-    kind: ClassVar[str] = "command"
     type: Literal["DeployTraining"] = "DeployTraining"
     payload: TrainingParams
 
@@ -78,7 +77,8 @@ class DeploymentRecord(TrainingParams):
         return self.id
 
 
-class DeploymentCreated(Envelope):
+class DeploymentCreated(Event):
+    outcome = True
     type: Literal["DeploymentCreated"] = "DeploymentCreated"
     payload: DeploymentRecord
 
@@ -92,17 +92,17 @@ class StopTrainingPayload(Payload):
         return self.result_id
 
 
-class StopTraining(Envelope):
+class StopTraining(Command):
     """Stop the job that trains this result (the whole chain for a distributed model)."""
 
-    kind: ClassVar[str] = "command"
     type: Literal["StopTraining"] = "StopTraining"
     payload: StopTrainingPayload
 
 
-class TrainingStopped(Envelope):
+class TrainingStopped(Event):
     """The outcome of ``StopTraining`` (the results then move to ``stopped``)."""
 
+    outcome = True
     type: Literal["TrainingStopped"] = "TrainingStopped"
     payload: StopTrainingPayload
 
@@ -136,10 +136,10 @@ class JobSpec(Payload):
         return self.job_id
 
 
-class TrainJob(Envelope):
+class TrainJob(Command):
     """A trainer's job spec; the trainer reads it from the jobs topic by its ``job_id``."""
 
-    kind: ClassVar[str] = "command"
+    topic = "jobs"
     type: Literal["TrainJob"] = "TrainJob"
     payload: JobSpec
 
@@ -170,7 +170,7 @@ class StatusChange(Payload):
         return self.result_id
 
 
-class TrainingStatusChanged(Envelope):
+class TrainingStatusChanged(Event):
     type: Literal["TrainingStatusChanged"] = "TrainingStatusChanged"
     payload: StatusChange
 
@@ -186,7 +186,7 @@ class EpochMetrics(Payload):
         return self.result_id
 
 
-class EpochCompleted(Envelope):
+class EpochCompleted(Event):
     type: Literal["EpochCompleted"] = "EpochCompleted"
     payload: EpochMetrics
 
@@ -220,7 +220,7 @@ class TrainingOutcome(Payload):
         return self.result_id
 
 
-class TrainingFinished(Envelope):
+class TrainingFinished(Event):
     type: Literal["TrainingFinished"] = "TrainingFinished"
     payload: TrainingOutcome
 
@@ -234,7 +234,7 @@ class Failure(Payload):
         return self.result_id
 
 
-class TrainingFailed(Envelope):
+class TrainingFailed(Event):
     type: Literal["TrainingFailed"] = "TrainingFailed"
     payload: Failure
 
@@ -250,6 +250,40 @@ class Chunk(Payload):
         return self.result_id
 
 
-class ArtifactChunk(Envelope):
+class ArtifactChunk(Event):
+    topic = "artifacts"
     type: Literal["ArtifactChunk"] = "ArtifactChunk"
     payload: Chunk
+
+
+class StoredResult(Payload):
+    """A result whose final metrics and trained model are both stored."""
+
+    result_id: int
+    sha256: str
+    size: int
+
+    def partition_key(self) -> int:
+        return self.result_id
+
+
+class ResultStored(Event):
+    """The metrics service holds everything a user downloads; the orchestrator may now say finished."""
+
+    type: Literal["ResultStored"] = "ResultStored"
+    payload: StoredResult
+
+
+class RejectedArtifact(Payload):
+    result_id: int
+    error: str
+
+    def partition_key(self) -> int:
+        return self.result_id
+
+
+class ArtifactRejected(Event):
+    """The trained model arrived but cannot be kept (its checksum does not match): the result fails."""
+
+    type: Literal["ArtifactRejected"] = "ArtifactRejected"
+    payload: RejectedArtifact

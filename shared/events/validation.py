@@ -6,18 +6,18 @@ the validator, which has no database credentials.
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import Literal
 
 from shared.events.catalog import ModelDefinition, ModelSummary
-from shared.events.envelope import Envelope, Payload
+from shared.events.envelope import Command, Event, Payload
 
 
 class ValidateModelPayload(Payload):
     model: ModelDefinition
 
 
-class ValidateModel(Envelope):
-    kind: ClassVar[str] = "command"
+class ValidateModel(Command):
+    topic = "validation"
     type: Literal["ValidateModel"] = "ValidateModel"
     payload: ValidateModelPayload
 
@@ -27,7 +27,7 @@ class ValidationPassed(Payload):
     summary: ModelSummary
 
 
-class ModelValidated(Envelope):
+class ModelValidated(Event):
     type: Literal["ModelValidated"] = "ModelValidated"
     payload: ValidationPassed
 
@@ -39,6 +39,6 @@ class ValidationError(Payload):
     line: int | None = None
 
 
-class ModelValidationFailed(Envelope):
+class ModelValidationFailed(Event):
     type: Literal["ModelValidationFailed"] = "ModelValidationFailed"
     payload: ValidationError

@@ -16,8 +16,8 @@ from typing import Any
 import asyncpg
 import pytest
 
-from services.metrics.app import CONSUMER
-from services.metrics.handlers import handle
+from services.metrics.app import MetricsService
+from services.metrics.handlers import ROUTER
 from services.metrics.uow import SqlMetricsUnitOfWork
 from shared.db.engine import make_engine, make_sessionmaker
 from shared.db.roles import plain_url
@@ -30,6 +30,8 @@ from shared.topics import topics_for
 from tests.conftest import service_env
 
 pytestmark = pytest.mark.integration
+
+CONSUMER = MetricsService.name
 
 StartService = Callable[..., subprocess.Popen[bytes]]
 
@@ -157,8 +159,8 @@ async def test_a_batch_applied_twice_adds_no_row(database: str) -> None:
     engine = make_engine(database)
     sessions = make_sessionmaker(engine)
     try:
-        first = await handle_batch_once(messages, handle, uow=SqlMetricsUnitOfWork(sessions), consumer=CONSUMER)
-        again = await handle_batch_once(messages, handle, uow=SqlMetricsUnitOfWork(sessions), consumer=CONSUMER)
+        first = await handle_batch_once(messages, ROUTER, uow=SqlMetricsUnitOfWork(sessions), consumer=CONSUMER)
+        again = await handle_batch_once(messages, ROUTER, uow=SqlMetricsUnitOfWork(sessions), consumer=CONSUMER)
     finally:
         await engine.dispose()
     assert (first.applied, first.skipped) == (6, 0)
@@ -188,24 +190,24 @@ async def test_metrics_service_stores_curves_final_metrics_and_artifact_once(
     orphan = EpochCompleted(payload=EpochMetrics(result_id=result + 1000, epoch=1, train={"loss": 1.0}))
     async with Producer(settings) as producer:
         for event in curve:
-            await producer.publish(topics.events, event)
+            await producer.publish(event)
         await producer.send(topics.events, b"{not an envelope", key=b"x")  # undecodable: dead-lettered
-        await producer.publish(topics.events, orphan)  # its result does not exist: dead-lettered
-        await producer.publish(topics.events, final)
+        await producer.publish(orphan)  # its result does not exist: dead-lettered
+        await producer.publish(final)
         # Out of order, one chunk delivered twice.
         for chunk in (chunks[2], chunks[0], chunks[2], chunks[1]):
-            await producer.publish(topics.artifacts, chunk)
+            await producer.publish(chunk)
 
         assert await wait_until(database, "SELECT count(*) FROM artifacts", 1) == 1
         assert await wait_until(database, "SELECT count(*) FROM epoch_metrics", 10) == 10
         assert await wait_until(database, "SELECT count(*) FROM final_metrics", 1) == 1
 
         # Redelivered after everything is stored: an epoch, the final metrics and a chunk.
-        await producer.publish(topics.events, curve[4])
-        await producer.publish(topics.events, final)
-        await producer.publish(topics.artifacts, chunks[0])
+        await producer.publish(curve[4])
+        await producer.publish(final)
+        await producer.publish(chunks[0])
         marker = epochs(result, 11)[-1]  # an 11th epoch: once it is stored, the redeliveries were handled
-        await producer.publish(topics.events, marker)
+        await producer.publish(marker)
     assert await wait_until(database, "SELECT count(*) FROM epoch_metrics", 11) == 11
 
     [artifact] = await fetch(database, "SELECT sha256, size, data FROM artifacts WHERE result_id = $1", result)

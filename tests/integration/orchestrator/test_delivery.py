@@ -79,17 +79,16 @@ async def test_redelivered_command_and_duplicate_validation_add_no_row(
     run_service("services.orchestrator", service_env(settings, database=True), name="orchestrator")
     command = CreateModel(payload=ModelDefinition(name="m", framework="tensorflow", code="model = 1"))
     async with Producer(settings) as producer:
-        await producer.publish(topics.commands, command)
-        await producer.publish(topics.commands, command)  # redelivery of the same command
+        await producer.publish(command)
+        await producer.publish(command)  # redelivery of the same command
         # This test plays the validator: both deliveries asked for a validation ...
         asks = await collect(settings, topics.validation, 1)
         assert isinstance(asks[0], ValidateModel) and asks[0].correlation_id == command.event_id
         answer = asks[0].reply(ModelValidated(payload=ValidationPassed(model=command.payload, summary=SUMMARY)))
         # ... and answers twice (validators are stateless: a redelivered ask is answered again).
-        await producer.publish(topics.events, answer)
-        await producer.publish(topics.events, answer)
+        await producer.publish(answer)
+        await producer.publish(answer)
         await producer.publish(
-            topics.events,
             asks[0].reply(ModelValidated(payload=ValidationPassed(model=command.payload, summary=SUMMARY))),
         )
     assert await wait_for_count(database, "models", 1) == 1
@@ -118,7 +117,7 @@ async def test_orchestrator_killed_mid_stream_loses_no_command(
     orchestrator = run_service("services.orchestrator", env, name="orchestrator")
     async with Producer(settings) as producer:
         for command in commands:
-            await producer.publish(topics.commands, command)
+            await producer.publish(command)
 
     # Kill it with SIGKILL once it is part-way through the stream.
     connection = await asyncpg.connect(plain_url(database))

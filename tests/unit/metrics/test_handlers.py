@@ -11,11 +11,11 @@ from typing import Any, Self
 import pytest
 
 from services.metrics.app import split_by_size
-from services.metrics.handlers import handle
+from services.metrics.handlers import ROUTER
 from services.metrics.uow import Tally
 from shared.db.tables import FinalMetrics
 from shared.errors import Invalid
-from shared.events import ArtifactChunk, Envelope, EpochCompleted, TrainingFinished
+from shared.events import ArtifactChunk, ArtifactRejected, Envelope, EpochCompleted, ResultStored, TrainingFinished
 from shared.events.training import ArtifactRef, Chunk, EpochMetrics, SampleCounts, TrainingOutcome
 from shared.handling import handle_batch_once
 from shared.kafka import Received
@@ -54,6 +54,9 @@ class FakeMetrics:
 
     async def upsert_final(self, final: FinalMetrics) -> None:
         self.finals[final.result_id] = final
+
+    async def final(self, result_id: int) -> FinalMetrics | None:
+        return self.finals.get(result_id)
 
 
 class FakeArtifacts:
@@ -163,7 +166,7 @@ def finished(result_id: int = 7, sha256: str = "ab" * 32) -> TrainingFinished:
 
 
 async def run(uow: FakeMetricsUnitOfWork, messages: list[Envelope]) -> Any:
-    return await handle_batch_once(messages, handle, uow=uow, consumer=CONSUMER)  # type: ignore[arg-type]
+    return await handle_batch_once(messages, ROUTER, uow=uow, consumer=CONSUMER)  # type: ignore[arg-type]
 
 
 # --- tests ---------------------------------------------------------------------
@@ -231,7 +234,9 @@ async def test_a_checksum_mismatch_drops_the_chunks_and_stores_no_artifact() -> 
     uow = FakeMetricsUnitOfWork()
     chunks = chunks_of(b"model bytes" * 100, 3, sha256="0" * 64)
     outcome = await run(uow, [chunks[1], chunks[0], chunks[2]])
-    assert outcome.outgoing == []
+    [rejected] = outcome.outgoing
+    assert isinstance(rejected, ArtifactRejected) and rejected.payload.result_id == 7
+    assert "corrupted" in rejected.payload.error
     assert not uow.artifacts.stored
     assert not uow.artifacts.chunks
     assert uow.tally.corrupt == [7]
@@ -297,3 +302,27 @@ def test_a_batch_of_large_records_is_split_into_bounded_transactions() -> None:
     assert [[r.offset for r, _ in g] for g in groups] == [[4, 5], [3], [20], [1]]
     assert split_by_size(batch[:3], 100) == [batch[:3]]
     assert split_by_size([], 10) == []
+
+
+async def test_result_stored_is_announced_once_metrics_and_model_are_both_stored() -> None:
+    data = b"trained model" * 300
+    sha = hashlib.sha256(data).hexdigest()
+    parts = chunks_of(data, 2)
+    for order in ("model first", "metrics first"):
+        uow = FakeMetricsUnitOfWork()
+        if order == "model first":
+            first, second = await run(uow, parts), await run(uow, [finished(sha256=sha)])
+        else:
+            first, second = await run(uow, [finished(sha256=sha)]), await run(uow, parts)
+        assert first.outgoing == [], f"{order}: nothing is announced while a part is missing"
+        [stored] = second.outgoing
+        assert isinstance(stored, ResultStored), order
+        assert (stored.payload.result_id, stored.payload.sha256) == (7, sha)
+
+
+async def test_metrics_naming_another_artifact_do_not_announce_the_stored_one() -> None:
+    data = b"old attempt" * 100
+    uow = FakeMetricsUnitOfWork()
+    await run(uow, chunks_of(data, 1))
+    outcome = await run(uow, [finished(sha256="ab" * 32)])  # a newer attempt whose model is still on its way
+    assert outcome.outgoing == []

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from services.orchestrator.catalog import expand_chains
-from services.orchestrator.handlers import HANDLERS
+from services.orchestrator.handlers import ROUTER
 from shared.events import (
     CommandRejected,
     ConfigurationCreated,
@@ -36,10 +36,10 @@ def definition(name: str = "m", upper: int | None = None, framework: str = "tens
 async def create(uow: FakeUnitOfWork, d: ModelDefinition) -> int:
     """Walks CreateModel → ValidateModel → ModelValidated → ModelCreated; returns the model id."""
     command = CreateModel(payload=d)
-    [validate] = await HANDLERS["CreateModel"](command, uow)  # type: ignore[arg-type]
+    [validate] = await ROUTER(command, uow)
     assert isinstance(validate, ValidateModel) and validate.correlation_id == command.event_id
     validated = validate.reply(ModelValidated(payload=ValidationPassed(model=d, summary=SUMMARY)))
-    [created] = await HANDLERS["ModelValidated"](validated, uow)  # type: ignore[arg-type]
+    [created] = await ROUTER(validated, uow)
     assert isinstance(created, ModelCreated) and created.correlation_id == command.event_id
     return created.payload.id
 
@@ -47,11 +47,11 @@ async def create(uow: FakeUnitOfWork, d: ModelDefinition) -> int:
 async def test_model_is_created_once_per_command_even_when_validated_twice() -> None:
     uow = FakeUnitOfWork()
     command = CreateModel(payload=definition())
-    [validate] = await HANDLERS["CreateModel"](command, uow)  # type: ignore[arg-type]
+    [validate] = await ROUTER(command, uow)
     first = validate.reply(ModelValidated(payload=ValidationPassed(model=command.payload, summary=SUMMARY)))
     second = validate.reply(ModelValidated(payload=ValidationPassed(model=command.payload, summary=SUMMARY)))
-    [a] = await HANDLERS["ModelValidated"](first, uow)  # type: ignore[arg-type]
-    [b] = await HANDLERS["ModelValidated"](second, uow)  # type: ignore[arg-type]
+    [a] = await ROUTER(first, uow)
+    [b] = await ROUTER(second, uow)
     assert len(uow.models.rows) == 1
     assert isinstance(a, ModelCreated) and isinstance(b, ModelCreated) and a.payload.id == b.payload.id
 
@@ -62,7 +62,7 @@ async def test_validation_failure_is_rejected_with_line_and_field() -> None:
     failure = command.reply(
         ModelValidationFailed(payload=ValidationError(model=command.payload, error="SyntaxError", line=3))
     )
-    [rejected] = await HANDLERS["ModelValidationFailed"](failure, uow)  # type: ignore[arg-type]
+    [rejected] = await ROUTER(failure, uow)
     assert isinstance(rejected, CommandRejected)
     assert (rejected.payload.status, rejected.payload.field, rejected.payload.line) == (422, "code", 3)
     assert rejected.correlation_id == command.event_id
@@ -71,10 +71,10 @@ async def test_validation_failure_is_rejected_with_line_and_field() -> None:
 
 async def test_upper_model_must_exist_and_share_the_framework() -> None:
     uow = FakeUnitOfWork()
-    [missing] = await HANDLERS["CreateModel"](CreateModel(payload=definition(upper=42)), uow)  # type: ignore[arg-type]
+    [missing] = await ROUTER(CreateModel(payload=definition(upper=42)), uow)
     assert isinstance(missing, CommandRejected) and missing.payload.field == "upper_model_id"
     cloud = await create(uow, definition("cloud"))
-    [mixed] = await HANDLERS["CreateModel"](  # type: ignore[arg-type]
+    [mixed] = await ROUTER(
         CreateModel(payload=definition("edge", upper=cloud, framework="pytorch")), uow
     )
     assert isinstance(mixed, CommandRejected) and "framework" in mixed.payload.detail
@@ -87,7 +87,7 @@ async def test_configuration_of_the_top_model_brings_its_chain() -> None:
     edge = await create(uow, definition("edge", upper=fog))
     alone = await create(uow, definition("alone"))
     command = CreateConfiguration(payload=ConfigurationDefinition(name="c", model_ids=[cloud, alone]))
-    [created] = await HANDLERS["CreateConfiguration"](command, uow)  # type: ignore[arg-type]
+    [created] = await ROUTER(command, uow)
     assert isinstance(created, ConfigurationCreated)
     assert created.payload.model_ids == sorted([cloud, fog, edge, alone])
 
@@ -98,7 +98,7 @@ async def test_configuration_refuses_a_model_inside_a_chain_and_unknown_models()
     edge = await create(uow, definition("edge", upper=cloud))
     for ids, words in (([edge], "top model"), ([cloud, 999], "999")):
         command = CreateConfiguration(payload=ConfigurationDefinition(name="c", model_ids=ids))
-        [rejected] = await HANDLERS["CreateConfiguration"](command, uow)  # type: ignore[arg-type]
+        [rejected] = await ROUTER(command, uow)
         assert isinstance(rejected, CommandRejected)
         assert (
             rejected.payload.status == 422
@@ -111,14 +111,14 @@ async def test_delete_model_conflicts_while_used_and_works_after() -> None:
     uow = FakeUnitOfWork()
     model = await create(uow, definition())
     configure = CreateConfiguration(payload=ConfigurationDefinition(name="c", model_ids=[model]))
-    [configured] = await HANDLERS["CreateConfiguration"](configure, uow)  # type: ignore[arg-type]
+    [configured] = await ROUTER(configure, uow)
     delete = DeleteModel(payload=DeleteModelPayload(model_id=model))
-    [conflict] = await HANDLERS["DeleteModel"](delete, uow)  # type: ignore[arg-type]
+    [conflict] = await ROUTER(delete, uow)
     assert isinstance(conflict, CommandRejected) and conflict.payload.status == 409
     await uow.configurations.delete(configured.payload.id)  # type: ignore[attr-defined]
-    [deleted] = await HANDLERS["DeleteModel"](DeleteModel(payload=delete.payload), uow)  # type: ignore[arg-type]
+    [deleted] = await ROUTER(DeleteModel(payload=delete.payload), uow)
     assert isinstance(deleted, ModelDeleted) and model not in uow.models.rows
-    [gone] = await HANDLERS["DeleteModel"](DeleteModel(payload=delete.payload), uow)  # type: ignore[arg-type]
+    [gone] = await ROUTER(DeleteModel(payload=delete.payload), uow)
     assert isinstance(gone, CommandRejected) and gone.payload.status == 404
 
 
@@ -126,7 +126,7 @@ async def test_delete_model_conflicts_while_a_lower_model_points_to_it() -> None
     uow = FakeUnitOfWork()
     cloud = await create(uow, definition("cloud"))
     await create(uow, definition("edge", upper=cloud))
-    [conflict] = await HANDLERS["DeleteModel"](DeleteModel(payload=DeleteModelPayload(model_id=cloud)), uow)  # type: ignore[arg-type]
+    [conflict] = await ROUTER(DeleteModel(payload=DeleteModelPayload(model_id=cloud)), uow)
     assert (
         isinstance(conflict, CommandRejected)
         and conflict.payload.status == 409
@@ -137,8 +137,8 @@ async def test_delete_model_conflicts_while_a_lower_model_points_to_it() -> None
 async def test_handle_once_replays_the_stored_answer_for_a_redelivered_message() -> None:
     uow = FakeUnitOfWork()
     command = CreateConfiguration(payload=ConfigurationDefinition(name="c", model_ids=[1]))
-    first = await handle_once(command, HANDLERS["CreateConfiguration"], uow=uow, consumer="t")  # type: ignore[arg-type]
-    again = await handle_once(command, HANDLERS["CreateConfiguration"], uow=uow, consumer="t")  # type: ignore[arg-type]
+    first = await handle_once(command, ROUTER, uow=uow, consumer="t")
+    again = await handle_once(command, ROUTER, uow=uow, consumer="t")
     assert len(uow.processed.rows) == 1 and len(uow.configurations.rows) == 0  # rejected: model 1 is unknown
     assert [m.event_id for m in again] == [m.event_id for m in first]
     assert command.event_id in uow.outcomes.rows  # a 202 client can find how it ended

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from services.orchestrator.handlers import HANDLERS
+from services.orchestrator.handlers import ROUTER
 from shared.db.tables import Artifact
 from shared.events import CommandRejected
 from shared.events.inference import (
@@ -48,7 +48,7 @@ async def trained(uow: FakeUnitOfWork, *, finished: bool = True, stored: bool = 
 
 async def serve(uow: FakeUnitOfWork, **params: Any) -> list[Any]:
     body = {"input_topic": "in", "output_topic": "out", **params}
-    return await HANDLERS["DeployInference"](DeployInference(payload=InferenceParams(**body)), uow)  # type: ignore[arg-type]
+    return await ROUTER(DeployInference(payload=InferenceParams(**body)), uow)
 
 
 async def test_format_and_config_default_to_the_training_stream() -> None:
@@ -90,18 +90,18 @@ async def test_status_moves_forward_and_stop_then_delete_name_the_job() -> None:
 
     async def report(status: str, error: str | None = None) -> None:
         change = InferenceStatusChange(inference_id=inference, status=status, replica="0", error=error)  # type: ignore[arg-type]
-        await HANDLERS["InferenceStatusChanged"](InferenceStatusChanged(payload=change), uow)  # type: ignore[arg-type]
+        await ROUTER(InferenceStatusChanged(payload=change), uow)
 
     await report("running")
     await report("starting")  # late: ignored
     assert uow.inferences.rows[inference].status == "running"
-    [stopped] = await HANDLERS["StopInference"](StopInference(payload=InferenceRef(inference_id=inference)), uow)  # type: ignore[arg-type]
+    [stopped] = await ROUTER(StopInference(payload=InferenceRef(inference_id=inference)), uow)
     assert isinstance(stopped, InferenceStopped) and stopped.payload.job_id == spec.payload.job_id
     await report("failed", "boom")  # after a stop: stays stopped
     assert uow.inferences.rows[inference].status == "stopped"
-    [again] = await HANDLERS["StopInference"](StopInference(payload=InferenceRef(inference_id=inference)), uow)  # type: ignore[arg-type]
+    [again] = await ROUTER(StopInference(payload=InferenceRef(inference_id=inference)), uow)
     assert isinstance(again, CommandRejected) and again.payload.status == 409
-    [deleted] = await HANDLERS["DeleteInference"](DeleteInference(payload=InferenceRef(inference_id=inference)), uow)  # type: ignore[arg-type]
+    [deleted] = await ROUTER(DeleteInference(payload=InferenceRef(inference_id=inference)), uow)
     assert isinstance(deleted, InferenceDeleted) and inference not in uow.inferences.rows
 
 
@@ -111,6 +111,6 @@ async def test_a_replica_failure_fails_the_inference_with_its_reason() -> None:
     change = InferenceStatusChange(
         inference_id=created.payload.id, status="failed", replica="1", error="model load failed"
     )
-    await HANDLERS["InferenceStatusChanged"](InferenceStatusChanged(payload=change), uow)  # type: ignore[arg-type]
+    await ROUTER(InferenceStatusChanged(payload=change), uow)
     row = uow.inferences.rows[created.payload.id]
     assert (row.status, row.error) == ("failed", "replica 1: model load failed")

@@ -2,18 +2,26 @@
 
 from __future__ import annotations
 
-from services.orchestrator.handlers import HANDLERS
+from services.orchestrator.handlers import ROUTER
 from shared.db.tables import Datasource
 from shared.events import CommandRejected, ConfigurationDefinition, CreateConfiguration, ModelDefinition
 from shared.events.datasources import DatasourceSent, SendDatasource, SendDatasourcePayload
 from shared.events.training import (
+    ArtifactRef,
+    ArtifactRejected,
     DeploymentCreated,
     DeployTraining,
     Failure,
+    RejectedArtifact,
+    ResultStored,
+    SampleCounts,
     StatusChange,
     StopTraining,
     StopTrainingPayload,
+    StoredResult,
     TrainingFailed,
+    TrainingFinished,
+    TrainingOutcome,
     TrainingParams,
     TrainingStatusChanged,
     TrainingStopped,
@@ -28,13 +36,13 @@ async def configured(uow: FakeUnitOfWork, *defs: ModelDefinition) -> tuple[int, 
     ids = [await create(uow, d) for d in defs]
     tops = [i for i, d in zip(ids, defs, strict=True) if d.upper_model_id is None]
     command = CreateConfiguration(payload=ConfigurationDefinition(name="c", model_ids=tops))
-    [created] = await HANDLERS["CreateConfiguration"](command, uow)  # type: ignore[arg-type]
+    [created] = await ROUTER(command, uow)
     return created.payload.id, ids  # type: ignore[attr-defined]
 
 
 async def deploy(uow: FakeUnitOfWork, configuration_id: int, **params: object) -> list[object]:
     command = DeployTraining(payload=TrainingParams(configuration_id=configuration_id, **params))  # type: ignore[arg-type]
-    return await HANDLERS["DeployTraining"](command, uow)  # type: ignore[arg-type,return-value]
+    return await ROUTER(command, uow)
 
 
 async def test_one_result_and_one_job_per_model() -> None:
@@ -64,7 +72,7 @@ async def test_distributed_chain_is_one_job_bottom_first() -> None:
     fog = await create(uow, definition("fog", upper=cloud))
     edge = await create(uow, definition("edge", upper=fog))
     command = CreateConfiguration(payload=ConfigurationDefinition(name="c", model_ids=[cloud]))
-    [config] = await HANDLERS["CreateConfiguration"](command, uow)  # type: ignore[arg-type]
+    [config] = await ROUTER(command, uow)
     created, job = await deploy(uow, config.payload.id, distributed={"optimizer": "adam"})  # type: ignore[attr-defined]
     assert isinstance(job, TrainJob)
     assert [m.model_id for m in job.payload.models] == [edge, fog, cloud]
@@ -81,13 +89,13 @@ async def test_states_move_forward_only_and_failure_keeps_its_reason() -> None:
 
     async def move(status: str) -> None:
         change = StatusChange(result_id=result, deployment_id=deployment, status=status)  # type: ignore[arg-type]
-        await HANDLERS["TrainingStatusChanged"](TrainingStatusChanged(payload=change), uow)  # type: ignore[arg-type]
+        await ROUTER(TrainingStatusChanged(payload=change), uow)
 
     await move("training")
     await move("waiting_data")  # late, out of order: ignored
     assert uow.training.rows[result].status == "training"
     failure = Failure(result_id=result, deployment_id=deployment, error="model.fit raised ValueError")
-    await HANDLERS["TrainingFailed"](TrainingFailed(payload=failure), uow)  # type: ignore[arg-type]
+    await ROUTER(TrainingFailed(payload=failure), uow)
     await move("training")
     assert (uow.training.rows[result].status, uow.training.rows[result].error) == ("failed", failure.error)
 
@@ -97,14 +105,14 @@ async def test_stop_marks_the_whole_job_and_names_it() -> None:
     cloud = await create(uow, definition("cloud"))
     await create(uow, definition("edge", upper=cloud))
     command = CreateConfiguration(payload=ConfigurationDefinition(name="c", model_ids=[cloud]))
-    [config] = await HANDLERS["CreateConfiguration"](command, uow)  # type: ignore[arg-type]
+    [config] = await ROUTER(command, uow)
     created, job = await deploy(uow, config.payload.id)  # type: ignore[attr-defined]
     first = created.payload.results[0].id  # type: ignore[attr-defined]
     stop = StopTraining(payload=StopTrainingPayload(result_id=first))
-    [stopped] = await HANDLERS["StopTraining"](stop, uow)  # type: ignore[arg-type]
+    [stopped] = await ROUTER(stop, uow)
     assert isinstance(stopped, TrainingStopped) and stopped.payload.job_id == job.payload.job_id  # type: ignore[attr-defined]
     assert {r.status for r in uow.training.rows.values()} == {"stopped"}
-    [again] = await HANDLERS["StopTraining"](StopTraining(payload=stop.payload), uow)  # type: ignore[arg-type]
+    [again] = await ROUTER(StopTraining(payload=stop.payload), uow)
     assert isinstance(again, CommandRejected) and again.payload.status == 409
 
 
@@ -131,11 +139,11 @@ async def test_send_datasource_builds_the_upstream_control_message() -> None:
     )
     target = created.payload.id  # type: ignore[attr-defined]
     send = SendDatasource(payload=SendDatasourcePayload(datasource_id=1, deployment_id=target))
-    [sent] = await HANDLERS["SendDatasource"](send, uow)  # type: ignore[arg-type]
+    [sent] = await ROUTER(send, uow)
     assert isinstance(sent, DatasourceSent)
     assert sent.payload.control_message["topic"] == "data:0:0:10" and sent.payload.deployment_id == target
     missing = SendDatasource(payload=SendDatasourcePayload(datasource_id=1, deployment_id=12345))
-    [rejected] = await HANDLERS["SendDatasource"](missing, uow)  # type: ignore[arg-type]
+    [rejected] = await ROUTER(missing, uow)
     assert isinstance(rejected, CommandRejected) and rejected.payload.field == "deployment_id"
 
 
@@ -145,3 +153,40 @@ def test_deployment_status_summarises_results() -> None:
     assert deployment_status(["finished", "finished"]) == "finished"
     assert deployment_status(["finished", "failed"]) == "failed"
     assert deployment_status(["finished", "stopped"]) == "stopped"
+
+
+def trainer_finished(result: int, deployment: int, sha256: str = "ab" * 32) -> TrainingFinished:
+    artifact = ArtifactRef(format="keras", size=10, sha256=sha256, chunks=1)
+    outcome = TrainingOutcome(
+        result_id=result,
+        deployment_id=deployment,
+        training_time=1.0,
+        artifact=artifact,
+        samples=SampleCounts(train=8, validation=1, test=1),
+    )
+    return TrainingFinished(payload=outcome)
+
+
+async def test_a_result_is_finished_only_once_the_metrics_service_stored_it() -> None:
+    uow = FakeUnitOfWork()
+    configuration, _ = await configured(uow, definition("a"))
+    created, _job = await deploy(uow, configuration)
+    result = created.payload.results[0].id  # type: ignore[attr-defined]
+    deployment = created.payload.id  # type: ignore[attr-defined]
+    change = StatusChange(result_id=result, deployment_id=deployment, status="training")
+    await ROUTER(TrainingStatusChanged(payload=change), uow)
+
+    await ROUTER(trainer_finished(result, deployment), uow)
+    assert uow.training.rows[result].status == "training", "the trainer's word alone does not finish a result"
+    await ROUTER(ResultStored(payload=StoredResult(result_id=result, sha256="ab" * 32, size=10)), uow)
+    assert uow.training.rows[result].status == "finished"
+
+
+async def test_a_rejected_artifact_fails_the_result_with_the_reason() -> None:
+    uow = FakeUnitOfWork()
+    configuration, _ = await configured(uow, definition("a"))
+    created, _job = await deploy(uow, configuration)
+    result = created.payload.results[0].id  # type: ignore[attr-defined]
+    await ROUTER(trainer_finished(result, created.payload.id), uow)  # type: ignore[attr-defined]
+    await ROUTER(ArtifactRejected(payload=RejectedArtifact(result_id=result, error="corrupted")), uow)
+    assert (uow.training.rows[result].status, uow.training.rows[result].error) == ("failed", "corrupted")

@@ -7,9 +7,9 @@ import json
 import pytest
 
 from shared.errors import Undecodable
-from shared.events import CreateModel, ModelDefinition, decode
+from shared.events import CreateModel, ModelCreated, ModelDefinition, ValidateModel, decode
 from shared.events.schemas import SCHEMA_DIR, render
-from shared.topics import Topics, topic_of
+from shared.topics import Topics
 
 
 def test_roundtrip_keeps_type_and_ids() -> None:
@@ -49,6 +49,6 @@ def test_exported_schema_is_current() -> None:
 
 def test_messages_are_routed_by_kind() -> None:
     topics = Topics(prefix="p", control="ctl")
-    assert topic_of(topics, "command", "CreateModel") == "p.commands"
-    assert topic_of(topics, "command", "ValidateModel") == "p.validation"
-    assert topic_of(topics, "event", "ModelCreated") == "p.events"
+    assert topics.of(CreateModel) == "p.commands"
+    assert topics.of(ValidateModel) == "p.validation"
+    assert topics.of(ModelCreated) == "p.events"
