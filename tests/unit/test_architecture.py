@@ -128,9 +128,9 @@ def test_no_module_over_500_lines() -> None:
 
 
 def tracked_text_files() -> list[Path]:
-    listed = subprocess.run(
-        ["git", "ls-files", "-z"], cwd=ROOT, check=True, capture_output=True
-    ).stdout.decode().split("\0")
+    listed = (
+        subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, check=True, capture_output=True).stdout.decode().split("\0")
+    )
     files: list[Path] = []
     for name in listed:
         path = ROOT / name

@@ -117,9 +117,7 @@ def test_settings_read_by_workers_reach_them() -> None:
     lost = sorted(
         field
         for field in Settings.model_fields
-        if (files := reads.get(field))
-        and all(runs_user_code(p) for p in files)
-        and field not in WORKER_SETTINGS
+        if (files := reads.get(field)) and all(runs_user_code(p) for p in files) and field not in WORKER_SETTINGS
     )
     assert not lost, (
         f"read only by trainer/inferencer processes but not passed to them (shared/workerenv.py "

@@ -43,6 +43,7 @@ class Window:
         now = datetime.now(UTC)
         return cls(now=now, start=now - timedelta(days=1), end=now + timedelta(minutes=5))
 
+
 # The inference tables as migration 0003 creates them (created here only while it is missing).
 INFERENCE_TABLES = """
 CREATE TABLE IF NOT EXISTS inferences (
