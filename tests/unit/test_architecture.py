@@ -178,3 +178,10 @@ def test_no_build_machine_paths(tracked: dict[Path, str]) -> None:
         if BUILD_MACHINE.search(line)
     ]
     assert not found, "paths of a build machine in tracked files:\n" + "\n".join(found)
+
+
+def test_the_patterns_find_what_they_should() -> None:
+    text = "see [x](../docs/a.md#b), FOO.md and docs/contracts.md; not https://example.org/y.md"
+    assert DOCUMENT.findall(URL.sub(" ", text)) == ["../docs/a.md", "FOO.md", "docs/contracts.md"]
+    assert BUILD_MACHINE.search("built in /work/main") and BUILD_MACHINE.search("from ../shared/x")
+    assert not BUILD_MACHINE.search("COPY . /app/work/ and /data/home/")

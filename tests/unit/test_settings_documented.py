@@ -45,7 +45,7 @@ def known(name: str) -> bool:
 
 
 def test_docs_exist() -> None:
-    assert (ROOT / "docs" / "contracts.md").is_file()
+    assert (ROOT / "docs/contracts.md").is_file()
 
 
 def test_every_documented_variable_is_a_setting() -> None:
@@ -54,7 +54,7 @@ def test_every_documented_variable_is_a_setting() -> None:
 
 
 def test_every_setting_is_documented_in_the_contracts() -> None:
-    text = (ROOT / "docs" / "contracts.md").read_text(encoding="utf-8")
+    text = (ROOT / "docs/contracts.md").read_text(encoding="utf-8")
     missing = [f for f in Settings.model_fields if f"KAFKAML_{f.upper()}" not in text]
     assert not missing, f"Settings fields missing from docs/contracts.md: {missing}"
 
