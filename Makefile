@@ -34,6 +34,8 @@ test: install tools
 demo: install
 	$(PY) examples/demo.py
 
+# mypy takes its files from pyproject.toml: shared/ and services/, the control logger through
+# its link services/control_logger (mypy cannot check the hyphenated folder by name).
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy

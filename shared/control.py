@@ -1,4 +1,4 @@
-"""Upstream Kafka-ML's control message (CONTRACTS.md section 3), one per data set.
+"""Upstream Kafka-ML's control message (docs/contracts.md), one per data set.
 
 key: the deployment id, unsigned big-endian, any length (upstream sends one byte);
 value: UTF-8 JSON. Unknown fields are ignored.

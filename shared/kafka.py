@@ -1,6 +1,6 @@
 """The one Kafka producer helper and the one consumer loop.
 
-Delivery rules (ARCHITECTURE.md): an offset is committed only after the
+Delivery rules (docs/architecture.md): an offset is committed only after the
 handler's effect is durable; handlers are idempotent on the message id; a
 message no handler can accept goes to the dead-letter topic with the reason
 and the stream goes on; a transient failure (broker or database away) is

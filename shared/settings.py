@@ -1,6 +1,8 @@
 """One settings pattern for every process: environment variables with the ``KAFKAML_`` prefix.
 
-CONTRACTS.md fixes the public variables; the others are additions with safe defaults.
+The variable names are public (docs/contracts.md lists them all): rename none. Each field
+belongs to one concern below; the processes that run user code get only the Kafka ones
+(``shared.workerenv.WORKER_SETTINGS``).
 """
 
 from __future__ import annotations
@@ -15,36 +17,47 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="KAFKAML_", extra="ignore")
 
-    # --- public contract (CONTRACTS.md section 1) ---
-    home: Path = Field(default=Path(".kafkaml"), description="State folder of a local stack")
+    # --- Kafka ---------------------------------------------------------------
     bootstrap_servers: str | None = Field(default=None, description="Kafka brokers")
-    database_url: str | None = Field(default=None, description="PostgreSQL URL (owner role)")
-    api_port: int = 8000
-    api_token: str | None = None
+    # Upstream Kafka-ML's control topic: data sources announce their data sets there.
     control_topic: str = "KAFKA_ML_CONTROL_TOPIC"
-
-    # --- additions ---
-    api_host: str = "127.0.0.1"
-    # The API reads through a role that cannot write; `kafkaml up` creates it.
-    api_database_url: str | None = None
     # Prefix for every internal topic, so that stacks (and tests) can share a broker.
     topic_prefix: str = "kafkaml"
     # Idempotent producers need InitProducerId, which the embedded broker lacks.
     enable_idempotence: bool = False
     # The embedded broker holds an empty fetch for the whole wait: keep it short.
     fetch_max_wait_ms: int = 10
+
+    # --- database ------------------------------------------------------------
+    database_url: str | None = Field(default=None, description="PostgreSQL URL (owner role)")
+
+    # --- API -----------------------------------------------------------------
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    api_token: str | None = None
+    # The API reads through a role that cannot write; `kafkaml up` creates it.
+    api_database_url: str | None = None
     # How long a REST mutation waits for its outcome event before answering 202.
     command_timeout_s: float = 15.0
-    # Model validation sandbox limits.
+
+    # --- validation (the sandbox that runs a model's code before it is stored) ---
     validation_timeout_s: float = 60.0
     validation_memory_mb: int = 4096
-    # Training workloads.
+
+    # --- trainer -------------------------------------------------------------
     launcher: str = Field(default="local", description="local | kubernetes")
     trainer_memory_mb: int = 8192
     # Above this, a trainer re-reads its data from Kafka each epoch instead of keeping it decoded.
     trainer_cache_mb: int = 2048
     # How long a trainer waits for its control message before its result fails.
     data_timeout_s: float = 3600.0
+
+    # --- inferencer ----------------------------------------------------------
+    # An inference's replicas take everything else from their ServeModel spec (the jobs topic),
+    # and the Kafka settings above.
+
+    # --- stack and logging ---------------------------------------------------
+    home: Path = Field(default=Path(".kafkaml"), description="State folder of a local stack")
     log_level: str = "INFO"
 
     @property

@@ -11,6 +11,7 @@ import importlib.util
 import json
 import re
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import ModuleType
@@ -25,10 +26,23 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
 REPO = Path(__file__).resolve().parents[3]
 DASHBOARDS = sorted((REPO / "deploy/grafana/dashboards").glob("*.json"))
-NOW = datetime.now(UTC)
-TIME_FROM = NOW - timedelta(days=1)
-TIME_TO = NOW + timedelta(minutes=5)
 INTERVAL_S = 60
+
+
+@dataclass(frozen=True)
+class Window:
+    """The dashboard's time range, taken when the test runs (rows default to now() as they are written,
+    so a range fixed at import would miss them once the tests before this one ran long)."""
+
+    now: datetime
+    start: datetime
+    end: datetime
+
+    @classmethod
+    def around_now(cls) -> Window:
+        now = datetime.now(UTC)
+        return cls(now=now, start=now - timedelta(days=1), end=now + timedelta(minutes=5))
+
 
 # The inference tables as migration 0003 creates them (created here only while it is missing).
 INFERENCE_TABLES = """
@@ -75,12 +89,12 @@ def _literal(moment: datetime) -> str:
     return f"'{moment.isoformat()}'::timestamptz"
 
 
-def expand(sql: str, values: dict[str, str]) -> str:
+def expand(sql: str, values: dict[str, str], window: Window) -> str:
     """Grafana's PostgreSQL macros and template variables, expanded as its datasource does."""
 
     def time_filter(match: re.Match[str]) -> str:
         column = match.group(1).strip()
-        return f"{column} BETWEEN {_literal(TIME_FROM)} AND {_literal(TIME_TO)}"
+        return f"{column} BETWEEN {_literal(window.start)} AND {_literal(window.end)}"
 
     def time_group(match: re.Match[str], alias: bool) -> str:
         column = match.group(1).strip()
@@ -90,7 +104,7 @@ def expand(sql: str, values: dict[str, str]) -> str:
     sql = re.sub(r"\$__timeFilter\(([^)]*)\)", time_filter, sql)
     sql = re.sub(r"\$__timeGroupAlias\(([^,]*),[^)]*\)", lambda m: time_group(m, True), sql)
     sql = re.sub(r"\$__timeGroup\(([^,]*),[^)]*\)", lambda m: time_group(m, False), sql)
-    sql = sql.replace("$__timeFrom()", _literal(TIME_FROM)).replace("$__timeTo()", _literal(TIME_TO))
+    sql = sql.replace("$__timeFrom()", _literal(window.start)).replace("$__timeTo()", _literal(window.end))
     sql = sql.replace("$__interval_ms", str(INTERVAL_S * 1000)).replace("$__interval", f"{INTERVAL_S}s")
     for name, value in values.items():
         sql = sql.replace(f"${{{name}}}", value).replace(f"${name}", value)
@@ -108,7 +122,7 @@ def load_prestart() -> ModuleType:
     return module
 
 
-async def fill_required(connection: asyncpg.Connection, table: str, row: dict[str, Any]) -> None:
+async def fill_required(connection: asyncpg.Connection, table: str, row: dict[str, Any], now: datetime) -> None:
     """Inserts ``row``, giving every other required column (added by later migrations) a value."""
     columns = await connection.fetch(
         "SELECT column_name, data_type FROM information_schema.columns "
@@ -125,7 +139,7 @@ async def fill_required(connection: asyncpg.Connection, table: str, row: dict[st
         elif kind in ("double precision", "real", "numeric"):
             row[name] = 0.0
         elif kind.startswith("timestamp"):
-            row[name] = NOW
+            row[name] = now
         elif kind == "uuid":
             row[name] = uuid.uuid4()
         else:
@@ -136,7 +150,7 @@ async def fill_required(connection: asyncpg.Connection, table: str, row: dict[st
     await connection.execute(f"INSERT INTO {table} ({names}) VALUES ({marks})", *values)
 
 
-async def sample_rows(url: str) -> dict[str, str]:
+async def sample_rows(url: str, now: datetime) -> dict[str, str]:
     connection = await asyncpg.connect(plain_url(url))
     try:
         await connection.execute(INFERENCE_TABLES)
@@ -199,14 +213,14 @@ async def sample_rows(url: str) -> dict[str, str]:
             json.dumps({"train": 1200, "validation": 300, "test": 297, "bad": 0}),
             "0" * 64,
         )
-        await fill_required(connection, "inferences", {"id": 7, "result_id": results[0], "status": "running"})
-        await fill_required(connection, "inferences", {"id": 8, "result_id": results[0], "status": "failed"})
+        await fill_required(connection, "inferences", {"id": 7, "result_id": results[0], "status": "running"}, now)
+        await fill_required(connection, "inferences", {"id": 8, "result_id": results[0], "status": "failed"}, now)
         for minute in range(0, 30, 2):
             for replica, lag in (("kafkaml-infer-7-a", 10), ("kafkaml-infer-7-b", None)):
                 row = {
                     "inference_id": 7,
                     "replica": replica,
-                    "recorded_at": NOW - timedelta(minutes=minute),
+                    "recorded_at": now - timedelta(minutes=minute),
                     "window_s": 5.0,
                     "messages": 500,
                     "throughput": 100.0,
@@ -217,7 +231,7 @@ async def sample_rows(url: str) -> dict[str, str]:
                     "lag": lag,
                     "predicted": {"0": 120, "3": 300, "9": 80},
                 }
-                await fill_required(connection, "inference_stats", row)
+                await fill_required(connection, "inference_stats", row, now)
     finally:
         await connection.close()
     # Grafana formats a multi-value variable for SQL as quoted, comma-separated values.
@@ -234,20 +248,21 @@ async def test_every_dashboard_query_runs_on_postgresql_through_the_read_only_ro
         env.setenv("KAFKAML_GRAFANA_DB_USER", role)
         env.setenv("KAFKAML_GRAFANA_DB_PASSWORD", password)
         await asyncio.to_thread(prestart.migrate)  # idempotent: the schema is at head already
-    values = await sample_rows(database)
+    window = Window.around_now()
+    values = await sample_rows(database, window.now)
 
     grafana = await asyncpg.connect(url_for_role(plain_url(database), role, password))
     try:
         assert await grafana.fetchval("SHOW default_transaction_read_only") == "on"
         ran = 0
         for dashboard, variable in variables():
-            rows = await grafana.fetch(expand(variable["query"], values))
+            rows = await grafana.fetch(expand(variable["query"], values, window))
             assert rows and {"__value", "__text"} <= set(rows[0].keys()), f"{dashboard}: variable {variable['name']}"
             ran += 1
         for dashboard, title, panel in panels():
             assert panel["datasource"]["uid"] == "kafkaml-postgres", f"{dashboard}/{title}"
             for target in panel["targets"]:
-                sql = expand(target["rawSql"], values)
+                sql = expand(target["rawSql"], values, window)
                 try:
                     rows = await grafana.fetch(sql)
                 except asyncpg.PostgresError as exc:
