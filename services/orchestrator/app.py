@@ -10,8 +10,9 @@ from __future__ import annotations
 import json
 import logging
 
-from services.orchestrator.handlers import ROUTER
+from services.orchestrator.handlers import make_router
 from services.orchestrator.launchers import Launcher, make_launcher
+from services.orchestrator.training import JobDefaults
 from shared.artifacts import chunk_artifact
 from shared.control import key_for_deployment
 from shared.db.uow import SqlUnitOfWork
@@ -48,6 +49,7 @@ class Orchestrator(Service):
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings)
         self.launcher: Launcher = make_launcher(settings, self.report_failure)
+        self.router = make_router(JobDefaults.of(settings))
 
     def inbox(self) -> list[str]:
         return [self.topics.commands, self.topics.events]
@@ -58,9 +60,9 @@ class Orchestrator(Service):
 
     async def process(self, received: Received) -> None:
         message = decode(received.value)
-        if not ROUTER.handles(message):
+        if not self.router.handles(message):
             return  # another service's event
-        outgoing = await handle_once(message, ROUTER, uow=SqlUnitOfWork(self.sessions), consumer=self.name)
+        outgoing = await handle_once(message, self.router, uow=SqlUnitOfWork(self.sessions), consumer=self.name)
         await self.publish(outgoing)
         for answer in outgoing:
             await self.after_commit(answer)

@@ -7,6 +7,8 @@ command by raising ``Rejected``. Classes not listed are other services' business
 
 from __future__ import annotations
 
+from functools import partial
+
 from services.orchestrator import catalog, inference, training
 from shared.db.uow import UnitOfWork
 from shared.events import (
@@ -31,28 +33,32 @@ from shared.events import (
 )
 from shared.routing import Router
 
-ROUTER: Router[UnitOfWork] = Router()
 
-# Catalog
-ROUTER.command(CreateModel, catalog.create_model)
-ROUTER.command(DeleteModel, catalog.delete_model)
-ROUTER.command(CreateConfiguration, catalog.create_configuration)
-ROUTER.command(DeleteConfiguration, catalog.delete_configuration)
-ROUTER.event(ModelValidated, catalog.model_validated)
-ROUTER.event(ModelValidationFailed, catalog.model_validation_failed)
+def make_router(jobs: training.JobDefaults | None = None) -> Router[UnitOfWork]:
+    """The orchestrator's routing table; ``jobs``: what job specs take from the settings."""
+    router: Router[UnitOfWork] = Router()
 
-# Training
-ROUTER.command(DeployTraining, training.deploy_training)
-ROUTER.command(StopTraining, training.stop_training)
-ROUTER.command(SendDatasource, training.send_datasource)
-ROUTER.event(TrainingStatusChanged, training.training_status_changed)
-ROUTER.event(TrainingFinished, training.training_finished)
-ROUTER.event(ResultStored, training.result_stored)
-ROUTER.event(ArtifactRejected, training.artifact_rejected)
-ROUTER.event(TrainingFailed, training.training_failed)
+    # Catalog
+    router.command(CreateModel, catalog.create_model)
+    router.command(DeleteModel, catalog.delete_model)
+    router.command(CreateConfiguration, catalog.create_configuration)
+    router.command(DeleteConfiguration, catalog.delete_configuration)
+    router.event(ModelValidated, catalog.model_validated)
+    router.event(ModelValidationFailed, catalog.model_validation_failed)
 
-# Inference
-ROUTER.command(DeployInference, inference.deploy_inference)
-ROUTER.command(StopInference, inference.stop_inference)
-ROUTER.command(DeleteInference, inference.delete_inference)
-ROUTER.event(InferenceStatusChanged, inference.inference_status_changed)
+    # Training
+    router.command(DeployTraining, partial(training.deploy_training, defaults=jobs or training.JobDefaults()))
+    router.command(StopTraining, training.stop_training)
+    router.command(SendDatasource, training.send_datasource)
+    router.event(TrainingStatusChanged, training.training_status_changed)
+    router.event(TrainingFinished, training.training_finished)
+    router.event(ResultStored, training.result_stored)
+    router.event(ArtifactRejected, training.artifact_rejected)
+    router.event(TrainingFailed, training.training_failed)
+
+    # Inference
+    router.command(DeployInference, inference.deploy_inference)
+    router.command(StopInference, inference.stop_inference)
+    router.command(DeleteInference, inference.delete_inference)
+    router.event(InferenceStatusChanged, inference.inference_status_changed)
+    return router

@@ -124,7 +124,7 @@ async def deploy_inference(command: DeployInference, uow: UnitOfWork) -> list[En
         artifact_format=artifact_format,  # type: ignore[arg-type]  # written by the trainer's events
         input_topic=params.input_topic,
         output_topic=params.output_topic,
-        input_format=input_format,  # type: ignore[arg-type]  # one of the literals, checked above
+        input_format=input_format,
         input_config=input_config,
         upper_topic=params.upper_topic,
         limit=params.limit,

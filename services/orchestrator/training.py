@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 
 from shared.control import ControlMessage
 from shared.db.tables import Deployment, Model, TrainingJob, TrainingResult
@@ -29,6 +30,20 @@ from shared.events.training import (
     TrainJob,
 )
 from shared.frameworks import check_training_params
+from shared.settings import Settings
+
+
+@dataclass(frozen=True)
+class JobDefaults:
+    """What every training job spec takes from the orchestrator's settings."""
+
+    data_timeout_s: float = 3600.0
+    cache_mb: int = 2048
+
+    @classmethod
+    def of(cls, settings: Settings) -> JobDefaults:
+        return cls(data_timeout_s=settings.data_timeout_s, cache_mb=settings.trainer_cache_mb)
+
 
 # Forward moves only: a late "training" never undoes "finished".
 ORDER = {"created": 0, "waiting_data": 1, "training": 2, "finished": 3, "failed": 3, "stopped": 3}
@@ -41,7 +56,7 @@ def chains(models: list[Model]) -> list[list[Model]]:
     below: dict[int, list[Model]] = {}
     for model in models:
         if model.upper_model_id in ids:
-            below.setdefault(model.upper_model_id, []).append(model)  # type: ignore[arg-type]
+            below.setdefault(model.upper_model_id, []).append(model)
     jobs = []
     for top in (m for m in models if m.upper_model_id not in ids):
         chain, pending = [], [top]
@@ -53,7 +68,9 @@ def chains(models: list[Model]) -> list[list[Model]]:
     return jobs
 
 
-async def deploy_training(command: DeployTraining, uow: UnitOfWork) -> list[Envelope]:
+async def deploy_training(
+    command: DeployTraining, uow: UnitOfWork, *, defaults: JobDefaults = JobDefaults()
+) -> list[Envelope]:
     """Records the deployment and one result per model; asks for one trainer per job."""
     params = command.payload
     if await uow.deployments.by_command(command.event_id) is not None:
@@ -123,6 +140,8 @@ async def deploy_training(command: DeployTraining, uow: UnitOfWork) -> list[Enve
             confusion_matrix=params.confusion_matrix,
             gpus=params.gpus,
             distributed=params.distributed if len(chain) > 1 else None,
+            data_timeout_s=defaults.data_timeout_s,
+            cache_mb=defaults.cache_mb,
         )
         job.spec = spec.model_dump(mode="json")
         answers.append(command.reply(TrainJob(payload=spec)))

@@ -129,8 +129,10 @@ class JobSpec(Payload):
     confusion_matrix: bool
     gpus: int = 0
     distributed: DistributedParams | None = None
-    # How long the trainer waits for its control message before failing.
+    # How long the trainer waits for its control message before failing (KAFKAML_DATA_TIMEOUT_S).
     data_timeout_s: float = 3600.0
+    # Above this, the trainer re-reads its data from Kafka each epoch (KAFKAML_TRAINER_CACHE_MB).
+    cache_mb: int = Field(default=2048, ge=0)
 
     def partition_key(self) -> str:
         return self.job_id

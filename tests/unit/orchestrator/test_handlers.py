@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from services.orchestrator.catalog import expand_chains
-from services.orchestrator.handlers import ROUTER
+from services.orchestrator.handlers import make_router
 from shared.events import (
     CommandRejected,
     ConfigurationCreated,
@@ -23,6 +23,8 @@ from shared.events.catalog import DeleteModelPayload
 from shared.events.validation import ValidationError, ValidationPassed
 from shared.handling import handle_once
 from tests.unit.fakes import FakeUnitOfWork
+
+ROUTER = make_router()
 
 SUMMARY = ModelSummary(
     layers=[], parameters=10, trainable_parameters=10, input_shapes=[[None, 2]], output_shapes=[[None, 1]]
@@ -74,9 +76,7 @@ async def test_upper_model_must_exist_and_share_the_framework() -> None:
     [missing] = await ROUTER(CreateModel(payload=definition(upper=42)), uow)
     assert isinstance(missing, CommandRejected) and missing.payload.field == "upper_model_id"
     cloud = await create(uow, definition("cloud"))
-    [mixed] = await ROUTER(
-        CreateModel(payload=definition("edge", upper=cloud, framework="pytorch")), uow
-    )
+    [mixed] = await ROUTER(CreateModel(payload=definition("edge", upper=cloud, framework="pytorch")), uow)
     assert isinstance(mixed, CommandRejected) and "framework" in mixed.payload.detail
 
 

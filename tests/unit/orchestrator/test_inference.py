@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from services.orchestrator.handlers import ROUTER
+from services.orchestrator.handlers import make_router
 from shared.db.tables import Artifact
 from shared.events import CommandRejected
 from shared.events.inference import (
@@ -23,6 +23,8 @@ from shared.events.inference import (
 from tests.unit.fakes import FakeUnitOfWork
 from tests.unit.orchestrator.test_handlers import definition
 from tests.unit.orchestrator.test_training import configured, deploy
+
+ROUTER = make_router()
 
 DATASOURCE = {
     "control_topic": "ctl", "partition": 0, "offset": 0, "deployment_id": 1, "topic": "d:0:0:10",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from services.orchestrator.handlers import ROUTER
+from services.orchestrator.handlers import make_router
 from shared.db.tables import Datasource
 from shared.events import CommandRejected, ConfigurationDefinition, CreateConfiguration, ModelDefinition
 from shared.events.datasources import DatasourceSent, SendDatasource, SendDatasourcePayload
@@ -30,6 +30,8 @@ from shared.events.training import (
 )
 from tests.unit.fakes import FakeUnitOfWork
 from tests.unit.orchestrator.test_handlers import create, definition
+
+ROUTER = make_router()
 
 
 async def configured(uow: FakeUnitOfWork, *defs: ModelDefinition) -> tuple[int, list[int]]:
