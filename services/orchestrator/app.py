@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import json
 import logging
+from typing import Any, TypeVar
+
+from pydantic import ValidationError
 
 from services.orchestrator.handlers import make_router
 from services.orchestrator.launchers import Launcher, make_launcher
@@ -94,8 +97,8 @@ class Orchestrator(Service):
     async def reconcile(self) -> None:
         """After a restart: what the database says is in flight runs, and nothing else."""
         async with SqlUnitOfWork(self.sessions) as uow:
-            jobs = {str(job.id): JobSpec.model_validate(job.spec) for job in await uow.training.active_jobs()}
-            serves = {str(i.job_id): ServeSpec.model_validate(i.spec) for i in await uow.inferences.active()}
+            jobs = stored_specs(JobSpec, {str(job.id): job.spec for job in await uow.training.active_jobs()})
+            serves = stored_specs(ServeSpec, {str(i.job_id): i.spec for i in await uow.inferences.active()})
         missing = await self.launcher.reconcile([*jobs, *serves])
         for job_id in sorted(missing):
             # The spec goes out again too: an embedded broker forgets its topics on restart.
@@ -135,3 +138,18 @@ class Orchestrator(Service):
             topics.append(TopicSpec(spec.upper_topic, partitions=1))
         await create_topics(self.settings, topics, grow=True)
         await self.launcher.launch_inference(spec)
+
+
+S = TypeVar("S", JobSpec, ServeSpec)
+
+
+def stored_specs(kind: type[S], rows: dict[str, dict[str, Any]]) -> dict[str, S]:
+    """The specs of in-flight jobs; one that no longer reads (written by another version) is
+    logged and left alone rather than stopping the orchestrator."""
+    specs: dict[str, S] = {}
+    for job_id, spec in rows.items():
+        try:
+            specs[job_id] = kind.model_validate(spec)
+        except ValidationError as exc:
+            log.error("reconcile: job %s has an unreadable %s, not relaunched: %s", job_id, kind.__name__, exc)
+    return specs
