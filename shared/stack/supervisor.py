@@ -29,6 +29,9 @@ from typing import IO
 
 import psutil
 
+# Re-exported: restarts use the one back-off of shared.process.
+from shared.process import Backoff as Backoff
+
 log = logging.getLogger(__name__)
 
 _PR_SET_PDEATHSIG = 1
@@ -135,20 +138,9 @@ def kill_tree(pid: int, *, timeout: float = 10.0) -> None:
     log.error("processes %s survived SIGKILL", [p for p in procs if is_alive(p)])
 
 
-@dataclass(frozen=True)
-class Backoff:
-    """Delays between restarts: ``initial`` doubling up to ``maximum``.
-
-    A child that stayed up ``reset_after`` seconds is healthy again: its next
-    crash restarts it after ``initial`` once more.
-    """
-
-    initial: float = 1.0
-    maximum: float = 30.0
-    reset_after: float = 60.0
-
-    def following(self, delay: float) -> float:
-        return min(delay * 2, self.maximum)
+# A crashed service restarts after 1 s, then 2, 4, ... up to 30 s; one that stayed up a
+# minute is healthy again and starts from 1 s.
+RESTART_BACKOFF = Backoff(initial=1.0)
 
 
 @dataclass(frozen=True)
@@ -190,7 +182,7 @@ class Supervisor:
         stop_timeout: float = 10.0,
         on_change: Callable[[dict[str, int | None]], None] | None = None,
     ) -> None:
-        self.backoff = backoff or Backoff()
+        self.backoff = backoff or RESTART_BACKOFF
         self.stop_timeout = stop_timeout
         self.on_change = on_change
         self._children: dict[str, _Child] = {}
