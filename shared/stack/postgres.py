@@ -35,7 +35,7 @@ from types import ModuleType
 
 import psutil
 
-from shared.stack.supervisor import is_alive, tail
+from shared.stack.processes import is_alive, tail
 
 log = logging.getLogger(__name__)
 

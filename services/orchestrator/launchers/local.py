@@ -33,7 +33,7 @@ from shared.events.inference import ServeSpec
 from shared.events.training import JobSpec
 from shared.process import Backoff
 from shared.settings import Settings
-from shared.stack.supervisor import parent_death_hook
+from shared.stack.processes import parent_death_hook
 from shared.workerenv import worker_environment
 
 log = logging.getLogger("kafkaml.launcher")

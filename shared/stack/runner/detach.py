@@ -10,10 +10,10 @@ import time
 from pathlib import Path
 
 from shared.settings import Settings
+from shared.stack.processes import kill_tree, tail
 from shared.stack.runner.common import Echo, display_path, echo_line, health_sync, resolve_home
 from shared.stack.runner.services import ENV_PREFIX, with_project_root
 from shared.stack.stackfile import StackFile, StackFileError, holder_pid, logs_dir, read_stack, stack_path
-from shared.stack.supervisor import kill_tree, tail
 
 _LOG_RECORD = re.compile(r"^\d{4}-\d{2}-\d{2}[ T]\d")
 

@@ -12,9 +12,9 @@ import psutil
 
 from shared.settings import Settings
 from shared.stack.postgres import stop_postgres
+from shared.stack.processes import group_members, is_alive, kill_tree
 from shared.stack.runner.common import Echo, cmdline_has, display_path, echo_line, resolve_home
 from shared.stack.stackfile import StackFile, StackFileError, holder_pid, read_stack, remove_stack
-from shared.stack.supervisor import group_members, is_alive, kill_tree
 
 
 def down(settings: Settings, *, timeout: float = 90.0, echo: Echo = echo_line) -> int:

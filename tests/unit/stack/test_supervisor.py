@@ -13,9 +13,10 @@ from pathlib import Path
 import pytest
 
 from shared.settings import Settings
+from shared.stack.processes import is_alive
 from shared.stack.runner import SERVICES, ServiceDef, is_secret_setting, service_env
 from shared.stack.stackfile import StackFile, StackLockedError, UpLock, holder_pid, read_stack, write_stack
-from shared.stack.supervisor import Backoff, ChildSpec, Supervisor, is_alive
+from shared.stack.supervisor import Backoff, ChildSpec, Supervisor
 
 pytestmark = pytest.mark.timeout(60)
 
