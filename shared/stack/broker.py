@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
-from shared.stack.supervisor import open_log, parent_death_hook, signal_group, tail
+from shared.stack.processes import open_log, parent_death_hook, signal_group, tail
 
 log = logging.getLogger(__name__)
 

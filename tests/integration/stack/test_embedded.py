@@ -30,9 +30,9 @@ from shared.settings import Settings
 from shared.stack import start_broker, start_postgres, stop_postgres
 from shared.stack.broker import free_port, wait_for_port_release
 from shared.stack.postgres import postgres_pid
+from shared.stack.processes import is_alive
 from shared.stack.runner import down, run_up, status
 from shared.stack.stackfile import StackLockedError, read_stack
-from shared.stack.supervisor import is_alive
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 

@@ -42,7 +42,12 @@ def test_hadolint_passes(dockerfile: str) -> None:
 def stages() -> dict[str, str]:
     text = DOCKERFILE.read_text()
     parts = re.split(r"^FROM ", text, flags=re.M)[1:]
-    return {re.match(r"\S+ AS (\S+)", part).group(1): part for part in parts}  # type: ignore[union-attr]
+    named: dict[str, str] = {}
+    for part in parts:
+        match = re.match(r"\S+ AS (\S+)", part)
+        assert match is not None, f"a stage without a name: FROM {part.splitlines()[0]}"
+        named[match.group(1)] = part
+    return named
 
 
 def test_one_image_per_role_cpu_and_gpu_for_trainers_and_inferencers() -> None:

@@ -1,0 +1,248 @@
+"""The manifests the launcher sends: a Job per training, a Deployment per inference.
+
+Pure functions of the spec and the settings, so that tests validate exactly what is sent.
+
+- A training is a ``batch/v1`` Job running ``python -m services.trainer --job-id ID`` once
+  (no restart, a backoff limit, a deadline, a TTL, GPUs as ``nvidia.com/gpu``).
+- An inference is an ``apps/v1`` Deployment of ``replicas`` pods in one consumer group; a
+  replica is alive while it touches ``$KAFKAML_ALIVE_FILE`` (after each batch and idle poll),
+  which an exec probe checks.
+- Worker pods get the workers' environment (``shared.workerenv``) and their job id, no
+  Kubernetes token, and run non-root with a read-only root file system, every capability
+  dropped and the runtime's seccomp profile (the ``restricted`` Pod Security Standard).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from services.orchestrator.launchers.kubernetes.labels import (
+    COMPONENT,
+    DEPLOYMENT_ID,
+    INFERENCE_ID,
+    INFERENCER,
+    INSTANCE,
+    JOB_ID,
+    KAFKA_ONLY,
+    NETWORK,
+    RESULT_ID,
+    RESULT_IDS,
+    SPEC,
+    TRAINER,
+    Manifest,
+    inference_name,
+    spec_annotation,
+    training_name,
+    workload_labels,
+)
+from services.orchestrator.launchers.kubernetes.settings import KubernetesSettings
+from shared.events.inference import ServeSpec
+from shared.events.training import JobSpec
+from shared.settings import Settings
+from shared.workerenv import worker_environment
+
+# --- pod template pieces ------------------------------------------------------------------------
+
+
+def _env(settings: Settings, k8s: KubernetesSettings, job_id: str) -> list[dict[str, Any]]:
+    values = worker_environment(settings, base={})
+    values.update(
+        KAFKAML_JOB_ID=job_id,
+        HOME="/tmp",
+        MPLCONFIGDIR="/tmp/matplotlib",
+        KERAS_HOME="/tmp/keras",
+        TF_CPP_MIN_LOG_LEVEL="2",
+    )
+    return [{"name": key, "value": values[key]} for key in sorted(values)]
+
+
+def _security_context() -> Manifest:
+    return {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "runAsNonRoot": True,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def _image(framework: str, gpus: int, k8s: KubernetesSettings) -> str:
+    if framework == "pytorch":
+        return k8s.gpu_image_pytorch if gpus else k8s.image_pytorch
+    return k8s.gpu_image_tensorflow if gpus else k8s.image_tensorflow
+
+
+def _resources(cpu: tuple[str, str], memory: tuple[str, str], gpus: int, k8s: KubernetesSettings) -> Manifest:
+    requests: dict[str, str] = {"cpu": cpu[0], "memory": memory[0]}
+    limits: dict[str, str] = {"cpu": cpu[1], "memory": memory[1]}
+    if gpus:
+        # Extended resources: the request is the limit.
+        requests[k8s.gpu_resource] = str(gpus)
+        limits[k8s.gpu_resource] = str(gpus)
+    return {"requests": requests, "limits": limits}
+
+
+def _pod_spec(
+    container: Manifest, *, gpus: int, k8s: KubernetesSettings, restart_policy: str, grace_s: int
+) -> Manifest:
+    pod: Manifest = {
+        "serviceAccountName": k8s.service_account,
+        # No Kubernetes token in a pod that runs users' code.
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "restartPolicy": restart_policy,
+        "terminationGracePeriodSeconds": grace_s,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": k8s.run_as_user,
+            "runAsGroup": k8s.run_as_user,
+            "fsGroup": k8s.run_as_user,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "containers": [container],
+        "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": k8s.tmp_size_limit}}],
+    }
+    if k8s.image_pull_secret:
+        pod["imagePullSecrets"] = [{"name": k8s.image_pull_secret}]
+    if k8s.priority_class:
+        pod["priorityClassName"] = k8s.priority_class
+    if gpus:
+        if k8s.gpu_runtime_class:
+            pod["runtimeClassName"] = k8s.gpu_runtime_class
+        if k8s.gpu_node_selector:
+            pod["nodeSelector"] = dict(k8s.gpu_node_selector)
+        pod["tolerations"] = [{"key": k8s.gpu_resource, "operator": "Exists", "effect": "NoSchedule"}]
+    return pod
+
+
+def _container(name: str, image: str, args: list[str], env: list[dict[str, Any]], k8s: KubernetesSettings) -> Manifest:
+    return {
+        "name": name,
+        "image": image,
+        "imagePullPolicy": k8s.image_pull_policy,
+        "command": ["python", "-m", f"services.{name}"],
+        "args": args,
+        "env": env,
+        "securityContext": _security_context(),
+        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+        # A crash's last log lines become the termination message, and so part of the failure reason.
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
+
+
+def alive_probe_command(k8s: KubernetesSettings) -> list[str]:
+    """Exits 0 while the alive file was touched within ``alive_max_age_s`` (a Python one-liner)."""
+    code = (
+        "import os,sys,time;"
+        f"p=os.environ.get('KAFKAML_ALIVE_FILE','{k8s.alive_file}');"
+        f"sys.exit(0 if time.time()-os.stat(p).st_mtime<{k8s.alive_max_age_s} else 1)"
+    )
+    return ["python", "-c", code]
+
+
+# --- manifests ----------------------------------------------------------------------------------
+
+
+def training_job_manifest(spec: JobSpec, settings: Settings, k8s: KubernetesSettings | None = None) -> Manifest:
+    """The Job that runs ``spec``'s trainer."""
+    k8s = k8s or KubernetesSettings()
+    single = spec.models[0].result_id if len(spec.models) == 1 else None
+    labels = workload_labels(settings, TRAINER, spec.job_id, **{DEPLOYMENT_ID: spec.deployment_id, RESULT_ID: single})
+    annotations = {
+        JOB_ID: spec.job_id,
+        RESULT_IDS: ",".join(str(m.result_id) for m in spec.models),
+        SPEC: spec_annotation(spec),
+    }
+    memory_limit = k8s.trainer_memory_limit or f"{settings.trainer_memory_mb}Mi"
+    container = _container(
+        TRAINER,
+        _image(spec.framework, spec.gpus, k8s),
+        ["--job-id", spec.job_id],
+        _env(settings, k8s, spec.job_id),
+        k8s,
+    )
+    container["resources"] = _resources(
+        (k8s.trainer_cpu_request, k8s.trainer_cpu_limit), (k8s.trainer_memory_request, memory_limit), spec.gpus, k8s
+    )
+    rules: list[Manifest] = []
+    if k8s.retry_disrupted_pods:
+        rules.append({"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]})
+    # Exit 1 (outcome not publishable) and 2 (no such job spec) are the trainer's own verdicts: no retry.
+    rules.append({"action": "FailJob", "onExitCodes": {"containerName": TRAINER, "operator": "In", "values": [1, 2]}})
+    metadata: Manifest = {"name": training_name(spec.job_id), "labels": labels, "annotations": annotations}
+    if k8s.namespace:
+        metadata["namespace"] = k8s.namespace
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": metadata,
+        "spec": {
+            "backoffLimit": k8s.backoff_limit,
+            "activeDeadlineSeconds": k8s.trainer_deadline_s,
+            "ttlSecondsAfterFinished": k8s.ttl_after_finished_s,
+            "podFailurePolicy": {"rules": rules},
+            "template": {
+                "metadata": {"labels": {**labels, NETWORK: KAFKA_ONLY}, "annotations": {JOB_ID: spec.job_id}},
+                "spec": _pod_spec(container, gpus=spec.gpus, k8s=k8s, restart_policy="Never", grace_s=30),
+            },
+        },
+    }
+
+
+def inference_deployment_manifest(
+    spec: ServeSpec, settings: Settings, k8s: KubernetesSettings | None = None
+) -> Manifest:
+    """The Deployment that serves ``spec`` with ``spec.replicas`` pods in one consumer group."""
+    k8s = k8s or KubernetesSettings()
+    labels = workload_labels(
+        settings, INFERENCER, spec.job_id, **{INFERENCE_ID: spec.inference_id, RESULT_ID: spec.result_id}
+    )
+    env = _env(settings, k8s, spec.job_id)
+    env.append({"name": "KAFKAML_ALIVE_FILE", "value": k8s.alive_file})
+    # The replica's name is its pod's name (a Deployment's pods have no index).
+    env.append({"name": "KAFKAML_REPLICA", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}})
+    container = _container(
+        INFERENCER,
+        _image(spec.framework, spec.gpus, k8s),
+        ["--job-id", spec.job_id, "--replica", "$(KAFKAML_REPLICA)"],
+        env,
+        k8s,
+    )
+    container["resources"] = _resources(
+        (k8s.inferencer_cpu_request, k8s.inferencer_cpu_limit),
+        (k8s.inferencer_memory_request, k8s.inferencer_memory_limit),
+        spec.gpus,
+        k8s,
+    )
+    probe = {"exec": {"command": alive_probe_command(k8s)}, "timeoutSeconds": 5}
+    period = 10
+    container["startupProbe"] = {
+        **probe,
+        "periodSeconds": period,
+        "failureThreshold": max(1, k8s.startup_timeout_s // period),
+    }
+    container["livenessProbe"] = {**probe, "periodSeconds": 20, "failureThreshold": 3}
+    selector_labels = {COMPONENT: INFERENCER, INSTANCE: labels[INSTANCE], JOB_ID: labels[JOB_ID]}
+    metadata: Manifest = {
+        "name": inference_name(spec.job_id),
+        "labels": labels,
+        "annotations": {JOB_ID: spec.job_id, SPEC: spec_annotation(spec)},
+    }
+    if k8s.namespace:
+        metadata["namespace"] = k8s.namespace
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": metadata,
+        "spec": {
+            "replicas": spec.replicas,
+            "selector": {"matchLabels": selector_labels},
+            "progressDeadlineSeconds": k8s.progress_deadline_s,
+            "revisionHistoryLimit": 1,
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}},
+            "template": {
+                "metadata": {"labels": {**labels, NETWORK: KAFKA_ONLY}, "annotations": {JOB_ID: spec.job_id}},
+                "spec": _pod_spec(container, gpus=spec.gpus, k8s=k8s, restart_policy="Always", grace_s=30),
+            },
+        },
+    }
