@@ -41,8 +41,6 @@ from typing import Any, Final
 
 import numpy as np
 
-from services.trainer.model_code import ModelCodeError, build_model
-from services.trainer.publishing import failure_message
 from shared.artifacts import chunk_bytes, sha256_of
 from shared.errors import Undecodable
 from shared.events import decode
@@ -52,6 +50,7 @@ from shared.events.training import ArtifactChunk
 from shared.kafka import make_consumer
 from shared.settings import Settings
 from shared.topics import topics_for
+from shared.usercode import ModelCodeError, build_model, failure_message
 
 __all__ = [
     "ARTIFACT_TIMEOUT_S",

@@ -23,10 +23,10 @@ from typing import Any, Final
 import numpy as np
 
 from services.trainer.data import Part, TrainingData
-from services.trainer.model_code import ModelCodeError, build_model
-from services.trainer.publishing import JobFailure, ModelResult, confusion_matrix, failure_message, split_epoch_logs
+from services.trainer.publishing import JobFailure, ModelResult, confusion_matrix, split_epoch_logs
 from shared.events.catalog import ModelDefinition
 from shared.events.training import JobSpec
+from shared.usercode import ModelCodeError, build_model, failure_message
 
 __all__ = ["EpochReport", "configure_torch", "train_torch"]
 
