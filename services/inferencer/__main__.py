@@ -21,7 +21,8 @@ import signal
 import socket
 import sys
 
-from services.inferencer.worker import SpecNotFound, run_inference
+from services.inferencer.replica import run_inference
+from services.inferencer.spec import SpecNotFound
 from shared.process import on_stop_signals, setup_logging
 from shared.settings import get_settings
 

@@ -252,7 +252,7 @@ async def pass_through_loop(
 
 
 async def send_batched(aio: Any, sink: str, batches: dict[Any, list[Any]]) -> list[Any]:
-    """One record batch per partition (more when one fills up), as the inferencer's ``_send``."""
+    """One record batch per partition (more when one fills up), as the inferencer's ``Router.send``."""
     futures = []
     for tp, records in batches.items():
         builder = aio.create_batch()
