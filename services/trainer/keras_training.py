@@ -210,11 +210,10 @@ class _Run:
 def _epoch_callback(report: Callable[[int, Mapping[str, Any]], None]) -> Any:
     import keras
 
-    class EpochCallback(keras.callbacks.Callback):  # type: ignore[misc]
-        def on_epoch_end(self, epoch: int, logs: Mapping[str, Any] | None = None) -> None:
-            report(epoch + 1, logs or {})
+    def on_epoch_end(epoch: int, logs: Mapping[str, Any] | None = None) -> None:
+        report(epoch + 1, logs or {})
 
-    return EpochCallback()
+    return keras.callbacks.LambdaCallback(on_epoch_end=on_epoch_end)
 
 
 def _export(model: Any) -> bytes:

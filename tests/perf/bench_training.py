@@ -203,13 +203,12 @@ def baseline(
     model = build()
     ends: list[float] = []
 
-    class EpochEnds(keras.callbacks.Callback):  # type: ignore[misc]
-        def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
-            ends.append(time.perf_counter() - started)
+    def on_epoch_end(epoch: int, logs: Any = None) -> None:
+        ends.append(time.perf_counter() - started)
 
     cpu = time.process_time()
     started = time.perf_counter()
-    model.fit(x_train, y_train, callbacks=[EpochEnds()], **fit)
+    model.fit(x_train, y_train, callbacks=[keras.callbacks.LambdaCallback(on_epoch_end=on_epoch_end)], **fit)
     return Measure(time.perf_counter() - started, time.process_time() - cpu, ends), model
 
 
