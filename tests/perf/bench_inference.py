@@ -15,8 +15,9 @@ Dense 10) on 8x8 RAW uint8 digits:
 2. **pass-through** (the ceiling for any Python inferencer here): consume a
    batch, produce one output per input, wait for the acknowledgements,
    commit. No decoding, no model. Timed the same way, from its outputs. Two
-   of them: one ``send`` (and future) per output, the plain way, and the outputs appended to one record batch per partition, as our
-   inferencer sends them (cheaper per message: ours can beat the first).
+   of them: one ``send`` (and future) per output, the plain way, and the
+   outputs appended to one record batch per partition, as our inferencer
+   sends them (cheaper per message: ours can beat the first).
 3. **upstream's loop**: one ``model.predict`` per message, a flush and a
    commit every 16 messages (upstream's ``MAX_MESSAGES_TO_COMMIT``), on
    ``--upstream-messages`` inputs.
