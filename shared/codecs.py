@@ -1,39 +1,16 @@
-"""Batch decoding of samples in upstream Kafka-ML's wire formats (CONTRACTS.md section 3).
+"""Batch decoding of samples in upstream Kafka-ML's wire formats (RAW, AVRO, JSON: docs/contracts.md).
 
-Used by the trainer (values and keys: samples and labels) and by the
-inferencer (values only: ``keys=None``)::
+One decoder serves the trainer (values and keys: samples and labels) and the
+inferencer (values only, ``keys=None``)::
 
     decoder = decoder_for("RAW", {"data_type": "uint8", "data_reshape": "8 8", "label_type": "uint8"})
     decoded = decoder.decode(values, keys)   # Decoded(x, y, bad)
 
-**RAW**: a value is one sample's bytes in C order, a key the label's bytes.
-The good values of a batch are joined into one buffer and viewed with
-``np.frombuffer`` (one copy, no per-sample Python work).
-
-**AVRO**: a value is the schemaless Avro binary of the data record, a key that
-of the label record. A data record becomes a float32 vector of its fields in
-schema order (arrays and nested records flattened); a label record becomes its
-fields (booleans as 0/1) as int64 when every field is boolean or integral,
-float32 otherwise, and a scalar when the record has a single scalar field.
-
-**JSON** (values to predict only; not a training format upstream): a value is
-UTF-8 JSON: a list of numbers (nested lists allowed, they must be
-rectangular), ``{"values": [...]}``, or any other object whose numeric fields,
-in document order, form the vector (nested lists and objects flattened,
-booleans as 0/1). ``input_config`` is optional: ``data_reshape`` (the shape of
-one sample, as for RAW: the values are reshaped to it and must have that many
-numbers) and ``data_type`` (a numpy name, default float32). Without a shape,
-the first good sample's shape is the stream's, as for Avro's width. A key, if
-given, is a label in the same JSON forms.
-
-**Bad samples policy**: a sample that cannot be decoded (a RAW value or key of
-the wrong size, a missing value or key, Avro bytes that do not parse against
-the schema or leave bytes over, a data record of another width than the
-first one) is *skipped and counted*, never fatal to the batch:
-``Decoded.bad`` lists ``(index within the batch, reason)``. What to do with
-the count is the caller's decision; the trainer reports it in
-``SampleCounts.bad`` and fails a training whose bad samples exceed 10% of the
-announced ones (:data:`MAX_BAD_FRACTION`, :func:`too_many_bad`).
+A batch is decoded at once (RAW: one buffer viewed with ``np.frombuffer``, no
+per-sample Python work). A sample that cannot be decoded is *skipped and
+counted*, never fatal to the batch: ``Decoded.bad`` lists ``(index within the
+batch, reason)``, and the caller decides what the count means (the trainer
+fails beyond :data:`MAX_BAD_FRACTION`, :func:`too_many_bad`).
 """
 
 from __future__ import annotations
@@ -141,6 +118,8 @@ def each_record(
 
 
 class RawDecoder(Decoder):
+    """A value is one sample's bytes in C order, a key the label's bytes."""
+
     input_format = "RAW"
 
     def __init__(self, config: RawConfig) -> None:
@@ -190,9 +169,11 @@ class RawDecoder(Decoder):
             if reason is not None:
                 bad.append((index, reason))
                 continue
-            good_values.append(value)  # type: ignore[arg-type]  # checked above
+            # The checks answered "no value" / "no label" for None: both are bytes here, and
+            # ``or b""`` only tells the type checker so (an empty value is b"" either way).
+            good_values.append(value or b"")
             if keys is not None:
-                good_keys.append(key)  # type: ignore[arg-type]
+                good_keys.append(key or b"")
         count = len(good_values)
         x = np.frombuffer(b"".join(good_values), dtype=self.dtype).reshape(count, *self.shape)
         y = None
@@ -253,6 +234,14 @@ def _flatten(value: Any, name: str, out: list[float]) -> None:
 
 
 class AvroDecoder(Decoder):
+    """A value is the schemaless Avro binary of the data record, a key that of the label record.
+
+    A data record becomes a float32 vector of its fields in schema order (arrays
+    and nested records flattened); a label record becomes its fields (booleans
+    as 0/1) as int64 when every field is boolean or integral, float32
+    otherwise, and a scalar when the record has a single scalar field.
+    """
+
     input_format = "AVRO"
 
     def __init__(self, config: AvroConfig) -> None:
@@ -364,6 +353,17 @@ def _json_array(raw: bytes | None, what: str) -> np.ndarray[Any, Any]:
 
 
 class JsonDecoder(Decoder):
+    """Values to predict (not a training format upstream): UTF-8 JSON.
+
+    A list of numbers (nested lists allowed, they must be rectangular),
+    ``{"values": [...]}``, or any other object whose numeric fields, in
+    document order, form the vector (nested lists and objects flattened,
+    booleans as 0/1). ``input_config`` is optional: ``data_reshape`` (one
+    sample's shape: the values are reshaped to it) and ``data_type`` (a numpy
+    name, default float32). Without a shape, the first good sample's shape is
+    the stream's. A key, if given, is a label in the same JSON forms.
+    """
+
     input_format = "JSON"
 
     def __init__(self, config: Mapping[str, Any]) -> None:

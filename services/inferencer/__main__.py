@@ -21,14 +21,15 @@ import signal
 import socket
 import sys
 
-from services.inferencer.worker import SpecNotFound, run_inference
+from services.inferencer.replica import run_inference
+from services.inferencer.spec import SpecNotFound
+from shared.process import on_stop_signals, setup_logging
 from shared.settings import get_settings
 
 log = logging.getLogger("kafkaml.inferencer")
 
 
 async def _main(job_id: str, replica: str) -> int:
-    loop = asyncio.get_running_loop()
     stop = asyncio.Event()
 
     def request_stop(signum: int) -> None:
@@ -40,8 +41,7 @@ async def _main(job_id: str, replica: str) -> int:
         log.info("%s received: finishing the batch in hand, then stopping", name)
         stop.set()
 
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, request_stop, signum)
+    on_stop_signals(request_stop)
     settings = get_settings()
     try:
         status = await run_inference(settings, job_id, replica, stop=stop)
@@ -68,11 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     settings = get_settings()
-    logging.basicConfig(
-        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
-    )
-    # One line per step is ours; aiokafka's group chatter is not.
-    logging.getLogger("aiokafka").setLevel(max(logging.WARNING, logging.getLogger().level))
+    setup_logging(settings.log_level)
     replica = args.replica if args.replica is not None else socket.gethostname()
     return asyncio.run(_main(args.job_id, replica))
 

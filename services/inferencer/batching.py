@@ -12,7 +12,7 @@ list; records of one partition keep their order, which is all the contract
 asks (predictions "in input order per partition").
 
 On the embedded broker a fetch that finds no data is held for the consumer's
-whole ``fetch_max_wait_ms`` (ENVIRONMENT.md), so waiting for more records
+whole ``fetch_max_wait_ms``, so waiting for more records
 rarely finds any at low load: ``max_wait_ms`` is a throughput knob for busy
 streams, and 0 means "take what is buffered now, never wait".
 """

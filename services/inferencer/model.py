@@ -12,17 +12,14 @@ file loads in safe mode (no Python lambdas), a PyTorch state dict with
 ``weights_only=True`` into the module the spec's code builds (user code runs
 in this process only, as in the trainer).
 
-**Calling.** Measured on the digits model (2 cores, TensorFlow 2.21, Keras
-3.15), one call per batch of 1 / 512 inputs: ``model(x, training=False)``
-1.7 / 3.7 ms (eager, layer by layer); ``predict_on_batch`` 0.45 / 0.67 ms; a
-``tf.function`` traced once with a batch dimension of None 0.41 / 0.64 ms,
-and its concrete function called directly 0.28 / 0.50 ms (no argument
-binding on each call). So Keras models are called through that concrete
-function (one trace, any batch size: at 500 msg/s in batches of one or two,
-the per-call overhead is most of the model's cost), and through
-``predict_on_batch`` where the model has no symbolic input to trace from.
-PyTorch runs under ``torch.inference_mode()``. The calls block: the worker
-decides where they run (see ``worker.py``).
+**Calling.** Per call overhead is most of a small model's cost when batches
+hold one or two inputs. So a Keras model is called through the concrete
+function of a ``tf.function`` traced once with a batch dimension of None (one
+trace, any batch size, no argument binding per call), and through
+``predict_on_batch`` where the model has no symbolic input to trace from;
+eager ``model(x)`` is the slowest. PyTorch runs under
+``torch.inference_mode()``. The calls block: the serving loop decides where
+they run (:mod:`services.inferencer.serving`).
 """
 
 from __future__ import annotations
@@ -41,8 +38,6 @@ from typing import Any, Final
 
 import numpy as np
 
-from services.trainer.model_code import ModelCodeError, build_model
-from services.trainer.publishing import failure_message
 from shared.artifacts import chunk_bytes, sha256_of
 from shared.errors import Undecodable
 from shared.events import decode
@@ -52,6 +47,7 @@ from shared.events.training import ArtifactChunk
 from shared.kafka import make_consumer
 from shared.settings import Settings
 from shared.topics import topics_for
+from shared.usercode import ModelCodeError, build_model, failure_message
 
 __all__ = [
     "ARTIFACT_TIMEOUT_S",

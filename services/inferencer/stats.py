@@ -15,7 +15,8 @@ What the numbers mean:
   inputs each class index won (argmax). A single-output model (regression,
   or a sigmoid binary classifier: the two cannot be told apart) counts none.
 - ``lag``: best effort, computed by the caller from the consumer's known high
-  watermarks; the embedded broker's end offsets are wrong (ENVIRONMENT.md).
+  watermarks; the embedded broker's end offsets are wrong when records arrive
+  in batches.
 
 Latencies are kept as one small array per batch until the window closes
 (tens of thousands of floats per window at full speed: a few MB at most).

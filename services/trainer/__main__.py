@@ -19,6 +19,7 @@ import signal
 import sys
 
 from services.trainer.worker import JobNotFound, run_job
+from shared.process import on_stop_signals, setup_logging
 from shared.settings import get_settings
 
 log = logging.getLogger("kafkaml.trainer")
@@ -33,9 +34,7 @@ def _stop_now(signum: int) -> None:
 
 
 async def _main(job_id: str) -> int:
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, _stop_now, signum)
+    on_stop_signals(_stop_now)
     settings = get_settings()
     try:
         statuses = await run_job(settings, job_id)
@@ -56,11 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--job-id", required=True, help="the job_id of a TrainJob on the jobs topic")
     args = parser.parse_args(argv)
     settings = get_settings()
-    logging.basicConfig(
-        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
-    )
-    # One line per step is ours; aiokafka's subscription chatter is not.
-    logging.getLogger("aiokafka").setLevel(max(logging.WARNING, logging.getLogger().level))
+    setup_logging(settings.log_level)
     return asyncio.run(_main(args.job_id))
 
 

@@ -29,16 +29,10 @@ from typing import Any, Final
 import numpy as np
 
 from services.trainer.data import Part, TrainingData
-from services.trainer.model_code import ModelCodeError, build_model
-from services.trainer.publishing import (
-    JobFailure,
-    ModelResult,
-    confusion_matrix,
-    failure_message,
-    split_epoch_logs,
-)
+from services.trainer.publishing import JobFailure, ModelResult, confusion_matrix, split_epoch_logs
 from shared.events.catalog import ModelDefinition
 from shared.events.training import DistributedParams, JobModel, JobSpec
+from shared.usercode import ModelCodeError, build_model, failure_message
 
 __all__ = ["EpochReport", "chain_order", "configure_tensorflow", "train_keras"]
 
@@ -216,11 +210,10 @@ class _Run:
 def _epoch_callback(report: Callable[[int, Mapping[str, Any]], None]) -> Any:
     import keras
 
-    class EpochCallback(keras.callbacks.Callback):  # type: ignore[misc]
-        def on_epoch_end(self, epoch: int, logs: Mapping[str, Any] | None = None) -> None:
-            report(epoch + 1, logs or {})
+    def on_epoch_end(epoch: int, logs: Mapping[str, Any] | None = None) -> None:
+        report(epoch + 1, logs or {})
 
-    return EpochCallback()
+    return keras.callbacks.LambdaCallback(on_epoch_end=on_epoch_end)
 
 
 def _export(model: Any) -> bytes:

@@ -1,9 +1,8 @@
 """What a trainer tells the rest of the system: status, epochs, the artifact, the outcome.
 
 Also the outcome's parts both training modules compute the same way: the
-result of one model (:class:`ModelResult`), the confusion matrix, and a
-failure worded for the user who wrote the model (:class:`JobFailure`,
-:func:`failure_message`).
+result of one model (:class:`ModelResult`), the confusion matrix, and the
+failure of a job (:class:`JobFailure`).
 
 Every publish waits for the broker's acknowledgement (``Producer.publish``), so
 a ``TrainingFinished`` is only sent once every chunk of its artifact landed.
@@ -22,8 +21,7 @@ from typing import Any, Literal, TypeVar
 
 import numpy as np
 
-from services.trainer.model_code import ModelCodeError, user_location
-from shared.artifacts import CHUNK_BYTES, chunk_artifact
+from shared.artifacts import chunk_artifact
 from shared.events import Envelope
 from shared.events.training import (
     ArtifactRef,
@@ -43,24 +41,16 @@ from shared.kafka import Producer
 from shared.topics import Topics, topic_of
 
 __all__ = [
-    "CHUNK_BYTES",
     "JobFailure",
     "ModelResult",
     "Publisher",
-    "chunk_artifact",
     "confusion_matrix",
-    "failure_message",
     "split_epoch_logs",
 ]
 
 log = logging.getLogger("kafkaml.trainer")
 
-# Raw bytes per chunk: base64 and the envelope keep a message well under Kafka's 1 MB default.
-
 T = TypeVar("T")
-
-# A failure travels in an event and is shown to a user: keep it readable.
-_MAX_ERROR = 2000
 
 
 class JobFailure(Exception):
@@ -69,23 +59,6 @@ class JobFailure(Exception):
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
-
-
-def _truncate(text: str) -> str:
-    return text if len(text) <= _MAX_ERROR else text[: _MAX_ERROR - 1] + "…"
-
-
-def failure_message(what: str, exc: BaseException) -> str:
-    """``"model.fit raised ValueError: … (line 3 of your code)"``: the user's line where there is one."""
-    if isinstance(exc, ModelCodeError):
-        return _truncate(f"{what}: {exc.message}")
-    # The same reading of the traceback as the validator's: the deepest frame of the user's source.
-    field, line = user_location(exc)
-    text = str(exc).strip()
-    message = f"{what} raised {type(exc).__name__}" + (f": {text}" if text else "")
-    if line is not None:
-        message += f" (line {line} of your {field})"
-    return _truncate(message)
 
 
 def split_epoch_logs(logs: Mapping[str, Any], prefix: str = "") -> tuple[dict[str, float], dict[str, float]]:

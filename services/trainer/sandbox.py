@@ -38,8 +38,11 @@ from typing import Any, Final, Literal
 import psutil
 from pydantic import BaseModel, ValidationError
 
-from services.trainer.model_code import ModelCodeError
 from shared.events.catalog import Framework, ModelDefinition, ModelSummary
+from shared.process import truncate
+from shared.usercode import ModelCodeError, base_namespace, validate_definition
+from shared.usercode.errors import MAX_MESSAGE
+from shared.workerenv import allowed
 
 __all__ = ["ModelCodeError", "Sandbox", "SandboxError"]
 
@@ -54,7 +57,6 @@ _POLL_S: Final = 0.1
 _MAX_ANSWER_BYTES: Final = 16 * 2**20
 # Time for a killed child to be reaped before we stop waiting for it.
 _REAP_S: Final = 5.0
-_SECRET_MARKERS: Final = ("DATABASE", "PASSWORD", "TOKEN", "SECRET", "KUBERNETES")
 _UNREADABLE: Final = "the sandbox returned an unreadable answer"
 
 
@@ -67,10 +69,10 @@ class SandboxError(RuntimeError):
 
 def _prepare_child_environment() -> None:
     """Runs in the child before any framework import: these are read at import time."""
-    # Defence in depth: the trainer should not hold credentials, but if it
-    # does, user code must not find them in its environment.
+    # The allow-list of every process that runs user code, less the worker's Kafka
+    # settings: a validation child talks to nobody but its parent.
     for name in list(os.environ):
-        if any(marker in name.upper() for marker in _SECRET_MARKERS):
+        if not allowed(name) or name.startswith("KAFKAML_"):
             del os.environ[name]
     os.environ.update(
         {
@@ -102,11 +104,9 @@ def _import_framework(framework: Framework) -> None:
 
         torch.set_num_threads(1)
         torch.set_num_interop_threads(1)
-    from services.trainer import model_code
-
     # Imports everything the user's namespace holds (numpy, ignite...), so the
     # job's time limit is spent on the user's code only.
-    model_code.base_namespace(framework)
+    base_namespace(framework)
 
 
 def _exit_when_orphaned(parent_pid: int) -> None:
@@ -141,7 +141,7 @@ def _child_main(conn: Connection, framework: Framework, parent_pid: int) -> None
     try:
         _import_framework(framework)
     except BaseException as exc:  # anything here means the child is unusable
-        _send_json(conn, {"status": "failed", "error": f"{type(exc).__name__}: {exc}"[:2000]})
+        _send_json(conn, {"status": "failed", "error": truncate(f"{type(exc).__name__}: {exc}", MAX_MESSAGE)})
         os._exit(1)
     _send_json(conn, {"status": "ready"})
 
@@ -151,17 +151,15 @@ def _child_main(conn: Connection, framework: Framework, parent_pid: int) -> None
         # The parent closed us without a job (shutdown) or went away.
         os._exit(0)
 
-    from services.trainer import model_code
-
     answer: dict[str, Any]
     try:
         definition = ModelDefinition.model_validate_json(raw)
-        summary = model_code.validate_definition(definition)
+        summary = validate_definition(definition)
         answer = {"status": "ok", "summary": summary.model_dump(mode="json")}
     except ModelCodeError as exc:
         answer = {"status": "error", "error": exc.to_dict()}
     except BaseException as exc:  # the answer must always be sent
-        message = f"the model could not be validated: {type(exc).__name__}: {exc}"[:2000]
+        message = truncate(f"the model could not be validated: {type(exc).__name__}: {exc}", MAX_MESSAGE)
         answer = {"status": "error", "error": {"message": message, "field": "code", "line": None}}
     try:
         _send_json(conn, answer)
@@ -197,7 +195,7 @@ def _read_answer(raw: bytes) -> ModelSummary:
         return answer.summary
     if answer.status == "error" and answer.error is not None:
         error = answer.error
-        raise ModelCodeError(error.message[:2000], field=error.field, line=error.line)
+        raise ModelCodeError(truncate(error.message, MAX_MESSAGE), field=error.field, line=error.line)
     raise ModelCodeError(_UNREADABLE)
 
 

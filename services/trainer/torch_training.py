@@ -17,16 +17,16 @@ from __future__ import annotations
 
 import io
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Final
 
 import numpy as np
 
 from services.trainer.data import Part, TrainingData
-from services.trainer.model_code import ModelCodeError, build_model
-from services.trainer.publishing import JobFailure, ModelResult, confusion_matrix, failure_message, split_epoch_logs
+from services.trainer.publishing import JobFailure, ModelResult, confusion_matrix, split_epoch_logs
 from shared.events.catalog import ModelDefinition
 from shared.events.training import JobSpec
+from shared.usercode import ModelCodeError, build_model, failure_message
 
 __all__ = ["EpochReport", "configure_torch", "train_torch"]
 
@@ -117,13 +117,13 @@ def train_torch(spec: JobSpec, data: TrainingData, on_epoch: EpochReport, *, dev
                 raise JobFailure(failure_message("model.forward", exc)) from None
         column[0] = getattr(probe, "ndim", 0) == 2 and probe.shape[1] == 1 and y_probe.ndim == 1
 
-    class Streamed(IterableDataset):  # type: ignore[type-arg]
+    class Streamed(IterableDataset[tuple[Any, Any]]):
         """Batches re-read from Kafka on every pass."""
 
         def __init__(self, part: Part) -> None:
             self.part = part
 
-        def __iter__(self) -> Any:
+        def __iter__(self) -> Iterator[tuple[Any, Any]]:
             for x, y in data.batches(self.part, spec.batch_size):
                 yield tensors(x, y)
 

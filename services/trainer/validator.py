@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 
 from services.trainer.sandbox import ModelCodeError, Sandbox, SandboxError
 from shared.events import Envelope, ModelValidated, ModelValidationFailed, ValidateModel, decode
 from shared.events.validation import ValidationError, ValidationPassed
 from shared.kafka import Producer, Received, consume, ensure_topics, make_consumer
+from shared.process import on_stop_signals, setup_logging
 from shared.settings import Settings, get_settings
 from shared.topics import topics_for
 
@@ -75,13 +75,11 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
 
 def main() -> None:
     settings = get_settings()
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging(settings.log_level)
 
     async def serve() -> None:
         stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
+        on_stop_signals(lambda _signum: stop.set())
         await run(settings, stop)
 
     asyncio.run(serve())

@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import importlib
 import logging
-import os
 import time
 from typing import Final
 
@@ -29,6 +28,7 @@ from services.trainer.data import DataError, find_control_message, find_job_spec
 from services.trainer.publishing import JobFailure, ModelResult, Publisher
 from shared.events.training import JobSpec, ResultStatus
 from shared.kafka import Producer
+from shared.process import worker_threads
 from shared.settings import Settings
 from shared.topics import topics_for
 
@@ -47,10 +47,6 @@ class JobNotFound(DataError):
 
 def _import_framework(framework: str) -> None:
     importlib.import_module("tensorflow" if framework == "tensorflow" else "torch")
-
-
-def _threads() -> int:
-    return max(1, min(4, os.cpu_count() or 1))
 
 
 async def run_job(
@@ -144,11 +140,11 @@ async def _train(
         if spec.framework == "tensorflow":
             from services.trainer.keras_training import configure_tensorflow, train_keras
 
-            log.info("training on %s", configure_tensorflow(spec.gpus, _threads()))
+            log.info("training on %s", configure_tensorflow(spec.gpus, worker_threads()))
             return train_keras(spec, data, on_epoch)
         from services.trainer.torch_training import configure_torch, train_torch
 
-        device = configure_torch(spec.gpus, _threads())
+        device = configure_torch(spec.gpus, worker_threads())
         log.info("training on %s", device)
         return train_torch(spec, data, on_epoch, device=device)
 

@@ -14,16 +14,12 @@ Upstream's scripts run with only their import changed::
 ``async with``); ``send_file`` streams a CSV, ``.npy`` or ``.npz`` file (``kafkaml send``).
 """
 
+from shared.datasources.async_sink import DEFAULT_CONTROL_TOPIC, AsyncKafkaMLSink
 from shared.datasources.avro import AsyncAvroSink, AvroEncoder, AvroSink, record_schema
+from shared.datasources.errors import DeliveryError, SinkError
+from shared.datasources.ranges import AckRanges
 from shared.datasources.raw import AsyncRawSink, RawEncoder, RawSink
-from shared.datasources.sink import (
-    DEFAULT_CONTROL_TOPIC,
-    AckRanges,
-    AsyncKafkaMLSink,
-    DeliveryError,
-    KafkaMLSink,
-    SinkError,
-)
+from shared.datasources.sync_sink import KafkaMLSink
 
 __all__ = [
     "DEFAULT_CONTROL_TOPIC",

@@ -1,6 +1,6 @@
 """AVRO data sources (upstream's ``AvroSink``): value and key are schemaless Avro binary.
 
-No container header and no registry prefix (CONTRACTS.md section 3): a
+No container header and no registry prefix (docs/contracts.md): a
 consumer decodes them with the schemas the control message carries in
 ``input_config`` (``data_scheme``, ``label_scheme``, the schemas' JSON text).
 """
@@ -19,13 +19,13 @@ from fastavro import parse_schema, schemaless_writer
 from fastavro.validation import ValidationError as AvroValidationError
 from fastavro.validation import validate
 
-from shared.datasources.sink import (
+from shared.datasources.async_sink import (
     DEFAULT_CONTROL_TOPIC,
     DEFAULT_MAX_IN_FLIGHT,
     DEFAULT_REQUEST_TIMEOUT_MS,
     AsyncKafkaMLSink,
-    KafkaMLSink,
 )
+from shared.datasources.sync_sink import KafkaMLSink
 
 SchemaInput = str | Mapping[str, Any]
 

@@ -13,14 +13,14 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 
 from shared.control import ControlMessage, numpy_dtype, parse_shape
-from shared.datasources.sink import (
+from shared.datasources.arguments import shape_text
+from shared.datasources.async_sink import (
     DEFAULT_CONTROL_TOPIC,
     DEFAULT_MAX_IN_FLIGHT,
     DEFAULT_REQUEST_TIMEOUT_MS,
     AsyncKafkaMLSink,
-    KafkaMLSink,
-    shape_text,
 )
+from shared.datasources.sync_sink import KafkaMLSink
 
 Shape = str | int | Sequence[int] | None
 _BYTES = (bytes, bytearray, memoryview)

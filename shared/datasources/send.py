@@ -15,9 +15,10 @@ from typing import Any, Literal
 import numpy as np
 
 from shared.control import ControlMessage, numpy_dtype
+from shared.datasources.async_sink import DEFAULT_CONTROL_TOPIC
 from shared.datasources.avro import AvroSink, avro_type, record_schema
 from shared.datasources.raw import RawSink, as_array
-from shared.datasources.sink import DEFAULT_CONTROL_TOPIC, KafkaMLSink
+from shared.datasources.sync_sink import KafkaMLSink
 
 
 @dataclass

@@ -15,9 +15,9 @@ Dense 10) on 8x8 RAW uint8 digits:
 2. **pass-through** (the ceiling for any Python inferencer here): consume a
    batch, produce one output per input, wait for the acknowledgements,
    commit. No decoding, no model. Timed the same way, from its outputs. Two
-   of them: one ``send`` (and future) per output, as ENVIRONMENT.md measured
-   it, and the outputs appended to one record batch per partition, as our
-   inferencer sends them (cheaper per message: ours can beat the first).
+   of them: one ``send`` (and future) per output, the plain way, and the
+   outputs appended to one record batch per partition, as our inferencer
+   sends them (cheaper per message: ours can beat the first).
 3. **upstream's loop**: one ``model.predict`` per message, a flush and a
    commit every 16 messages (upstream's ``MAX_MESSAGES_TO_COMMIT``), on
    ``--upstream-messages`` inputs.
@@ -29,8 +29,7 @@ Dense 10) on 8x8 RAW uint8 digits:
    Python stage). Ours with the default fetch wait
    (``KAFKAML_FETCH_MAX_WAIT_MS``) and batch wait (``ServeSpec.max_wait_ms``),
    with no batch wait, and with a short fetch wait (``--tuned-fetch-wait-ms``):
-   the embedded broker holds an empty fetch for the whole wait
-   (ENVIRONMENT.md), on every stage's side and on the reader's, and its fetch
+   the embedded broker holds an empty fetch for the whole wait, on every stage's side and on the reader's, and its fetch
    at the end of a partition slows down as the partition's record batches
    add up (measured: 2 ms at 500 single-record batches, 11 ms at 10,000), so
    a run is on fresh topics and the section runs first.
@@ -252,7 +251,7 @@ async def pass_through_loop(
 
 
 async def send_batched(aio: Any, sink: str, batches: dict[Any, list[Any]]) -> list[Any]:
-    """One record batch per partition (more when one fills up), as the inferencer's ``_send``."""
+    """One record batch per partition (more when one fills up), as the inferencer's ``Router.send``."""
     futures = []
     for tp, records in batches.items():
         builder = aio.create_batch()

@@ -59,8 +59,7 @@ if str(REPO) not in sys.path:  # run as a script from anywhere
 
 from services.trainer.data import split_indices  # noqa: E402
 from services.trainer.keras_training import configure_tensorflow  # noqa: E402
-from services.trainer.model_code import build_model  # noqa: E402
-from services.trainer.worker import _threads, train_job  # noqa: E402
+from services.trainer.worker import train_job  # noqa: E402
 from shared.datasources import AsyncRawSink  # noqa: E402
 from shared.events import Envelope, decode  # noqa: E402
 from shared.events.catalog import ModelDefinition  # noqa: E402
@@ -71,9 +70,11 @@ from shared.events.training import (  # noqa: E402
     TrainingFinished,
 )
 from shared.kafka import ensure_topics, make_consumer  # noqa: E402
+from shared.process import worker_threads  # noqa: E402
 from shared.settings import Settings  # noqa: E402
 from shared.stack.broker import start_broker  # noqa: E402
 from shared.topics import topics_for  # noqa: E402
+from shared.usercode import build_model  # noqa: E402
 
 MODEL_CODE = (REPO / "examples" / "models" / "keras_mnist.py").read_text()
 DEPLOYMENT_ID = 1
@@ -202,13 +203,12 @@ def baseline(
     model = build()
     ends: list[float] = []
 
-    class EpochEnds(keras.callbacks.Callback):  # type: ignore[misc]
-        def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
-            ends.append(time.perf_counter() - started)
+    def on_epoch_end(epoch: int, logs: Any = None) -> None:
+        ends.append(time.perf_counter() - started)
 
     cpu = time.process_time()
     started = time.perf_counter()
-    model.fit(x_train, y_train, callbacks=[EpochEnds()], **fit)
+    model.fit(x_train, y_train, callbacks=[keras.callbacks.LambdaCallback(on_epoch_end=on_epoch_end)], **fit)
     return Measure(time.perf_counter() - started, time.process_time() - cpu, ends), model
 
 
@@ -369,7 +369,7 @@ def main() -> int:
     args = parser.parse_args()
 
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    threads = _threads()
+    threads = worker_threads()
     print(f"TensorFlow on {configure_tensorflow(0, threads)} with {threads} intra-op threads (the trainer's setting)")
     x, y = synthetic(args.samples)
     shape = {"batch_size": args.batch_size, "epochs": args.epochs}

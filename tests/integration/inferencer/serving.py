@@ -23,7 +23,7 @@ import numpy as np
 from aiokafka import AIOKafkaProducer
 from sklearn.datasets import load_digits
 
-from services.trainer.publishing import chunk_artifact
+from shared.artifacts import chunk_artifact
 from shared.events import Envelope, decode
 from shared.events.inference import ServeModel, ServeSpec
 from shared.kafka import Producer, create_topics, ensure_topics, make_consumer
@@ -78,8 +78,8 @@ def torch_digits(epochs: int = 30) -> bytes:
     """Upstream's README PyTorch model, built from its code as the inferencer does, trained briefly."""
     import torch
 
-    from services.trainer.model_code import build_model
     from shared.events.catalog import ModelDefinition
+    from shared.usercode import build_model
 
     torch.manual_seed(1)
     definition = ModelDefinition(

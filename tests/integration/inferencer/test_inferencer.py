@@ -23,7 +23,8 @@ from typing import Any, TypeVar
 import numpy as np
 import pytest
 
-from services.inferencer.worker import SpecNotFound, run_inference, serve
+from services.inferencer.replica import run_inference, serve
+from services.inferencer.spec import SpecNotFound
 from shared.events import Envelope
 from shared.events.inference import InferenceStats, InferenceStatusChanged, ServeSpec
 from shared.settings import Settings

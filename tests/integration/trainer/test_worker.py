@@ -312,8 +312,8 @@ async def test_sigterm_stops_a_waiting_trainer_promptly(topics: Settings, tmp_pa
 async def test_pytorch_example_trains_on_digits(topics: Settings) -> None:
     import torch
 
-    from services.trainer.model_code import build_model
     from shared.events.catalog import ModelDefinition
+    from shared.usercode import build_model
 
     settings = topics
     topic = await data_topic(settings)

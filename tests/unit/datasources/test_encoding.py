@@ -22,8 +22,9 @@ from shared.datasources import (
     SinkError,
     record_schema,
 )
+from shared.datasources.arguments import check_rates, shape_text
+from shared.datasources.ranges import ranges_text
 from shared.datasources.send import read_table
-from shared.datasources.sink import check_rates, ranges_text, shape_text
 
 # --- RAW ---------------------------------------------------------------------
 

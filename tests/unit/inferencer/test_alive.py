@@ -6,7 +6,7 @@ import os
 import time
 from pathlib import Path
 
-from services.inferencer.worker import AliveFile
+from services.inferencer.alive import AliveFile
 
 
 def test_alive_file_is_touched_and_rate_limited(tmp_path: Path) -> None:

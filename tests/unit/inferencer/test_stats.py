@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from services.inferencer.model import ServedModel
+from services.inferencer.routing import encode_predictions
 from services.inferencer.stats import StatsWindow, percentiles, predicted_classes
-from services.inferencer.worker import encode_predictions
 
 
 def test_percentiles() -> None:

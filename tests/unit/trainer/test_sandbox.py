@@ -1,7 +1,7 @@
 """The validator sandbox: model code built in a child process, with limits.
 
 What does not need a child process (error messages, line numbers, summaries)
-is tested in-process through model_code, which is much faster; the sandbox
+is tested in-process through shared.usercode, which is much faster; the sandbox
 tests cover what only a separate process can show (limits, crashes, the JSON
 answer). Children import TensorFlow, so one started Sandbox is shared.
 """
@@ -18,10 +18,11 @@ import psutil
 import pytest
 import pytest_asyncio
 
-from services.trainer import model_code, sandbox
-from services.trainer.model_code import ModelCodeError, build_model, summarize, validate_definition
+from services.trainer import sandbox
 from services.trainer.sandbox import Sandbox, SandboxError
+from shared import usercode
 from shared.events.catalog import Framework, ModelDefinition
+from shared.usercode import ModelCodeError, build_model, summarize, validate_definition
 
 KERAS_EXAMPLE = """\
 model = tf.keras.models.Sequential([
@@ -88,7 +89,7 @@ def code_error(framework: Framework, code: str, imports: str = "") -> ModelCodeE
     return caught.value
 
 
-# --- model_code, in-process ---------------------------------------------------
+# --- shared.usercode, in-process ----------------------------------------------
 
 
 def test_keras_example_summary() -> None:
@@ -229,28 +230,38 @@ def test_keras_model_must_be_built_and_compiled_to_train_alone() -> None:
     uncompiled = KERAS_EXAMPLE.split("model.compile(")[0]
     assert validate_definition(definition("tensorflow", uncompiled)).parameters == 9610
     with pytest.raises(ModelCodeError) as caught:
-        model_code.build_model(definition("tensorflow", uncompiled))
+        usercode.build_model(definition("tensorflow", uncompiled))
     assert "call model.compile(...) with an optimizer, a loss and metrics" in caught.value.message
 
     assert "must be a Keras model" in code_error("tensorflow", "model = 3\n").message
 
 
 def test_namespaces_hold_upstream_names() -> None:
-    assert {"tf", "keras", "np"} <= set(model_code.base_namespace("tensorflow"))
+    assert {"tf", "keras", "np"} <= set(usercode.base_namespace("tensorflow"))
     assert {
         "torch", "nn", "F", "np", "Accuracy", "Loss", "Precision", "Recall",
         "ConfusionMatrix", "MeanSquaredError", "MeanAbsoluteError",
-    } <= set(model_code.base_namespace("pytorch"))  # fmt: skip
+    } <= set(usercode.base_namespace("pytorch"))  # fmt: skip
 
 
 def test_child_environment_drops_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
-    environ = {"DATABASE_URL": "x", "KAFKAML_DB_PASSWORD": "x", "api_token": "x", "KUBERNETES_PORT": "x", "HOME": "/h"}
+    environ = {"DATABASE_URL": "x", "KAFKAML_DB_PASSWORD": "x", "api_token": "x", "KUBERNETES_PORT": "x", "PATH": "/b"}
     monkeypatch.setattr(os, "environ", environ)
     sandbox._prepare_child_environment()
-    assert environ["HOME"] == "/h"
+    assert environ["PATH"] == "/b"
     assert not {"DATABASE_URL", "KAFKAML_DB_PASSWORD", "api_token", "KUBERNETES_PORT"} & set(environ)
     assert environ["CUDA_VISIBLE_DEVICES"] == ""
     assert environ["OMP_NUM_THREADS"] == "1"
+
+
+def test_child_environment_is_the_allow_list_without_kafka(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A validation child needs no Kafka: not even the worker settings the allow-list lets through.
+    environ = {"HOME": "/h", "LC_ALL": "C", "KAFKAML_BOOTSTRAP_SERVERS": "b:9092", "KAFKAML_ALIVE_FILE": "/a"}
+    monkeypatch.setattr(os, "environ", environ)
+    sandbox._prepare_child_environment()
+    assert environ["LC_ALL"] == "C"
+    assert not {"HOME", "KAFKAML_BOOTSTRAP_SERVERS", "KAFKAML_ALIVE_FILE"} & set(environ)
+    assert environ["KERAS_BACKEND"] == "tensorflow"
 
 
 @pytest.mark.parametrize(

@@ -1,36 +1,27 @@
-"""The base of the data-source sinks: upstream Kafka-ML's ``KafkaMLSink``, rebuilt on aiokafka.
+"""The asyncio core of the data-source sinks: upstream Kafka-ML's ``KafkaMLSink``, rebuilt on aiokafka.
 
 A sink streams samples to a data topic and, on ``close()``, announces them with
-one control message (CONTRACTS.md section 3) that names the exact offset ranges
-it wrote. Three things differ from upstream on purpose:
+one control message (docs/contracts.md) naming the exact offset ranges it
+wrote. What differs from upstream on purpose:
 
-- the ranges come from the produce acknowledgements, never from end offsets
-  (the embedded broker answers wrong end offsets when records arrive in
-  batches, see ENVIRONMENT.md; acknowledgements are right on every broker);
+- the ranges come from the produce acknowledgements (:mod:`.ranges`);
 - every send is confirmed: a failed delivery raises ``DeliveryError`` at the
   latest on ``flush()``/``close()``, and then no control message is sent, so a
   trainer never waits for data that did not land;
 - samples are spread over the partitions round-robin instead of by the hash of
   their key: the key is the label, and hashing it would put each class in one
   partition.
-
-``AsyncKafkaMLSink`` is the asyncio core; ``KafkaMLSink`` is the blocking
-wrapper with upstream's method names, running the core on its own event loop
-in a background thread (so it also works where a loop already runs: Jupyter).
 """
 
 from __future__ import annotations
 
 import abc
 import asyncio
-import contextlib
 import logging
-import threading
 import time
-from collections import deque
-from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from types import TracebackType
-from typing import Any, ClassVar, Generic, Literal, Protocol, Self, TypeVar
+from typing import Any, ClassVar, Literal, Protocol, Self
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -38,120 +29,20 @@ from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 from tqdm import tqdm
 
 from shared.control import ControlMessage, TopicRange, key_for_deployment
-from shared.errors import KafkaMLError
+from shared.datasources.arguments import check_rates, deployment_number, servers
+from shared.datasources.errors import DeliveryError, SinkError
+from shared.datasources.ranges import AckRanges, ranges_text
 
 log = logging.getLogger(__name__)
+
 
 DEFAULT_CONTROL_TOPIC = "KAFKA_ML_CONTROL_TOPIC"
 # Enough to keep the producer's batches full, small enough to keep memory flat.
 DEFAULT_MAX_IN_FLIGHT = 5_000
 DEFAULT_REQUEST_TIMEOUT_MS = 30_000
 
-T = TypeVar("T")
 
-
-class SinkError(KafkaMLError):
-    """The sink cannot reach the brokers or was used wrongly."""
-
-
-class DeliveryError(SinkError):
-    """Some records were not acknowledged by the brokers; no control message was sent."""
-
-    def __init__(self, failed: int, attempted: int, first_error: BaseException) -> None:
-        self.failed = failed
-        self.attempted = attempted
-        self.first_error = first_error
-        detail = str(first_error) or type(first_error).__name__
-        if not detail.startswith(type(first_error).__name__):
-            detail = f"{type(first_error).__name__}: {detail}"
-        super().__init__(f"{failed} of {attempted} records were not delivered; first error: {detail}")
-
-
-# --- pure helpers (unit-tested) ---------------------------------------------
-
-
-class AckRanges:
-    """What the acknowledgements of one topic say: per partition, the first offset and last offset + 1.
-
-    Only two integers per partition are kept, so memory stays flat however many
-    records are sent. A range may include records of another producer that
-    wrote to the same partitions meanwhile: the control message format has one
-    contiguous range per partition (``count`` versus ``span`` tells).
-    """
-
-    def __init__(self) -> None:
-        self._start: dict[int, int] = {}
-        self._end: dict[int, int] = {}
-        self.count = 0
-
-    def record(self, partition: int, offset: int) -> None:
-        if partition < 0 or offset < 0:
-            raise ValueError(f"acknowledgement with a negative partition or offset: {partition}:{offset}")
-        self.count += 1
-        if partition not in self._start:
-            self._start[partition] = offset
-            self._end[partition] = offset + 1
-            return
-        self._start[partition] = min(self._start[partition], offset)
-        self._end[partition] = max(self._end[partition], offset + 1)
-
-    def ranges(self, topic: str) -> list[TopicRange]:
-        return [TopicRange(topic, p, self._start[p], self._end[p]) for p in sorted(self._start)]
-
-    @property
-    def span(self) -> int:
-        """Records inside the ranges (equals ``count`` unless someone else wrote to them)."""
-        return sum(self._end[p] - self._start[p] for p in self._start)
-
-
-def ranges_text(ranges: Iterable[TopicRange]) -> str:
-    """``topic:partition:start:end`` joined by commas, the control message's ``topic`` field."""
-    return ",".join(str(r) for r in ranges)
-
-
-def shape_text(shape: Sequence[int]) -> str:
-    """A shape as upstream writes it: ``(8, 8)`` → ``"8 8"``, a scalar → ``"1"``."""
-    return " ".join(str(d) for d in shape) if len(shape) else "1"
-
-
-def check_rates(validation_rate: float, test_rate: float) -> None:
-    for name, rate in (("validation_rate", validation_rate), ("test_rate", test_rate)):
-        if not 0 <= rate < 1:
-            raise ValueError(f"{name} must be at least 0 and below 1, got {rate}")
-    if validation_rate + test_rate >= 1:
-        raise ValueError(
-            f"validation_rate + test_rate must be below 1 to leave samples to train on, "
-            f"got {validation_rate} + {test_rate}"
-        )
-
-
-def deployment_number(deployment_id: int | str) -> int:
-    """Upstream documents the id as a string but sends ints; accept both, reject anything else."""
-    if isinstance(deployment_id, bool):
-        raise ValueError("deployment_id must be an integer, not a bool")
-    if isinstance(deployment_id, str):
-        if not deployment_id.strip().isdigit():
-            raise ValueError(f"deployment_id must be a non-negative integer, got {deployment_id!r}")
-        return int(deployment_id)
-    if not isinstance(deployment_id, int) or deployment_id < 0:
-        raise ValueError(f"deployment_id must be a non-negative integer, got {deployment_id!r}")
-    return deployment_id
-
-
-def _servers(*candidates: str | Sequence[str] | None) -> str:
-    for servers in candidates:
-        if servers:
-            return servers if isinstance(servers, str) else ",".join(servers)
-    # Last resort: the stack's own setting, so scripts run unchanged against `kafkaml up`.
-    from shared.settings import Settings
-
-    found = Settings().bootstrap_servers
-    if not found:
-        raise ValueError("bootstrap_servers is required (or set KAFKAML_BOOTSTRAP_SERVERS)")
-    return found
-
-
-class _Stream:
+class Stream:
     """One topic the sink writes to: where the next record goes and what came back."""
 
     def __init__(self, name: str) -> None:
@@ -167,9 +58,6 @@ class _Stream:
         partition = self.partitions[self._next % len(self.partitions)]
         self._next += 1
         return partition
-
-
-# --- the asyncio core --------------------------------------------------------
 
 
 class Encoder(Protocol):
@@ -223,7 +111,7 @@ class AsyncKafkaMLSink(abc.ABC):
         if max_in_flight < 1:
             raise ValueError(f"max_in_flight must be at least 1, got {max_in_flight}")
         check_rates(validation_rate, test_rate)
-        self.boostrap_servers = _servers(bootstrap_servers, boostrap_servers)  # upstream's spelling, kept
+        self.boostrap_servers = servers(bootstrap_servers, boostrap_servers)  # upstream's spelling, kept
         self.topic = topic
         self.deployment_id = deployment_number(deployment_id)
         self.description = description
@@ -241,10 +129,10 @@ class AsyncKafkaMLSink(abc.ABC):
         self.request_timeout_ms = request_timeout_ms
         self._producer_config = dict(producer_config or {})
 
-        self._main = _Stream(topic)
-        self._unsupervised = _Stream(self.unsupervised_topic) if self.unsupervised_topic else None
+        self._main = Stream(topic)
+        self._unsupervised = Stream(self.unsupervised_topic) if self.unsupervised_topic else None
         self._producer: Any = None  # AIOKafkaProducer: bound to the loop that starts it
-        self._pending: dict[asyncio.Future[Any], _Stream] = {}
+        self._pending: dict[asyncio.Future[Any], Stream] = {}
         self._failed = 0
         self._first_error: BaseException | None = None
         self._bar: tqdm[Any] | None = None
@@ -350,7 +238,7 @@ class AsyncKafkaMLSink(abc.ABC):
         finally:
             await admin.close()
 
-    def _streams(self) -> list[_Stream]:
+    def _streams(self) -> list[Stream]:
         return [self._main] if self._unsupervised is None else [self._main, self._unsupervised]
 
     # --- sending ---
@@ -383,7 +271,7 @@ class AsyncKafkaMLSink(abc.ABC):
             count += 1
         return count
 
-    async def _enqueue(self, stream: _Stream, value: bytes, key: bytes | None) -> None:
+    async def _enqueue(self, stream: Stream, value: bytes, key: bytes | None) -> None:
         self._raise_if_failed()
         if self._producer is None:
             await self.start()
@@ -548,274 +436,3 @@ class AsyncKafkaMLSink(abc.ABC):
         else:
             # A half-sent data set must not be announced: the trainer would train on part of it.
             await self.abort()
-
-
-# --- the blocking wrapper ----------------------------------------------------
-
-
-class _LoopThread:
-    """An event loop of its own in a daemon thread, so blocking callers work inside a running loop too."""
-
-    def __init__(self, name: str) -> None:
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name=name, daemon=True)
-        self._thread.start()
-
-    @property
-    def stopped(self) -> bool:
-        return self._loop.is_closed()
-
-    def call_soon(self, callback: Callable[[], None]) -> None:
-        self._loop.call_soon_threadsafe(callback)
-
-    def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
-        if self._loop.is_closed():
-            coroutine.close()
-            raise SinkError("this sink is closed")
-        if threading.current_thread() is self._thread:
-            coroutine.close()
-            raise RuntimeError("a blocking sink method was called from the sink's own loop thread")
-        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
-
-    def stop(self) -> None:
-        if self._loop.is_closed():
-            return
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join()
-        self._loop.close()
-
-
-A = TypeVar("A", bound=AsyncKafkaMLSink)
-
-
-class KafkaMLSink(Generic[A]):
-    """Blocking sink with upstream's methods; wraps an ``AsyncKafkaMLSink`` running in its own thread.
-
-    It connects in the constructor, as upstream's does, so a wrong address fails early.
-    ``send`` encodes in the caller's thread (a bad sample raises at once) and hands the
-    record to the loop thread without waiting for it: a round trip per sample would cost
-    about ten times the send itself. At most ``max_in_flight`` records wait in that hand-over.
-    """
-
-    def __init__(self, sink: A) -> None:
-        self._sink = sink
-        self._queue: deque[tuple[_Stream, bytes, bytes | None]] = deque()
-        self._lock = threading.Lock()
-        self._room = threading.Semaphore(sink.max_in_flight)
-        self._pumping = False
-        self._pump_task: asyncio.Task[None] | None = None
-        self._pump_error: BaseException | None = None
-        self._thread = _LoopThread(f"kafkaml-sink-{sink.topic}")
-        try:
-            self._thread.run(sink.start())
-        except BaseException:
-            self._thread.stop()
-            raise
-
-    @property
-    def sink(self) -> A:
-        """The asyncio sink underneath (read its attributes; do not await it from another loop)."""
-        return self._sink
-
-    @property
-    def topic(self) -> str:
-        return self._sink.topic
-
-    @property
-    def deployment_id(self) -> int:
-        return self._sink.deployment_id
-
-    @property
-    def control_topic(self) -> str:
-        return self._sink.control_topic
-
-    @property
-    def input_config(self) -> dict[str, Any]:
-        return self._sink.input_config
-
-    @property
-    def total_messages(self) -> int:
-        return self._sink.total_messages
-
-    @property
-    def topic_partitions(self) -> list[int]:
-        return self._sink.topic_partitions
-
-    @property
-    def control_message(self) -> ControlMessage | None:
-        return self._sink.control_message
-
-    @property
-    def elapsed_s(self) -> float:
-        return self._sink.elapsed_s
-
-    def ranges(self) -> list[TopicRange]:
-        return self._sink.ranges()
-
-    # --- sending: encode here, hand over to the loop thread ---
-
-    def send(self, data: Any, label: Any = None) -> None:
-        """Sends one sample (``label`` None: no key). Returns once enqueued; a failed delivery raises
-        on a later call, at the latest on ``flush()``/``close()``."""
-        value, key = self._sink.encode(data, label)
-        self._put(self._sink._main, value, key)
-
-    def send_value(self, data: Any) -> None:
-        self._put(self._sink._main, self._sink.encode_value(data), None)
-
-    def unsupervised_send(self, data: Any) -> None:
-        stream = self._sink._unsupervised
-        if stream is None:
-            raise SinkError("unsupervised_send needs the sink's unsupervised_topic")
-        self._put(stream, self._sink.encode_value(data), None)
-
-    def send_many(self, data: Iterable[Any], labels: Iterable[Any] | None = None) -> int:
-        """Sends every sample of ``data`` (with the matching label); returns how many."""
-        count = 0
-        if labels is None:
-            for sample in data:
-                self.send(sample)
-                count += 1
-            return count
-        for sample, label in zip(data, labels, strict=True):
-            self.send(sample, label)
-            count += 1
-        return count
-
-    def _put(self, stream: _Stream, value: bytes, key: bytes | None) -> None:
-        if self._thread.stopped:
-            raise SinkError("this sink is closed")
-        self._raise_if_failed()
-        self._room.acquire()
-        with self._lock:
-            self._queue.append((stream, value, key))
-            if self._pumping:
-                return
-            self._pumping = True
-        self._thread.call_soon(self._start_pump)
-
-    def _raise_if_failed(self) -> None:
-        if self._pump_error is not None:
-            raise self._pump_error
-        # Read across threads on purpose: a stale answer only delays the error to the next call.
-        self._sink._raise_if_failed()
-
-    def _start_pump(self) -> None:
-        self._pump_task = asyncio.get_running_loop().create_task(self._pump())
-
-    async def _pump(self) -> None:
-        """Moves handed-over records into the producer; never raises (the caller sees the error)."""
-        while True:
-            with self._lock:
-                if not self._queue:
-                    self._pumping = False
-                    return
-                stream, value, key = self._queue.popleft()
-            try:
-                if self._pump_error is None:
-                    await self._sink._enqueue(stream, value, key)
-            except BaseException as exc:
-                # Keep draining so blocked callers wake up; the records left are not sent.
-                self._pump_error = exc
-            finally:
-                self._room.release()
-
-    async def _drain(self) -> None:
-        while True:
-            task = self._pump_task
-            if task is not None and not task.done():
-                await task
-                continue
-            with self._lock:
-                waiting = bool(self._queue) and not self._pumping
-            if waiting:  # pragma: no cover - a pump is always scheduled while records wait
-                await self._pump()
-                continue
-            if self._pumping:
-                await asyncio.sleep(0)  # the pump is scheduled but has not started yet
-                continue
-            break
-        if self._pump_error is not None:
-            raise self._pump_error
-
-    async def _flush(self) -> None:
-        await self._drain()
-        await self._sink.flush()
-
-    async def _announce(self, online: bool) -> ControlMessage:
-        await self._drain()
-        if online:
-            return await self._sink.send_online_control_msg()
-        return await self._sink.send_control_msg()
-
-    async def _close(self) -> ControlMessage | None:
-        try:
-            await self._drain()
-        except BaseException:
-            await self._sink.abort()
-            raise
-        return await self._sink.close()
-
-    async def _online_close(self) -> None:
-        try:
-            await self._drain()
-        finally:
-            await self._sink.online_close()
-
-    async def _abort(self) -> None:
-        with contextlib.suppress(BaseException):
-            await self._drain()
-        await self._sink.abort()
-
-    def flush(self) -> None:
-        """Waits until every record sent so far is acknowledged; raises ``DeliveryError`` if any failed."""
-        self._thread.run(self._flush())
-
-    def send_control_msg(self) -> ControlMessage:
-        """Flushes and sends the control message now (``close()`` then sends none unless more was sent)."""
-        return self._thread.run(self._announce(online=False))
-
-    def send_online_control_msg(self) -> ControlMessage:
-        """Announces the topic as an online (unbounded) data source."""
-        return self._thread.run(self._announce(online=True))
-
-    def close(self) -> ControlMessage | None:
-        """Flushes, sends the control message, disconnects; returns the message (None if nothing was sent).
-
-        A delivery failure raises ``DeliveryError`` and announces nothing.
-        """
-        if self._thread.stopped:
-            return self._sink.control_message
-        try:
-            return self._thread.run(self._close())
-        finally:
-            self._thread.stop()
-
-    def online_close(self) -> None:
-        """Flushes and disconnects without a control message."""
-        if self._thread.stopped:
-            return
-        try:
-            self._thread.run(self._online_close())
-        finally:
-            self._thread.stop()
-
-    def abort(self) -> None:
-        """Disconnects without announcing anything."""
-        if self._thread.stopped:
-            return
-        try:
-            self._thread.run(self._abort())
-        finally:
-            self._thread.stop()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()

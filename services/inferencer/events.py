@@ -1,0 +1,66 @@
+"""What a replica tells the rest of the system: its status and its statistics, on the events topic."""
+
+from __future__ import annotations
+
+import logging
+from typing import Final
+
+from services.inferencer.stats import StatsWindow
+from shared.events.inference import (
+    InferenceStats,
+    InferenceStatus,
+    InferenceStatusChange,
+    InferenceStatusChanged,
+    ServeSpec,
+)
+from shared.kafka import Producer
+from shared.process import truncate
+from shared.settings import Settings
+from shared.topics import topics_for
+
+__all__ = ["MAX_ERROR", "ReplicaEvents"]
+
+log = logging.getLogger("kafkaml.inferencer")
+
+# A failure's reason is shown to a user: keep it readable.
+MAX_ERROR: Final = 2000
+
+
+class ReplicaEvents:
+    """What a replica tells the rest of the system: its status and its statistics."""
+
+    def __init__(self, producer: Producer, settings: Settings, spec: ServeSpec, replica: str) -> None:
+        self.producer = producer
+        self.topic = topics_for(settings).events
+        self.spec = spec
+        self.replica = replica
+
+    async def status(self, status: InferenceStatus, error: str | None = None) -> None:
+        change = InferenceStatusChange(
+            inference_id=self.spec.inference_id,
+            status=status,
+            replica=self.replica,
+            error=None if error is None else truncate(error, MAX_ERROR),
+        )
+        await self.producer.publish(self.topic, InferenceStatusChanged(payload=change))
+        log.info("status %s%s", status, f": {error}" if error else "")
+
+    async def stats(self, window: StatsWindow, lag: int | None) -> None:
+        stats = window.take(self.spec.inference_id, self.replica, lag)
+        await self.producer.publish(self.topic, InferenceStats(payload=stats))
+
+        def ms(value: float | None) -> str:
+            return "-" if value is None else f"{value:.1f}"
+
+        log.info(
+            "stats: %d msgs in %.1f s (%.1f/s), latency p50 %s p95 %s p99 %s ms, errors %d, lag %s, predicted %s",
+            stats.messages,
+            stats.window_s,
+            stats.throughput,
+            ms(stats.latency_p50_ms),
+            ms(stats.latency_p95_ms),
+            ms(stats.latency_p99_ms),
+            stats.errors,
+            "-" if stats.lag is None else stats.lag,
+            stats.predicted or "-",
+        )

@@ -1,0 +1,35 @@
+"""A trainer's data: its job spec, its control message, the announced records, the split.
+
+Read exactly the ranges the control message announces (:mod:`.ranges`), split
+them the same way every time (:mod:`.split`), and hold the decoded data set in
+memory or stream it from Kafka every epoch when it is over the memory budget
+(:mod:`.datasets`, :mod:`.loading`).
+"""
+
+from services.trainer.data.control import FoundControl, find_control_message
+from services.trainer.data.datasets import PARTS, InMemoryData, Part, StreamingData, TrainingData
+from services.trainer.data.errors import DataError
+from services.trainer.data.loading import load_training_data, memory_budget_bytes
+from services.trainer.data.ranges import RecordBatch, check_topics, iter_ranges
+from services.trainer.data.spec import find_job_spec
+from services.trainer.data.split import SPLIT_SEED, split_counts, split_indices
+
+__all__ = [
+    "PARTS",
+    "SPLIT_SEED",
+    "DataError",
+    "FoundControl",
+    "InMemoryData",
+    "Part",
+    "RecordBatch",
+    "StreamingData",
+    "TrainingData",
+    "check_topics",
+    "find_control_message",
+    "find_job_spec",
+    "iter_ranges",
+    "load_training_data",
+    "memory_budget_bytes",
+    "split_counts",
+    "split_indices",
+]
