@@ -16,7 +16,6 @@ from shared.events.inference import (
 from shared.kafka import Producer
 from shared.process import truncate
 from shared.settings import Settings
-from shared.topics import topics_for
 
 __all__ = ["MAX_ERROR", "ReplicaEvents"]
 
@@ -31,7 +30,6 @@ class ReplicaEvents:
 
     def __init__(self, producer: Producer, settings: Settings, spec: ServeSpec, replica: str) -> None:
         self.producer = producer
-        self.topic = topics_for(settings).events
         self.spec = spec
         self.replica = replica
 
@@ -42,12 +40,12 @@ class ReplicaEvents:
             replica=self.replica,
             error=None if error is None else truncate(error, MAX_ERROR),
         )
-        await self.producer.publish(self.topic, InferenceStatusChanged(payload=change))
+        await self.producer.publish(InferenceStatusChanged(payload=change))
         log.info("status %s%s", status, f": {error}" if error else "")
 
     async def stats(self, window: StatsWindow, lag: int | None) -> None:
         stats = window.take(self.spec.inference_id, self.replica, lag)
-        await self.producer.publish(self.topic, InferenceStats(payload=stats))
+        await self.producer.publish(InferenceStats(payload=stats))
 
         def ms(value: float | None) -> str:
             return "-" if value is None else f"{value:.1f}"

@@ -38,7 +38,6 @@ from shared.events.training import (
     TrainingStatusChanged,
 )
 from shared.kafka import Producer
-from shared.topics import Topics, topic_of
 
 __all__ = [
     "JobFailure",
@@ -135,15 +134,13 @@ class ModelResult:
 class Publisher:
     """Progress and outcome events of one job's results (one deployment)."""
 
-    def __init__(self, producer: Producer, topics: Topics, deployment_id: int) -> None:
+    def __init__(self, producer: Producer, deployment_id: int) -> None:
         self.producer = producer
-        self.topics = topics
         self.deployment_id = deployment_id
         self._loop: asyncio.AbstractEventLoop | None = None
 
     async def publish(self, message: Envelope) -> None:
-        topic = topic_of(self.topics, message.kind, message.type)
-        await self.producer.publish(topic, message)
+        await self.producer.publish(message)
 
     def bind_loop(self) -> None:
         """Remembers the running loop, for :meth:`publish_from_thread`."""

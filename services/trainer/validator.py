@@ -55,7 +55,7 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
             message = decode(received.value)
             if not isinstance(message, ValidateModel):
                 raise ValueError(f"the validation topic takes ValidateModel, not {message.type}")
-            await producer.publish(topics.events, await validate(message, sandbox))
+            await producer.publish(await validate(message, sandbox))
 
         await consumer.start()
         log.info("validator ready: consuming %s", topics.validation)

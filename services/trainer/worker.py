@@ -30,7 +30,6 @@ from shared.events.training import JobSpec, ResultStatus
 from shared.kafka import Producer
 from shared.process import worker_threads
 from shared.settings import Settings
-from shared.topics import topics_for
 
 __all__ = ["JobNotFound", "run_job", "train_job"]
 
@@ -81,7 +80,7 @@ async def train_job(
 ) -> dict[int, ResultStatus]:
     """Trains a job whose spec is known; publishes its progress and outcome."""
     async with Producer(settings) as producer:
-        publisher = Publisher(producer, topics_for(settings), spec.deployment_id)
+        publisher = Publisher(producer, spec.deployment_id)
         publisher.bind_loop()
         for model in spec.models:
             await publisher.status(model.result_id, "waiting_data")
@@ -126,9 +125,8 @@ async def _train(
         found.message.topic,
     )
     started = time.monotonic()
-    data = await load_training_data(
-        settings, found, memory_budget=memory_budget, missing_timeout_s=missing_data_timeout_s
-    )
+    budget = spec.cache_mb * 1024 * 1024 if memory_budget is None else memory_budget
+    data = await load_training_data(settings, found, memory_budget=budget, missing_timeout_s=missing_data_timeout_s)
     datasource = found.datasource()
     for model in spec.models:
         await publisher.status(model.result_id, "training", datasource)

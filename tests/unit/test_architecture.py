@@ -158,6 +158,8 @@ URL = re.compile(r"[a-z]+://\S+")
 def test_referenced_documents_exist(tracked: dict[Path, str]) -> None:
     missing: list[str] = []
     for path, text in tracked.items():
+        if path == Path(__file__).resolve():
+            continue  # its own self-check names documents that do not exist, on purpose
         for name in DOCUMENT.findall(URL.sub(" ", text)):
             candidates = [] if name.startswith("/") else [(path.parent / name).resolve(), (ROOT / name).resolve()]
             if not any(c.is_file() and c.is_relative_to(ROOT) for c in candidates):

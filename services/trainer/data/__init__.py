@@ -9,12 +9,13 @@ memory or stream it from Kafka every epoch when it is over the memory budget
 from services.trainer.data.control import FoundControl, find_control_message
 from services.trainer.data.datasets import PARTS, InMemoryData, Part, StreamingData, TrainingData
 from services.trainer.data.errors import DataError
-from services.trainer.data.loading import load_training_data, memory_budget_bytes
+from services.trainer.data.loading import DEFAULT_BUDGET_BYTES, load_training_data
 from services.trainer.data.ranges import RecordBatch, check_topics, iter_ranges
 from services.trainer.data.spec import find_job_spec
 from services.trainer.data.split import SPLIT_SEED, split_counts, split_indices
 
 __all__ = [
+    "DEFAULT_BUDGET_BYTES",
     "PARTS",
     "SPLIT_SEED",
     "DataError",
@@ -29,7 +30,6 @@ __all__ = [
     "find_job_spec",
     "iter_ranges",
     "load_training_data",
-    "memory_budget_bytes",
     "split_counts",
     "split_indices",
 ]

@@ -22,9 +22,9 @@ from shared.settings import Settings
 log = logging.getLogger("kafkaml.trainer")
 
 
-def memory_budget_bytes() -> int:
-    """The most decoded data kept in memory (``KAFKAML_TRAINER_CACHE_MB``, default 2 GiB)."""
-    return Settings().trainer_cache_mb * 1024 * 1024
+# The most decoded data kept in memory when the caller names no budget (the job spec does:
+# ``cache_mb``, from the orchestrator's KAFKAML_TRAINER_CACHE_MB).
+DEFAULT_BUDGET_BYTES = 2048 * 1024 * 1024
 
 
 def _estimated_bytes(x: np.ndarray[Any, Any], y: np.ndarray[Any, Any]) -> int:
@@ -63,7 +63,7 @@ async def load_training_data(
     if announced == 0:
         raise DataError(f"the control message at offset {found.offset} announces no records ({message.topic})")
     await check_topics(settings, ranges)
-    budget = memory_budget_bytes() if memory_budget is None else memory_budget
+    budget = DEFAULT_BUDGET_BYTES if memory_budget is None else memory_budget
     decoder = decoder_for(message.input_format, message.input_config)
 
     started = time.monotonic()

@@ -137,11 +137,10 @@ def spec_for(
 
 async def publish_model(settings: Settings, spec: ServeSpec, artifact: bytes) -> None:
     """The artifact's chunks on the artifacts topic and the spec on the jobs topic, as the orchestrator sends them."""
-    topics = topics_for(settings)
     async with Producer(settings) as producer:
         for chunk in chunk_artifact(spec.result_id, artifact):
-            await producer.publish(topics.artifacts, chunk)
-        await producer.publish(topics.jobs, ServeModel(payload=spec))
+            await producer.publish(chunk)
+        await producer.publish(ServeModel(payload=spec))
 
 
 async def make_topics(settings: Settings, *names_and_partitions: tuple[str, int]) -> None:

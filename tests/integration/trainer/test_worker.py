@@ -150,7 +150,7 @@ def model(result_id: int, example: dict[str, str], *, code: str | None = None, *
 
 async def publish_job(settings: Settings, spec: JobSpec) -> None:
     async with Producer(settings) as producer:
-        await producer.publish(topics_for(settings).jobs, TrainJob(payload=spec))
+        await producer.publish(TrainJob(payload=spec))
 
 
 async def read_all(settings: Settings, topic: str, until: Any, timeout_s: float = 120) -> list[Envelope]:
