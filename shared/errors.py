@@ -65,6 +65,18 @@ class Invalid(Rejected):
         super().__init__(422, detail, field=field)
 
 
+class WorkloadFailed(KafkaMLError):
+    """A training job or an inference cannot go on; ``detail`` says why, in words a user acts on."""
+
+    title = "Workload failed"
+
+
+class SpecNotFound(KafkaMLError):
+    """No job spec with this job id arrived: there is no result or inference to report about."""
+
+    title = "Job spec not found"
+
+
 class Undecodable(KafkaMLError):
     """A message that no handler can read; it goes to the dead-letter topic."""
 

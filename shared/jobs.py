@@ -6,7 +6,7 @@ import asyncio
 import time
 from typing import TypeVar
 
-from shared.errors import KafkaMLError, Undecodable
+from shared.errors import SpecNotFound, Undecodable
 from shared.events import Envelope, decode
 from shared.kafka import make_consumer
 from shared.settings import Settings
@@ -15,16 +15,12 @@ from shared.topics import topics_for
 E = TypeVar("E", bound=Envelope)
 
 
-class JobSpecNotFound(KafkaMLError):
-    """No spec with this job id arrived in time."""
-
-
 async def find_job_message(
     settings: Settings, job_id: str, kind: type[E], *, timeout_s: float = 60.0, stop: asyncio.Event | None = None
 ) -> E | None:
     """Scans the jobs topic from the beginning (no group) for the ``kind`` message whose
     ``payload.job_id`` is ``job_id``. None when ``stop`` was set first; raises
-    ``JobSpecNotFound`` after ``timeout_s``."""
+    ``SpecNotFound`` after ``timeout_s``."""
     topic = topics_for(settings).jobs
     consumer = make_consumer(settings, topic, group_id=None)
     await consumer.start()
@@ -43,4 +39,4 @@ async def find_job_message(
                         return message
     finally:
         await consumer.stop()
-    raise JobSpecNotFound(f"no {kind.__name__} with job_id {job_id!r} on {topic} within {timeout_s:g} s")
+    raise SpecNotFound(f"no {kind.__name__} with job_id {job_id!r} on {topic} within {timeout_s:g} s")

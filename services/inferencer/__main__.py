@@ -22,7 +22,7 @@ import socket
 import sys
 
 from services.inferencer.replica import run_inference
-from services.inferencer.spec import SpecNotFound
+from shared.errors import SpecNotFound
 from shared.process import on_stop_signals, setup_logging
 from shared.settings import get_settings
 
@@ -46,7 +46,7 @@ async def _main(job_id: str, replica: str) -> int:
     try:
         status = await run_inference(settings, job_id, replica, stop=stop)
     except SpecNotFound as exc:
-        log.error("%s", exc.message)
+        log.error("%s", exc.detail)
         return 2
     except Exception:
         log.exception("job %s: the inferencer failed and could not report it", job_id)

@@ -39,7 +39,7 @@ from typing import Any, Final
 import numpy as np
 
 from shared.artifacts import chunk_bytes, sha256_of
-from shared.errors import Undecodable
+from shared.errors import Undecodable, WorkloadFailed
 from shared.events import decode
 from shared.events.catalog import ModelDefinition
 from shared.events.inference import ServeSpec
@@ -52,9 +52,9 @@ from shared.usercode import ModelCodeError, build_model, failure_message
 __all__ = [
     "ARTIFACT_TIMEOUT_S",
     "KerasModel",
-    "ServeFailure",
     "ServedModel",
     "TorchModel",
+    "WorkloadFailed",
     "as_arrays",
     "configure_device",
     "fetch_artifact",
@@ -68,14 +68,6 @@ ARTIFACT_TIMEOUT_S: Final = 120.0
 _POLL_MS: Final = 500
 
 
-class ServeFailure(Exception):
-    """The inference cannot be served; the message says why, in words the user can act on."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
-
-
 # --- the artifact ---------------------------------------------------------------
 
 
@@ -87,7 +79,7 @@ async def fetch_artifact(
 ) -> bytes | None:
     """The model file of ``spec.result_id`` from the artifacts topic, checked; None if ``stop`` was set.
 
-    Raises ServeFailure when the chunks are not all there in time or do not add up to the checksum.
+    Raises WorkloadFailed when the chunks are not all there in time or do not add up to the checksum.
     """
     topic = topics_for(settings).artifacts
     consumer = make_consumer(
@@ -103,7 +95,7 @@ async def fetch_artifact(
                 return None
             if time.monotonic() > deadline:
                 have = f"{len(chunks)} of {count}" if count is not None else "none"
-                raise ServeFailure(
+                raise WorkloadFailed(
                     f"the model of result {spec.result_id} (sha256 {spec.artifact_sha256[:12]}…) did not arrive "
                     f"on {topic} within {timeout_s:g} s ({have} of its chunks)"
                 )
@@ -124,7 +116,7 @@ async def fetch_artifact(
     data = b"".join(chunks[index] for index in range(count))
     digest = sha256_of(data)
     if digest != spec.artifact_sha256:
-        raise ServeFailure(
+        raise WorkloadFailed(
             f"the model of result {spec.result_id} does not match its checksum "
             f"(sha256 {digest[:12]}…, expected {spec.artifact_sha256[:12]}…)"
         )
@@ -267,7 +259,7 @@ class KerasModel(ServedModel):
         except (AttributeError, ValueError):  # a subclassed model has no symbolic inputs
             inputs = []
         if len(inputs) > 1:
-            raise ServeFailure(f"the model takes {len(inputs)} inputs; an inference feeds it one")
+            raise WorkloadFailed(f"the model takes {len(inputs)} inputs; an inference feeds it one")
         if inputs:
             spec = inputs[0]
             self.input_shape = tuple(None if d is None else int(d) for d in spec.shape[1:])
@@ -309,7 +301,7 @@ class TorchModel(ServedModel):
 
 
 def load_model(spec: ServeSpec, artifact: bytes, device: str) -> ServedModel:
-    """Loads the artifact (blocking: run it in a thread); ServeFailure with the reason."""
+    """Loads the artifact (blocking: run it in a thread); WorkloadFailed with the reason."""
     if spec.artifact_format == "keras":
         return _load_keras(artifact, device)
     return _load_torch(spec, artifact, device)
@@ -325,7 +317,7 @@ def _load_keras(artifact: bytes, device: str) -> KerasModel:
             # compile=False: serving needs no optimizer or loss (and a custom loss would not load).
             model = keras.models.load_model(path, safe_mode=True, compile=False)
         except Exception as exc:
-            raise ServeFailure(
+            raise WorkloadFailed(
                 f"the Keras model could not be loaded (safe mode): {type(exc).__name__}: {exc}"
             ) from None
     return KerasModel(model, device)
@@ -339,16 +331,16 @@ def _load_torch(spec: ServeSpec, artifact: bytes, device: str) -> TorchModel:
             name=f"result-{spec.result_id}", framework="pytorch", code=spec.code, imports=spec.imports
         )
     except ValueError as exc:  # pydantic's ValidationError: no code at all
-        raise ServeFailure(f"the spec carries no usable model code: {exc}") from None
+        raise WorkloadFailed(f"the spec carries no usable model code: {exc}") from None
     try:
         module, _ = build_model(definition)
     except ModelCodeError as exc:
-        raise ServeFailure(failure_message("the model code could not be built", exc)) from None
+        raise WorkloadFailed(failure_message("the model code could not be built", exc)) from None
     try:
         state = torch.load(io.BytesIO(artifact), weights_only=True, map_location=device)
         module.load_state_dict(state)
     except Exception as exc:
-        raise ServeFailure(
+        raise WorkloadFailed(
             f"the trained weights do not load into the model code: {type(exc).__name__}: {exc}"
         ) from None
     module.to(device)

@@ -33,7 +33,6 @@ from services.inferencer.events import ReplicaEvents
 from services.inferencer.model import (
     ARTIFACT_TIMEOUT_S,
     ServedModel,
-    ServeFailure,
     configure_device,
     fetch_artifact,
     load_model,
@@ -41,6 +40,7 @@ from services.inferencer.model import (
 from services.inferencer.serving import Inferencer
 from services.inferencer.spec import SPEC_TIMEOUT_S, find_serve_spec
 from shared.codecs import Decoder, decoder_for
+from shared.errors import WorkloadFailed
 from shared.events.inference import InferenceStatus, ServeSpec
 from shared.kafka import Producer
 from shared.process import worker_threads
@@ -63,7 +63,7 @@ def _decoder(spec: ServeSpec, model: ServedModel) -> Decoder:
     try:
         return decoder_for(spec.input_format, config)
     except ValueError as exc:
-        raise ServeFailure(f"input_config does not describe {spec.input_format} values: {exc}") from None
+        raise WorkloadFailed(f"input_config does not describe {spec.input_format} values: {exc}") from None
 
 
 def _warm_up(model: ServedModel, decoder: Decoder) -> tuple[int | None, float]:
@@ -83,7 +83,7 @@ def _warm_up(model: ServedModel, decoder: Decoder) -> tuple[int | None, float]:
         started = time.perf_counter()
         outputs = model.predict(model.prepare(sample))
     except Exception as exc:
-        raise ServeFailure(
+        raise WorkloadFailed(
             f"the model does not take the stream's samples ({decoder.describe()}): {type(exc).__name__}: {exc}"
         ) from None
     return len(outputs), time.perf_counter() - started
@@ -103,8 +103,8 @@ async def serve(
         events = ReplicaEvents(producer, settings, spec, replica)
         try:
             await _serve(settings, spec, replica, producer, events, stop, artifact_timeout_s)
-        except ServeFailure as failure:
-            reason = failure.message
+        except WorkloadFailed as failure:
+            reason = failure.detail
         except Exception as exc:  # a bug of ours, or the broker gone: still an answer for the user
             log.exception("inference %d failed", spec.inference_id)
             reason = f"the inferencer failed: {type(exc).__name__}: {exc}"
@@ -142,7 +142,7 @@ async def _serve(
         log.warning("upper_topic and limit go together: without both, every prediction goes to the output topic")
     if distributed:
         if outputs is not None and outputs < 2:
-            raise ServeFailure(
+            raise WorkloadFailed(
                 "a distributed inference needs a model with two outputs (to the upper model, prediction); "
                 f"this one has {outputs}"
             )

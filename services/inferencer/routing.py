@@ -27,8 +27,8 @@ from typing import Any, Final
 
 import numpy as np
 
-from services.inferencer.model import ServeFailure
 from services.inferencer.stats import predicted_classes
+from shared.errors import WorkloadFailed
 from shared.events.inference import ServeSpec
 from shared.kafka import Producer
 
@@ -95,11 +95,11 @@ class Router:
         prediction = arrays[-1]
         count = len(indices)
         if len(prediction) != count:
-            raise ServeFailure(f"the model returned {len(prediction)} outputs for {count} inputs")
+            raise WorkloadFailed(f"the model returned {len(prediction)} outputs for {count} inputs")
         up: np.ndarray[Any, Any] = np.zeros(count, dtype=bool)
         if self.distributed:
             if len(arrays) < 2:
-                raise ServeFailure(
+                raise WorkloadFailed(
                     "a distributed inference needs a model with two outputs (to the upper model, prediction); "
                     f"this one has {len(arrays)}"
                 )

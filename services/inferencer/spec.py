@@ -6,20 +6,12 @@ import asyncio
 from typing import Final
 
 from shared.events.inference import ServeModel, ServeSpec
-from shared.jobs import JobSpecNotFound, find_job_message
+from shared.jobs import find_job_message
 from shared.settings import Settings
 
-__all__ = ["SPEC_TIMEOUT_S", "SpecNotFound", "find_serve_spec"]
+__all__ = ["SPEC_TIMEOUT_S", "find_serve_spec"]
 
 SPEC_TIMEOUT_S: Final = 60.0
-
-
-class SpecNotFound(Exception):
-    """No ``ServeModel`` with this job id: there is no inference to report anything about."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
 
 
 async def find_serve_spec(
@@ -27,8 +19,5 @@ async def find_serve_spec(
 ) -> ServeSpec | None:
     """The ``ServeModel`` spec with this id from the jobs topic; None when ``stop`` was set
     first; SpecNotFound after ``timeout_s``."""
-    try:
-        found = await find_job_message(settings, job_id, ServeModel, timeout_s=timeout_s, stop=stop)
-    except JobSpecNotFound as exc:
-        raise SpecNotFound(exc.detail) from None
+    found = await find_job_message(settings, job_id, ServeModel, timeout_s=timeout_s, stop=stop)
     return found.payload if found is not None else None

@@ -18,7 +18,8 @@ import os
 import signal
 import sys
 
-from services.trainer.worker import JobNotFound, run_job
+from services.trainer.worker import run_job
+from shared.errors import SpecNotFound
 from shared.process import on_stop_signals, setup_logging
 from shared.settings import get_settings
 
@@ -38,8 +39,8 @@ async def _main(job_id: str) -> int:
     settings = get_settings()
     try:
         statuses = await run_job(settings, job_id)
-    except JobNotFound as exc:
-        log.error("%s", exc.message)
+    except SpecNotFound as exc:
+        log.error("%s", exc.detail)
         return 2
     except Exception:
         log.exception("job %s: could not publish its outcome", job_id)

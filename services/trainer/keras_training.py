@@ -29,7 +29,8 @@ from typing import Any, Final
 import numpy as np
 
 from services.trainer.data import Part, TrainingData
-from services.trainer.publishing import JobFailure, ModelResult, confusion_matrix, split_epoch_logs
+from services.trainer.publishing import ModelResult, confusion_matrix, split_epoch_logs
+from shared.errors import WorkloadFailed
 from shared.events.catalog import ModelDefinition
 from shared.events.training import DistributedParams, JobModel, JobSpec
 from shared.usercode import ModelCodeError, build_model, failure_message
@@ -84,7 +85,7 @@ def _build(model: JobModel, *, require_compiled: bool = True) -> Any:
     try:
         built, _ = build_model(definition, require_compiled=require_compiled)
     except ModelCodeError as exc:
-        raise JobFailure(failure_message(f"model {model.name!r} could not be built", exc)) from None
+        raise WorkloadFailed(failure_message(f"model {model.name!r} could not be built", exc)) from None
     return built
 
 
@@ -103,12 +104,12 @@ def _float_dict(values: Mapping[str, Any]) -> dict[str, float]:
 
 
 def chain_order(models: list[JobModel]) -> list[JobModel]:
-    """The models of a distributed chain from the bottom (edge) up; JobFailure when they are no chain."""
+    """The models of a distributed chain from the bottom (edge) up; WorkloadFailed when they are no chain."""
     by_id = {m.model_id: m for m in models}
     uppers = {m.upper_model_id for m in models}
     bottoms = [m for m in models if m.model_id not in uppers]
     if len(bottoms) != 1:
-        raise JobFailure("the models of a distributed job must form one chain linked by upper_model_id")
+        raise WorkloadFailed("the models of a distributed job must form one chain linked by upper_model_id")
     order = [bottoms[0]]
     while order[-1].upper_model_id is not None:
         upper = by_id.get(order[-1].upper_model_id)
@@ -116,7 +117,7 @@ def chain_order(models: list[JobModel]) -> list[JobModel]:
             break
         order.append(upper)
     if len(order) != len(models):
-        raise JobFailure("the models of a distributed job must form one chain linked by upper_model_id")
+        raise WorkloadFailed("the models of a distributed job must form one chain linked by upper_model_id")
     return order
 
 
@@ -233,10 +234,10 @@ def _call(what: str, run: Callable[[], Any]) -> Any:
     """Runs a Keras step, turning its failure into a sentence for the user."""
     try:
         return run()
-    except JobFailure:
+    except WorkloadFailed:
         raise
     except Exception as exc:
-        raise JobFailure(failure_message(what, exc)) from exc
+        raise WorkloadFailed(failure_message(what, exc)) from exc
 
 
 def train_keras(spec: JobSpec, data: TrainingData, on_epoch: EpochReport) -> list[ModelResult]:
@@ -277,7 +278,7 @@ def _train_distributed(spec: JobSpec, data: TrainingData, on_epoch: EpochReport)
     params = spec.distributed or DistributedParams()
     bottom = models[0]
     if len(bottom.inputs) != 1:
-        raise JobFailure(f"the bottom model {chain[0].name!r} of a distributed chain must take one input")
+        raise WorkloadFailed(f"the bottom model {chain[0].name!r} of a distributed chain must take one input")
 
     def joint_model() -> Any:
         inputs = keras.Input(shape=tuple(bottom.inputs[0].shape[1:]), dtype=bottom.inputs[0].dtype)
@@ -297,7 +298,7 @@ def _train_distributed(spec: JobSpec, data: TrainingData, on_epoch: EpochReport)
             {"class_name": params.optimizer, "config": {"learning_rate": params.learning_rate}}
         )
     except (ValueError, TypeError) as exc:
-        raise JobFailure(f"unknown optimizer {params.optimizer!r} for distributed training: {exc}") from None
+        raise WorkloadFailed(f"unknown optimizer {params.optimizer!r} for distributed training: {exc}") from None
     _call(
         "compiling the distributed models",
         lambda: joint.compile(

@@ -2,7 +2,7 @@
 
 Also the outcome's parts both training modules compute the same way: the
 result of one model (:class:`ModelResult`), the confusion matrix, and the
-failure of a job (:class:`JobFailure`).
+failure of a job (:class:`WorkloadFailed`).
 
 Every publish waits for the broker's acknowledgement (``Producer.publish``), so
 a ``TrainingFinished`` is only sent once every chunk of its artifact landed.
@@ -22,6 +22,7 @@ from typing import Any, Literal, TypeVar
 import numpy as np
 
 from shared.artifacts import chunk_artifact
+from shared.errors import WorkloadFailed
 from shared.events import Envelope
 from shared.events.training import (
     ArtifactRef,
@@ -40,9 +41,9 @@ from shared.events.training import (
 from shared.kafka import Producer
 
 __all__ = [
-    "JobFailure",
     "ModelResult",
     "Publisher",
+    "WorkloadFailed",
     "confusion_matrix",
     "split_epoch_logs",
 ]
@@ -50,14 +51,6 @@ __all__ = [
 log = logging.getLogger("kafkaml.trainer")
 
 T = TypeVar("T")
-
-
-class JobFailure(Exception):
-    """The job cannot succeed; the message says why, in words the user can act on."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
 
 
 def split_epoch_logs(logs: Mapping[str, Any], prefix: str = "") -> tuple[dict[str, float], dict[str, float]]:

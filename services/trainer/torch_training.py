@@ -23,7 +23,8 @@ from typing import Any, Final
 import numpy as np
 
 from services.trainer.data import Part, TrainingData
-from services.trainer.publishing import JobFailure, ModelResult, confusion_matrix, split_epoch_logs
+from services.trainer.publishing import ModelResult, confusion_matrix, split_epoch_logs
+from shared.errors import WorkloadFailed
 from shared.events.catalog import ModelDefinition
 from shared.events.training import JobSpec
 from shared.usercode import ModelCodeError, build_model, failure_message
@@ -61,7 +62,7 @@ def _user_call(model: Any, name: str) -> Any:
     try:
         return getattr(model, name)()
     except Exception as exc:
-        raise JobFailure(failure_message(f"model.{name}()", exc)) from None
+        raise WorkloadFailed(failure_message(f"model.{name}()", exc)) from None
 
 
 def train_torch(spec: JobSpec, data: TrainingData, on_epoch: EpochReport, *, device: str = "cpu") -> list[ModelResult]:
@@ -71,7 +72,7 @@ def train_torch(spec: JobSpec, data: TrainingData, on_epoch: EpochReport, *, dev
     from torch.utils.data import DataLoader, IterableDataset, TensorDataset
 
     if len(spec.models) != 1:
-        raise JobFailure("distributed (chained) training is for TensorFlow models only")
+        raise WorkloadFailed("distributed (chained) training is for TensorFlow models only")
     job_model = spec.models[0]
     definition = ModelDefinition(
         name=job_model.name, framework="pytorch", code=job_model.code, imports=job_model.imports
@@ -79,7 +80,7 @@ def train_torch(spec: JobSpec, data: TrainingData, on_epoch: EpochReport, *, dev
     try:
         model, _ = build_model(definition)
     except ModelCodeError as exc:
-        raise JobFailure(failure_message(f"model {job_model.name!r} could not be built", exc)) from None
+        raise WorkloadFailed(failure_message(f"model {job_model.name!r} could not be built", exc)) from None
     model = model.to(device)
     loss_fn = _user_call(model, "loss_fn")
     optimizer = _user_call(model, "optimizer")
@@ -114,7 +115,7 @@ def train_torch(spec: JobSpec, data: TrainingData, on_epoch: EpochReport, *, dev
             try:
                 probe = model(torch.from_numpy(np.ascontiguousarray(x_probe, dtype=np.float32)).to(device))
             except Exception as exc:
-                raise JobFailure(failure_message("model.forward", exc)) from None
+                raise WorkloadFailed(failure_message("model.forward", exc)) from None
         column[0] = getattr(probe, "ndim", 0) == 2 and probe.shape[1] == 1 and y_probe.ndim == 1
 
     class Streamed(IterableDataset[tuple[Any, Any]]):
@@ -155,15 +156,15 @@ def train_torch(spec: JobSpec, data: TrainingData, on_epoch: EpochReport, *, dev
 
     try:
         trainer.run(train_loader, max_epochs=max_epochs, epoch_length=epoch_length)
-    except JobFailure:
+    except WorkloadFailed:
         raise
     except Exception as exc:
-        raise JobFailure(failure_message("training", exc)) from exc
+        raise WorkloadFailed(failure_message("training", exc)) from exc
 
     try:
         test_metrics = _metrics(evaluator.run(test_loader).metrics) if test_loader is not None else {}
     except Exception as exc:
-        raise JobFailure(failure_message("evaluating on the test set", exc)) from exc
+        raise WorkloadFailed(failure_message("evaluating on the test set", exc)) from exc
     log.info("result %d: test metrics %s", job_model.result_id, test_metrics)
 
     matrix = None

@@ -28,8 +28,8 @@ async def validate(command: ValidateModel, sandbox: Sandbox) -> Envelope:
     try:
         summary = await sandbox.validate(definition)
     except ModelCodeError as error:
-        log.info("model %r rejected: %s", definition.name, error.message)
-        failure = ValidationError(model=definition, error=error.message, field=error.field, line=error.line)
+        log.info("model %r rejected: %s", definition.name, error.detail)
+        failure = ValidationError(model=definition, error=error.detail, field=error.field, line=error.line)
         return command.reply(ModelValidationFailed(payload=failure))
     except SandboxError as error:
         # Not the user's fault, but an answer beats a request left waiting.

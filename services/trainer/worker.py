@@ -24,24 +24,21 @@ import logging
 import time
 from typing import Final
 
-from services.trainer.data import DataError, find_control_message, find_job_spec, load_training_data
-from services.trainer.publishing import JobFailure, ModelResult, Publisher
+from services.trainer.data import find_control_message, find_job_spec, load_training_data
+from services.trainer.publishing import ModelResult, Publisher
+from shared.errors import WorkloadFailed
 from shared.events.training import JobSpec, ResultStatus
 from shared.kafka import Producer
 from shared.process import worker_threads
 from shared.settings import Settings
 
-__all__ = ["JobNotFound", "run_job", "train_job"]
+__all__ = ["run_job", "train_job"]
 
 log = logging.getLogger("kafkaml.trainer")
 
 # Records announced but missing from a partition are waited for this long.
 MISSING_DATA_TIMEOUT_S: Final = 30.0
 SPEC_TIMEOUT_S: Final = 60.0
-
-
-class JobNotFound(DataError):
-    """No job spec with this id: nothing can be attributed to a result, nothing is published."""
 
 
 def _import_framework(framework: str) -> None:
@@ -56,11 +53,8 @@ async def run_job(
     missing_data_timeout_s: float = MISSING_DATA_TIMEOUT_S,
     memory_budget: int | None = None,
 ) -> dict[int, ResultStatus]:
-    """Runs the job with this id; each result's final status. Raises JobNotFound without a spec."""
-    try:
-        spec = await find_job_spec(settings, job_id, spec_timeout_s)
-    except DataError as exc:
-        raise JobNotFound(exc.message) from None
+    """Runs the job with this id; each result's final status. Raises SpecNotFound without a spec."""
+    spec = await find_job_spec(settings, job_id, spec_timeout_s)
     log.info(
         "spec found: job %s, deployment %d, %s, results %s",
         spec.job_id,
@@ -87,8 +81,8 @@ async def train_job(
         finished: set[int] = set()
         try:
             await _train(settings, spec, publisher, missing_data_timeout_s, memory_budget, finished)
-        except JobFailure as failure:
-            reason = failure.message
+        except WorkloadFailed as failure:
+            reason = failure.detail
         except Exception as exc:  # a bug of ours, or the broker gone: still an answer for the user
             log.exception("job %s failed", spec.job_id)
             reason = f"the trainer failed: {type(exc).__name__}: {exc}"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
+from shared.errors import KafkaMLError
 from shared.process import truncate
 
 __all__ = [
@@ -32,20 +33,22 @@ _FIELDS_BY_FILENAME: dict[str, Field] = {v: k for k, v in FILENAMES.items()}
 MAX_MESSAGE = 2000
 
 
-class ModelCodeError(Exception):
+class ModelCodeError(KafkaMLError):
     """The user's model code is wrong; ``field`` and ``line`` say where."""
 
-    def __init__(self, message: str, *, field: Field = "code", line: int | None = None) -> None:
-        super().__init__(message)
-        self.message = message
+    status = 422
+    title = "Invalid model code"
+
+    def __init__(self, detail: str, *, field: Field = "code", line: int | None = None) -> None:
+        super().__init__(detail, field=field)
         self.field: Field = field
         self.line = line
 
     def to_dict(self) -> dict[str, Any]:
-        return {"message": self.message, "field": self.field, "line": self.line}
+        return {"message": self.detail, "field": self.field, "line": self.line}
 
     def __repr__(self) -> str:
-        return f"ModelCodeError({self.message!r}, field={self.field!r}, line={self.line!r})"
+        return f"ModelCodeError({self.detail!r}, field={self.field!r}, line={self.line!r})"
 
 
 def user_location(exc: BaseException) -> tuple[Field | None, int | None]:
@@ -84,15 +87,15 @@ def call_user(func: Any, what: str) -> Any:
         return func()
     except (Exception, SystemExit) as exc:
         error = runtime_error(exc, "code")
-        error.message = f"{what} failed: {error.message}"
-        error.args = (error.message,)
+        error.detail = f"{what} failed: {error.detail}"
+        error.args = (error.detail,)
         raise error from None
 
 
 def failure_message(what: str, exc: BaseException) -> str:
     """``"model.fit raised ValueError: … (line 3 of your code)"``: the user's line where there is one."""
     if isinstance(exc, ModelCodeError):
-        return truncate(f"{what}: {exc.message}", MAX_MESSAGE)
+        return truncate(f"{what}: {exc.detail}", MAX_MESSAGE)
     # The same reading of the traceback as the validator's: the deepest frame of the user's source.
     field, line = user_location(exc)
     text = str(exc).strip()

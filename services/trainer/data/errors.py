@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from services.trainer.publishing import JobFailure
+from shared.errors import WorkloadFailed
 
 
-class DataError(JobFailure):
+class DataError(WorkloadFailed):
     """The job cannot get its data; the message says why, in words a user acts on."""

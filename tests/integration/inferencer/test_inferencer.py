@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 
 from services.inferencer.replica import run_inference, serve
-from services.inferencer.spec import SpecNotFound
+from shared.errors import SpecNotFound
 from shared.events import Envelope
 from shared.events.inference import InferenceStats, InferenceStatusChanged, ServeSpec
 from shared.settings import Settings

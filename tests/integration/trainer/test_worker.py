@@ -29,8 +29,9 @@ from aiokafka.structs import RecordMetadata
 from fastavro import parse_schema, schemaless_writer
 from sklearn.datasets import load_breast_cancer, load_digits
 
-from services.trainer.worker import JobNotFound, run_job
+from services.trainer.worker import run_job
 from shared.control import key_for_deployment
+from shared.errors import SpecNotFound
 from shared.events import Envelope, decode
 from shared.events.training import (
     ArtifactChunk,
@@ -576,7 +577,7 @@ async def test_records_missing_from_the_announced_range_fail_naming_it(topics: S
 
 
 async def test_unknown_job_id_publishes_nothing(topics: Settings) -> None:
-    with pytest.raises(JobNotFound, match="no TrainJob with job_id 'nope'"):
+    with pytest.raises(SpecNotFound, match="no TrainJob with job_id 'nope'"):
         await run_job(topics, "nope", spec_timeout_s=1)
 
 

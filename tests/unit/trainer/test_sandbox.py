@@ -163,38 +163,38 @@ def test_syntax_error_gives_the_line_of_the_unclosed_bracket() -> None:
     error = code_error("tensorflow", KERAS_UNCLOSED)
     assert error.field == "code"
     assert error.line == KERAS_UNCLOSED_LINE
-    assert error.message == f"SyntaxError: '(' was never closed (line {KERAS_UNCLOSED_LINE})"
+    assert error.detail == f"SyntaxError: '(' was never closed (line {KERAS_UNCLOSED_LINE})"
 
 
 def test_missing_model_variable() -> None:
     error = code_error("tensorflow", "net = 1\n")
-    assert error.message == "the code must assign the model to a variable named `model`"
+    assert error.detail == "the code must assign the model to a variable named `model`"
     assert error.line is None
 
 
 def test_pytorch_model_without_its_methods_names_all_missing_ones() -> None:
     code = "class Net(nn.Module):\n    def forward(self, x):\n        return x\n\nmodel = Net()\n"
     error = code_error("pytorch", code)
-    assert "loss_fn(), optimizer() and metrics()" in error.message
-    assert "(missing: loss_fn, optimizer, metrics)" in error.message
+    assert "loss_fn(), optimizer() and metrics()" in error.detail
+    assert "(missing: loss_fn, optimizer, metrics)" in error.detail
 
     code = code.replace("        return x\n", "        return x\n    def loss_fn(self):\n        return nn.MSELoss()\n")
-    assert "(missing: optimizer, metrics)" in code_error("pytorch", code).message
+    assert "(missing: optimizer, metrics)" in code_error("pytorch", code).detail
 
 
 def test_pytorch_optimizer_of_the_wrong_type() -> None:
     code = PYTORCH_EXAMPLE.replace("return torch.optim.Adam(model.parameters(), lr=0.001)", "return 0.001")
-    assert "must return a torch.optim.Optimizer" in code_error("pytorch", code).message
+    assert "must return a torch.optim.Optimizer" in code_error("pytorch", code).detail
 
 
 def test_pytorch_metrics_must_be_ignite_metrics() -> None:
     code = PYTORCH_EXAMPLE.replace('"accuracy": Accuracy(),', '"accuracy": 1,')
-    assert "wrong entries: accuracy" in code_error("pytorch", code).message
+    assert "wrong entries: accuracy" in code_error("pytorch", code).detail
 
 
 def test_runtime_error_gives_type_message_and_line() -> None:
     error = code_error("tensorflow", "layers = [1, 2]\n\nmodel = layers[5]\n")
-    assert error.message == "IndexError: list index out of range (line 3)"
+    assert error.detail == "IndexError: list index out of range (line 3)"
     assert (error.field, error.line) == ("code", 3)
 
 
@@ -203,27 +203,27 @@ def test_runtime_error_inside_a_user_method_points_into_it() -> None:
     code = PYTORCH_EXAMPLE.replace("return nn.CrossEntropyLoss()", "return nn.NoSuchLoss()")
     error = code_error("pytorch", code)
     assert error.line == 18
-    assert error.message.startswith("model.loss_fn() failed: AttributeError:")
+    assert error.detail.startswith("model.loss_fn() failed: AttributeError:")
 
 
 def test_error_in_imports_is_reported_on_the_imports_field() -> None:
     error = code_error("tensorflow", KERAS_EXAMPLE, imports="import os\nfrom os import (path\n")
     assert (error.field, error.line) == ("imports", 2)
-    assert error.message.startswith("SyntaxError:")
+    assert error.detail.startswith("SyntaxError:")
 
     error = code_error("pytorch", PYTORCH_EXAMPLE, imports="import torch\nimport not_a_module_at_all\n")
     assert (error.field, error.line) == ("imports", 2)
-    assert error.message.startswith("ModuleNotFoundError:")
+    assert error.detail.startswith("ModuleNotFoundError:")
 
 
 def test_exit_in_user_code_is_an_error_not_an_exit() -> None:
     error = code_error("tensorflow", "import sys\nsys.exit(4)\n")
-    assert (error.message, error.line) == ("SystemExit: 4 (line 2)", 2)
+    assert (error.detail, error.line) == ("SystemExit: 4 (line 2)", 2)
 
 
 def test_keras_model_must_be_built_and_compiled_to_train_alone() -> None:
     unbuilt = "model = keras.Sequential([keras.layers.Dense(10)])\nmodel.compile(optimizer='adam', loss='mse')\n"
-    assert "not built" in code_error("tensorflow", unbuilt).message
+    assert "not built" in code_error("tensorflow", unbuilt).detail
 
     # Validation accepts an uncompiled model: it may be a sub-model of a distributed chain
     # (upstream's examples do not compile those); training one alone needs the compile.
@@ -231,9 +231,9 @@ def test_keras_model_must_be_built_and_compiled_to_train_alone() -> None:
     assert validate_definition(definition("tensorflow", uncompiled)).parameters == 9610
     with pytest.raises(ModelCodeError) as caught:
         usercode.build_model(definition("tensorflow", uncompiled))
-    assert "call model.compile(...) with an optimizer, a loss and metrics" in caught.value.message
+    assert "call model.compile(...) with an optimizer, a loss and metrics" in caught.value.detail
 
-    assert "must be a Keras model" in code_error("tensorflow", "model = 3\n").message
+    assert "must be a Keras model" in code_error("tensorflow", "model = 3\n").detail
 
 
 def test_namespaces_hold_upstream_names() -> None:
@@ -313,7 +313,7 @@ async def test_sandbox_reports_the_syntax_error_line(shared_sandbox: Sandbox) ->
     with pytest.raises(ModelCodeError) as caught:
         await shared_sandbox.validate(definition("tensorflow", KERAS_UNCLOSED))
     assert (caught.value.field, caught.value.line) == ("code", KERAS_UNCLOSED_LINE)
-    assert "'(' was never closed" in caught.value.message
+    assert "'(' was never closed" in caught.value.detail
 
 
 @pytest.mark.asyncio(loop_scope="module")
@@ -337,8 +337,8 @@ async def test_user_code_sees_no_gpu_and_runs_in_a_fresh_child(shared_sandbox: S
     for _ in range(2):
         with pytest.raises(ModelCodeError) as caught:
             await shared_sandbox.validate(definition("pytorch", code))
-        found = re.search(r"gpus=\[(.*)\] pid=(\d+)", caught.value.message)
-        assert found is not None, caught.value.message
+        found = re.search(r"gpus=\[(.*)\] pid=(\d+)", caught.value.detail)
+        assert found is not None, caught.value.detail
         assert found.group(1) == ""
         pids.append(int(found.group(2)))
     assert pids[0] != pids[1] and os.getpid() not in pids
