@@ -1,1 +1,1 @@
-"""The database layer: tables, repositories that flush but never commit, the unit of work."""
+"""The database layer: tables and repositories grouped by the service that writes them, the unit of work."""

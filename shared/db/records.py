@@ -1,16 +1,17 @@
-"""Rows → the public records that events carry and the API returns."""
+"""Rows → the public records that events carry and the API returns (the orchestrator and the API share them)."""
 
 from __future__ import annotations
 
 from shared.db.tables import Configuration, Inference, Model
 from shared.events import ConfigurationRecord, InferenceRecord, ModelRecord, ModelSummary
+from shared.events.inference import Visualization
 
 
 def model_record(model: Model) -> ModelRecord:
     return ModelRecord(
         id=model.id,
         name=model.name,
-        framework=model.framework,  # type: ignore[arg-type]  # the table's CHECK holds it to the literal
+        framework=model.framework,
         description=model.description,
         imports=model.imports,
         code=model.code,
@@ -31,6 +32,8 @@ def configuration_record(configuration: Configuration, model_ids: list[int]) -> 
 
 
 def inference_record(inference: Inference) -> InferenceRecord:
+    stored = inference.visualization
+    visualization = None if stored is None else Visualization.model_validate(stored)
     return InferenceRecord(
         id=inference.id,
         result_id=inference.result_id,
@@ -38,13 +41,13 @@ def inference_record(inference: Inference) -> InferenceRecord:
         replicas=inference.replicas,
         input_topic=inference.input_topic,
         output_topic=inference.output_topic,
-        input_format=inference.input_format,  # type: ignore[arg-type]  # checked when deployed
+        input_format=inference.input_format,
         input_config=inference.input_config,
         upper_topic=inference.upper_topic,
         limit=inference.confidence_limit,
         gpus=inference.gpus,
-        visualization=inference.visualization,  # type: ignore[arg-type]  # validated by pydantic
-        status=inference.status,  # type: ignore[arg-type]  # CHECK-constrained column
+        visualization=visualization,
+        status=inference.status,
         error=inference.error,
         created_at=inference.created_at,
     )

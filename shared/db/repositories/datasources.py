@@ -1,0 +1,47 @@
+"""The control logger's repository: data sources, one per control message."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert
+
+from shared.db.repositories.base import RepositoryBase
+from shared.db.tables import Datasource
+
+
+class DatasourceRepository(RepositoryBase[Datasource]):
+    table = Datasource
+
+    async def at(self, control_topic: str, partition: int, offset: int) -> Datasource | None:
+        """The data source recorded from the control message at this position."""
+        return await self.session.scalar(
+            select(Datasource).where(
+                Datasource.control_topic == control_topic,
+                Datasource.partition == partition,
+                Datasource.offset == offset,
+            )
+        )
+
+    async def record(self, datasource: Datasource) -> Datasource:
+        """Inserts ``datasource`` (a new, unsaved row with every column set) unless a row exists at
+        the same control position; returns the stored row, new or existing."""
+        values: dict[str, Any] = {
+            column.key: getattr(datasource, column.key)
+            for column in Datasource.__table__.columns
+            if column.key not in ("id", "created_at")
+        }
+        statement = (
+            insert(Datasource)
+            .values(**values)
+            .on_conflict_do_nothing(constraint="datasources_control_position")
+            .returning(Datasource)
+        )
+        inserted = (await self.session.scalars(statement)).first()
+        if inserted is not None:
+            return inserted
+        existing = await self.at(values["control_topic"], values["partition"], values["offset"])
+        if existing is None:  # pragma: no cover - the conflict proves the row exists
+            raise RuntimeError("a data source row conflicted but cannot be found")
+        return existing

@@ -1,0 +1,167 @@
+"""The metrics service's repositories: training curves, final metrics, statistics, artifacts.
+
+Every write is an upsert on the table's key, so applying an event twice changes nothing.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping, Sequence
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from shared.db.repositories.base import RepositoryBase
+from shared.db.tables import (
+    Artifact,
+    ArtifactPart,
+    EpochMetric,
+    FinalMetrics,
+    Inference,
+    InferenceStat,
+    TrainingResult,
+)
+from shared.events.inference import Stats
+
+
+class MetricsRepository(RepositoryBase[FinalMetrics]):
+    """Final metrics by result id, plus the epoch curves and inference statistics."""
+
+    table = FinalMetrics
+
+    def __init__(self, session: AsyncSession) -> None:
+        super().__init__(session)
+        # Results seen in this transaction: a batch of 200 epochs of one result asks once.
+        self._known_results: set[int] = set()
+
+    async def result_exists(self, result_id: int) -> bool:
+        if result_id in self._known_results:
+            return True
+        found = await self.session.scalar(select(TrainingResult.id).where(TrainingResult.id == result_id))
+        if found is not None:
+            self._known_results.add(result_id)
+        return found is not None
+
+    async def upsert_epoch(
+        self, result_id: int, epoch: int, train: Mapping[str, float | None], val: Mapping[str, float | None]
+    ) -> None:
+        # DO UPDATE, not DO NOTHING: a retried job reports its epochs again and the newer curve wins.
+        statement = insert(EpochMetric).values(result_id=result_id, epoch=epoch, train=dict(train), val=dict(val))
+        await self.session.execute(
+            statement.on_conflict_do_update(
+                index_elements=[EpochMetric.result_id, EpochMetric.epoch],
+                set_={"train": statement.excluded.train, "val": statement.excluded.val},
+            )
+        )
+
+    async def epochs(self, result_id: int) -> Sequence[EpochMetric]:
+        return (
+            await self.session.scalars(
+                select(EpochMetric).where(EpochMetric.result_id == result_id).order_by(EpochMetric.epoch)
+            )
+        ).all()
+
+    async def upsert_final(self, final: FinalMetrics) -> None:
+        values = {
+            "result_id": final.result_id,
+            "test_metrics": final.test_metrics,
+            "confusion_matrix": final.confusion_matrix,
+            "training_time": final.training_time,
+            "samples": final.samples,
+            "artifact_sha256": final.artifact_sha256,
+            "artifact_format": final.artifact_format,
+        }
+        statement = insert(FinalMetrics).values(**values)
+        # The latest attempt's metrics win, so that they describe the artifact that is kept.
+        await self.session.execute(
+            statement.on_conflict_do_update(
+                index_elements=[FinalMetrics.result_id],
+                set_={k: getattr(statement.excluded, k) for k in values if k != "result_id"},
+            )
+        )
+
+    async def final(self, result_id: int) -> FinalMetrics | None:
+        return await self.get(result_id)
+
+    async def inference_exists(self, inference_id: int) -> bool:
+        found = await self.session.scalar(select(Inference.id).where(Inference.id == inference_id))
+        return found is not None
+
+    async def add_inference_stats(self, event_id: uuid.UUID, stats: Stats) -> None:
+        values = stats.model_dump(exclude={"inference_id", "replica", "window_s", "predicted"})
+        statement = insert(InferenceStat).values(
+            event_id=event_id,
+            inference_id=stats.inference_id,
+            replica=stats.replica,
+            window_s=stats.window_s,
+            predicted=stats.predicted,
+            **values,
+        )
+        await self.session.execute(statement.on_conflict_do_nothing(index_elements=[InferenceStat.event_id]))
+
+
+class ArtifactRepository(RepositoryBase[Artifact]):
+    """Chunks wait in ``artifact_chunks`` until their artifact is whole, then move to ``artifacts``."""
+
+    table = Artifact
+
+    async def stored_sha256(self, result_id: int) -> str | None:
+        return await self.session.scalar(select(Artifact.sha256).where(Artifact.result_id == result_id))
+
+    async def put_chunk(self, result_id: int, index: int, count: int, sha256: str, data: bytes) -> None:
+        statement = insert(ArtifactPart).values(result_id=result_id, index=index, count=count, sha256=sha256, data=data)
+        await self.session.execute(
+            statement.on_conflict_do_update(
+                index_elements=[ArtifactPart.result_id, ArtifactPart.index],
+                set_={
+                    "count": statement.excluded.count,
+                    "sha256": statement.excluded.sha256,
+                    "data": statement.excluded.data,
+                },
+            )
+        )
+
+    async def discard_chunks(self, result_id: int, *, keep_sha256: str | None = None) -> None:
+        """Deletes the result's waiting chunks (but those of ``keep_sha256``, when given)."""
+        statement = delete(ArtifactPart).where(ArtifactPart.result_id == result_id)
+        if keep_sha256 is not None:
+            statement = statement.where(ArtifactPart.sha256 != keep_sha256)
+        await self.session.execute(statement)
+
+    async def chunks_present(self, result_id: int, sha256: str, count: int) -> int:
+        return int(
+            await self.session.scalar(
+                select(func.count()).where(
+                    ArtifactPart.result_id == result_id,
+                    ArtifactPart.sha256 == sha256,
+                    ArtifactPart.count == count,
+                    ArtifactPart.index < count,
+                )
+            )
+            or 0
+        )
+
+    async def chunk_data(self, result_id: int, sha256: str) -> list[bytes]:
+        """The chunks' bytes in index order."""
+        rows = await self.session.scalars(
+            select(ArtifactPart.data)
+            .where(ArtifactPart.result_id == result_id, ArtifactPart.sha256 == sha256)
+            .order_by(ArtifactPart.index)
+        )
+        return list(rows)
+
+    async def store(self, result_id: int, sha256: str, data: bytes) -> None:
+        statement = insert(Artifact).values(result_id=result_id, sha256=sha256, size=len(data), data=data)
+        # A newer attempt's artifact replaces the older one.
+        await self.session.execute(
+            statement.on_conflict_do_update(
+                index_elements=[Artifact.result_id],
+                set_={
+                    "sha256": statement.excluded.sha256,
+                    "size": statement.excluded.size,
+                    "data": statement.excluded.data,
+                    "created_at": func.now(),
+                },
+            )
+        )

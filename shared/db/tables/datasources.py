@@ -1,0 +1,39 @@
+"""The control logger's table: the data sources that control messages announced.
+
+Only the control logger writes it (one row per control message, keyed by its position
+in the control topic); the orchestrator and the API read it.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import BigInteger, Boolean, DateTime, Float, Identity, Integer, String, Text, UniqueConstraint, func
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import Mapped, mapped_column
+
+from shared.db.tables.base import Base, ControlFormat
+
+
+class Datasource(Base):
+    __tablename__ = "datasources"
+    __table_args__ = (UniqueConstraint("control_topic", "partition", "offset", name="datasources_control_position"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    deployment_id: Mapped[int] = mapped_column(BigInteger, index=True)
+    topic: Mapped[str] = mapped_column(Text)
+    # The control logger records only messages that parse, and they announce RAW or AVRO.
+    input_format: Mapped[ControlFormat] = mapped_column(String(10))
+    input_config: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    validation_rate: Mapped[float] = mapped_column(Float)
+    test_rate: Mapped[float] = mapped_column(Float)
+    total_msg: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    description: Mapped[str] = mapped_column(Text, default="")
+    unsupervised_topic: Mapped[str | None] = mapped_column(Text, nullable=True)
+    dataset_restrictions: Mapped[Any] = mapped_column(JSONB, nullable=True)
+    incremental: Mapped[bool] = mapped_column(Boolean, default=False)
+    control_topic: Mapped[str] = mapped_column(Text)
+    partition: Mapped[int] = mapped_column(Integer)
+    offset: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())

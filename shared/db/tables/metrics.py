@@ -1,0 +1,80 @@
+"""The metrics service's tables: training curves, final metrics, artifacts, inference statistics.
+
+Only the metrics service writes them, from the events trainers and inference replicas
+publish; the orchestrator reads a stored artifact to serve it, the API reads everything.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from sqlalchemy import BigInteger, DateTime, Float, ForeignKey, Identity, Integer, LargeBinary, String, Text, func
+from sqlalchemy.dialects.postgresql import JSONB, UUID
+from sqlalchemy.orm import Mapped, mapped_column
+
+from shared.db.tables.base import ArtifactFormat, Base
+
+
+class EpochMetric(Base):
+    __tablename__ = "epoch_metrics"
+
+    result_id: Mapped[int] = mapped_column(ForeignKey("training_results.id", ondelete="CASCADE"), primary_key=True)
+    epoch: Mapped[int] = mapped_column(Integer, primary_key=True)
+    train: Mapped[dict[str, float | None]] = mapped_column(JSONB)
+    val: Mapped[dict[str, float | None]] = mapped_column(JSONB)
+
+
+class FinalMetrics(Base):
+    __tablename__ = "final_metrics"
+
+    result_id: Mapped[int] = mapped_column(ForeignKey("training_results.id", ondelete="CASCADE"), primary_key=True)
+    test_metrics: Mapped[dict[str, float | None]] = mapped_column(JSONB)
+    confusion_matrix: Mapped[list[list[int]] | None] = mapped_column(JSONB, nullable=True)
+    training_time: Mapped[float] = mapped_column(Float)
+    samples: Mapped[dict[str, int]] = mapped_column(JSONB)
+    artifact_sha256: Mapped[str] = mapped_column(String(64))
+    # As the trainer's TrainingFinished event carries it.
+    artifact_format: Mapped[ArtifactFormat] = mapped_column(String(10))
+
+
+class ArtifactPart(Base):
+    """Chunks waiting for their siblings; deleted once the artifact is whole."""
+
+    __tablename__ = "artifact_chunks"
+
+    result_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    index: Mapped[int] = mapped_column(Integer, primary_key=True)
+    count: Mapped[int] = mapped_column(Integer)
+    sha256: Mapped[str] = mapped_column(String(64))
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class Artifact(Base):
+    __tablename__ = "artifacts"
+
+    result_id: Mapped[int] = mapped_column(ForeignKey("training_results.id", ondelete="CASCADE"), primary_key=True)
+    sha256: Mapped[str] = mapped_column(String(64))
+    size: Mapped[int] = mapped_column(BigInteger)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class InferenceStat(Base):
+    __tablename__ = "inference_stats"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    inference_id: Mapped[int] = mapped_column(ForeignKey("inferences.id", ondelete="CASCADE"), index=True)
+    replica: Mapped[str] = mapped_column(Text)
+    recorded_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    window_s: Mapped[float] = mapped_column(Float)
+    messages: Mapped[int] = mapped_column(BigInteger)
+    throughput: Mapped[float] = mapped_column(Float)
+    latency_p50_ms: Mapped[float | None] = mapped_column(Float, nullable=True)
+    latency_p95_ms: Mapped[float | None] = mapped_column(Float, nullable=True)
+    latency_p99_ms: Mapped[float | None] = mapped_column(Float, nullable=True)
+    errors: Mapped[int] = mapped_column(BigInteger)
+    lag: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    predicted: Mapped[dict[str, int]] = mapped_column(JSONB)
+    # The event it came from: a redelivered statistic adds no row.
+    event_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), unique=True)
