@@ -70,7 +70,7 @@ def datasource_record(row: Datasource) -> DatasourceRecord:
         id=row.id,
         deployment_id=row.deployment_id,
         topic=row.topic,
-        input_format=row.input_format,  # type: ignore[arg-type]  # parse_control held it to RAW or AVRO
+        input_format=row.input_format,
         input_config=row.input_config,
         validation_rate=row.validation_rate,
         test_rate=row.test_rate,

@@ -10,8 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol, Self
 
-from shared.db.metrics_repository import ArtifactRepository, MetricsRepository
-from shared.db.repositories import OutcomeRepository, ProcessedRepository
+from shared.db.repositories import ArtifactRepository, MetricsRepository, OutcomeRepository, ProcessedRepository
 from shared.db.uow import SqlUnitOfWork
 
 

@@ -117,11 +117,11 @@ async def deploy_inference(command: DeployInference, uow: UnitOfWork) -> list[En
         job_id=str(job_id),
         inference_id=inference.id,
         result_id=result.id,
-        framework=model.framework,  # type: ignore[arg-type]  # CHECK-constrained column
+        framework=model.framework,
         code=model.code,
         imports=model.imports,
         artifact_sha256=artifact.sha256,
-        artifact_format=artifact_format,  # type: ignore[arg-type]  # written by the trainer's events
+        artifact_format=artifact_format,
         input_topic=params.input_topic,
         output_topic=params.output_topic,
         input_format=input_format,

@@ -20,6 +20,7 @@ from shared.events.training import (
     JobModel,
     JobSpec,
     ResultRef,
+    ResultStatus,
     ResultStored,
     StopTraining,
     StopTrainingPayload,
@@ -122,7 +123,7 @@ async def deploy_training(
         spec = JobSpec(
             job_id=str(job_id),
             deployment_id=deployment.id,
-            framework=chain[0].framework,  # type: ignore[arg-type]  # CHECK-constrained column
+            framework=chain[0].framework,
             models=[
                 JobModel(
                     result_id=r.id,
@@ -156,7 +157,7 @@ async def deploy_training(
     return [command.reply(DeploymentCreated(payload=record)), *answers]
 
 
-async def move_result(uow: UnitOfWork, result_id: int, status: str, **changes: object) -> bool:
+async def move_result(uow: UnitOfWork, result_id: int, status: ResultStatus, **changes: object) -> bool:
     """Moves a result forward; False when it is unknown or already past ``status``."""
     result = await uow.training.result(result_id, for_update=True)
     if result is None or result.status in TERMINAL_STATUSES or ORDER[status] < ORDER[result.status]:
@@ -231,7 +232,7 @@ async def send_datasource(command: SendDatasource, uow: UnitOfWork) -> list[Enve
         )
     control = ControlMessage(
         topic=datasource.topic,
-        input_format=datasource.input_format,  # type: ignore[arg-type]  # validated when recorded
+        input_format=datasource.input_format,
         input_config=datasource.input_config,
         validation_rate=datasource.validation_rate,
         test_rate=datasource.test_rate,
