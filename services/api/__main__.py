@@ -5,17 +5,16 @@ KAFKAML_BOOTSTRAP_SERVERS=… KAFKAML_API_DATABASE_URL=… KAFKAML_API_TOKEN=…
 
 from __future__ import annotations
 
-import logging
-
 import uvicorn
 
 from services.api.app import create_app
+from shared.process import setup_logging
 from shared.settings import get_settings
 
 
 def main() -> None:
     settings = get_settings()
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging(settings.log_level)
     uvicorn.run(create_app(settings), host=settings.api_host, port=settings.api_port, log_level="info")
 
 

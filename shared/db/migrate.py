@@ -5,7 +5,6 @@ python -m shared.db.migrate            # upgrades $KAFKAML_DATABASE_URL to head
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 from alembic import command
@@ -31,9 +30,10 @@ def upgrade(database_url: str, revision: str = "head") -> None:
 
 
 def main() -> None:
+    from shared.process import setup_logging
     from shared.settings import get_settings
 
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    setup_logging("INFO")
     upgrade(get_settings().db_url)
     print("database schema is up to date")
 

@@ -20,7 +20,7 @@ JSONB = postgresql.JSONB()
 UUID = postgresql.UUID(as_uuid=True)
 
 
-def now() -> sa.Column:  # type: ignore[type-arg]
+def now() -> sa.Column:  # type: ignore[type-arg]  # a server-default column of any type: no one type argument fits
     return sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.func.now(), nullable=False)
 
 
