@@ -8,7 +8,6 @@ import json
 import os
 import subprocess
 import time
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from shared.settings import Settings
 from shared.topics import TopicSpec
 from tests.browser import Browser, chromium
 from tests.conftest import free_port, service_env
+from tests.integration.rows import add_result
 
 pytestmark = pytest.mark.integration
 
@@ -39,36 +39,15 @@ VISUALIZATION = {
 
 async def add_inference(database: str, output_topic: str) -> int:
     """The rows an inference hangs from, written as the orchestrator would."""
+    rows = await add_result(database, "finished")
     connection = await asyncpg.connect(plain_url(database))
     try:
-        model = await connection.fetchval(
-            "INSERT INTO models (name, framework, code, imports, description, summary, command_id)"
-            " VALUES ('m', 'tensorflow', 'x', '', '', '{}', gen_random_uuid()) RETURNING id"
-        )
-        configuration = await connection.fetchval(
-            "INSERT INTO configurations (name, description, command_id)"
-            " VALUES ('c', '', gen_random_uuid()) RETURNING id"
-        )
-        deployment = await connection.fetchval(
-            "INSERT INTO deployments (configuration_id, batch_size, fit, evaluate, confusion_matrix, gpus, command_id)"
-            " VALUES ($1, 32, '{}', '{}', false, 0, gen_random_uuid()) RETURNING id",
-            configuration,
-        )
-        job = uuid.uuid4()
-        await connection.execute(
-            "INSERT INTO training_jobs (id, deployment_id, spec) VALUES ($1, $2, '{}')", job, deployment
-        )
-        result = await connection.fetchval(
-            "INSERT INTO training_results (deployment_id, model_id, job_id, status) VALUES ($1, $2, $3, 'finished')"
-            " RETURNING id",
-            deployment, model, job,
-        )  # fmt: skip
         inference: int = await connection.fetchval(
             "INSERT INTO inferences (result_id, model_id, replicas, input_topic, output_topic, input_format,"
             " input_config, gpus, visualization, status, job_id, spec, command_id)"
             " VALUES ($1, $2, 1, 'in', $3, 'RAW', '{}', 0, $4::jsonb, 'running', gen_random_uuid(), '{}',"
             " gen_random_uuid()) RETURNING id",
-            result, model, output_topic, json.dumps(VISUALIZATION),
+            rows.result, rows.model, output_topic, json.dumps(VISUALIZATION),
         )  # fmt: skip
         return inference
     finally:

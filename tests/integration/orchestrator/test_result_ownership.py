@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import time
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,61 +18,16 @@ import pytest
 from shared.artifacts import chunk_artifact
 from shared.db.roles import plain_url
 from shared.events import TrainingFinished
-from shared.events.training import ArtifactRef, JobModel, JobSpec, SampleCounts, TrainingOutcome
+from shared.events.training import ArtifactRef, SampleCounts, TrainingOutcome
 from shared.kafka import Producer, ensure_topics
 from shared.settings import Settings
 from tests.conftest import free_port, service_env
+from tests.integration.rows import add_result
 
 pytestmark = pytest.mark.integration
 
 StartService = Callable[..., subprocess.Popen[bytes]]
 TOKEN = "ownership-token"
-
-
-async def add_training_result(database: str) -> tuple[int, int]:
-    """A deployment with one result in training, written as the orchestrator would."""
-    connection = await asyncpg.connect(plain_url(database))
-    try:
-        model = await connection.fetchval(
-            "INSERT INTO models (name, framework, code, imports, description, summary, command_id)"
-            " VALUES ('m', 'tensorflow', 'x', '', '', '{}', gen_random_uuid()) RETURNING id"
-        )
-        configuration = await connection.fetchval(
-            "INSERT INTO configurations (name, description, command_id)"
-            " VALUES ('c', '', gen_random_uuid()) RETURNING id"
-        )
-        deployment = await connection.fetchval(
-            "INSERT INTO deployments (configuration_id, batch_size, fit, evaluate, confusion_matrix, gpus, command_id)"
-            " VALUES ($1, 32, '{}', '{}', false, 0, gen_random_uuid()) RETURNING id",
-            configuration,
-        )
-        job = uuid.uuid4()
-        spec = JobSpec(
-            job_id=str(job),
-            deployment_id=deployment,
-            framework="tensorflow",
-            models=[JobModel(result_id=0, model_id=model, name="m", code="x")],
-            batch_size=32,
-            fit={},
-            evaluate={},
-            confusion_matrix=False,
-        )
-        await connection.execute(
-            "INSERT INTO training_jobs (id, deployment_id, spec) VALUES ($1, $2, $3::jsonb)",
-            job,
-            deployment,
-            spec.model_dump_json(),
-        )
-        result = await connection.fetchval(
-            "INSERT INTO training_results (deployment_id, model_id, job_id, status) VALUES ($1, $2, $3, 'training')"
-            " RETURNING id",
-            deployment,
-            model,
-            job,
-        )
-        return int(deployment), int(result)
-    finally:
-        await connection.close()
 
 
 async def wait_healthy(client: httpx.AsyncClient, timeout_s: float = 60) -> None:
@@ -118,7 +72,8 @@ async def test_a_result_reads_finished_only_once_its_model_can_be_downloaded(
     run_service("services.orchestrator", service_env(settings, database=True), name="orchestrator")
     # The rows go in once the orchestrator has reconciled, so that it launches no trainer for them.
     await logged(tmp_path / "orchestrator-0.log", "orchestrator ready")
-    deployment, result = await add_training_result(database)
+    rows = await add_result(database, "training")
+    deployment, result = rows.deployment, rows.result
     run_service("services.metrics", service_env(settings, database=True), name="metrics")
     api_env = service_env(settings, database=True) | {"KAFKAML_API_PORT": str(port), "KAFKAML_API_TOKEN": TOKEN}
     run_service("services.api", api_env, name="api")
