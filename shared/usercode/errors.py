@@ -33,6 +33,16 @@ _FIELDS_BY_FILENAME: dict[str, Field] = {v: k for k, v in FILENAMES.items()}
 MAX_MESSAGE = 2000
 
 
+# Control characters a user's exception may carry (NUL among them) are shown as U+FFFD:
+# the message is read by people and stored in PostgreSQL, which refuses NUL.
+_CONTROL_CHARACTERS = {c: "\ufffd" for c in range(32) if chr(c) not in "\n\t"} | {127: "\ufffd"}
+
+
+def readable(text: str) -> str:
+    """``text`` without control characters (newlines and tabs stay), at most MAX_MESSAGE long."""
+    return truncate(text.translate(_CONTROL_CHARACTERS), MAX_MESSAGE)
+
+
 class ModelCodeError(KafkaMLError):
     """The user's model code is wrong; ``field`` and ``line`` say where."""
 
@@ -40,7 +50,7 @@ class ModelCodeError(KafkaMLError):
     title = "Invalid model code"
 
     def __init__(self, detail: str, *, field: Field = "code", line: int | None = None) -> None:
-        super().__init__(detail, field=field)
+        super().__init__(readable(detail), field=field)
         self.field: Field = field
         self.line = line
 
@@ -87,7 +97,7 @@ def call_user(func: Any, what: str) -> Any:
         return func()
     except (Exception, SystemExit) as exc:
         error = runtime_error(exc, "code")
-        error.detail = f"{what} failed: {error.detail}"
+        error.detail = readable(f"{what} failed: {error.detail}")
         error.args = (error.detail,)
         raise error from None
 
@@ -95,11 +105,11 @@ def call_user(func: Any, what: str) -> Any:
 def failure_message(what: str, exc: BaseException) -> str:
     """``"model.fit raised ValueError: … (line 3 of your code)"``: the user's line where there is one."""
     if isinstance(exc, ModelCodeError):
-        return truncate(f"{what}: {exc.detail}", MAX_MESSAGE)
+        return readable(f"{what}: {exc.detail}")
     # The same reading of the traceback as the validator's: the deepest frame of the user's source.
     field, line = user_location(exc)
     text = str(exc).strip()
     message = f"{what} raised {type(exc).__name__}" + (f": {text}" if text else "")
     if line is not None:
         message += f" (line {line} of your {field})"
-    return truncate(message, MAX_MESSAGE)
+    return readable(message)

@@ -118,6 +118,19 @@ def test_unclosed_bracket_answers_422_naming_the_line(api: httpx.Client) -> None
     assert "line 1" in problem["detail"]
 
 
+def test_an_error_holding_nul_characters_answers_422_and_the_next_model_is_created(api: httpx.Client) -> None:
+    code = 'raise RuntimeError("bad\\x00byte from\\x00 user code")\n'
+    started = time.monotonic()
+    answer = api.post("/models", json={"name": "nul", "framework": "tensorflow", "code": code})
+    assert answer.status_code == 422, answer.text
+    assert time.monotonic() - started < 20, "a refusal holding NUL must not wait for the 202 timeout"
+    detail = answer.json()["detail"]
+    assert "bad\ufffdbyte from\ufffd user code" in detail and "\x00" not in detail, detail
+    model = {"name": "fine", "framework": "pytorch", "code": PYTORCH, "imports": PYTORCH_IMPORTS}
+    after = api.post("/models", json=model)
+    assert after.status_code == 201, after.text
+
+
 def test_pytorch_model_without_training_hooks_is_refused(api: httpx.Client) -> None:
     code = "class N(nn.Module):\n    def forward(self, x):\n        return x\nmodel = N()\n"
     answer = api.post("/models", json={"name": "bare", "framework": "pytorch", "code": code})

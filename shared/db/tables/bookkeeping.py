@@ -11,10 +11,10 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import DateTime, String, func
-from sqlalchemy.dialects.postgresql import JSONB, UUID
+from sqlalchemy.dialects.postgresql import UUID
 from sqlalchemy.orm import Mapped, mapped_column
 
-from shared.db.tables.base import Base
+from shared.db.tables.base import Base, StorableJSON
 
 
 class ProcessedMessage(Base):
@@ -28,7 +28,7 @@ class ProcessedMessage(Base):
 
     consumer: Mapped[str] = mapped_column(String(100), primary_key=True)
     message_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
-    published: Mapped[list[dict[str, Any]]] = mapped_column(JSONB, default=list)
+    published: Mapped[list[dict[str, Any]]] = mapped_column(StorableJSON, default=list)
     processed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 
@@ -39,5 +39,5 @@ class CommandOutcome(Base):
 
     command_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
     outcome_type: Mapped[str] = mapped_column(String(100))
-    event: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    event: Mapped[dict[str, Any]] = mapped_column(StorableJSON)
     recorded_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())

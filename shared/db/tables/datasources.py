@@ -9,11 +9,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, Boolean, DateTime, Float, Identity, Integer, String, Text, UniqueConstraint, func
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy import BigInteger, Boolean, DateTime, Float, Identity, Integer, String, UniqueConstraint, func
 from sqlalchemy.orm import Mapped, mapped_column
 
-from shared.db.tables.base import Base, ControlFormat
+from shared.db.tables.base import Base, ControlFormat, StorableJSON, StorableText
 
 
 class Datasource(Base):
@@ -22,18 +21,18 @@ class Datasource(Base):
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
     deployment_id: Mapped[int] = mapped_column(BigInteger, index=True)
-    topic: Mapped[str] = mapped_column(Text)
+    topic: Mapped[str] = mapped_column(StorableText)
     # The control logger records only messages that parse, and they announce RAW or AVRO.
     input_format: Mapped[ControlFormat] = mapped_column(String(10))
-    input_config: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    input_config: Mapped[dict[str, Any]] = mapped_column(StorableJSON)
     validation_rate: Mapped[float] = mapped_column(Float)
     test_rate: Mapped[float] = mapped_column(Float)
     total_msg: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
-    description: Mapped[str] = mapped_column(Text, default="")
-    unsupervised_topic: Mapped[str | None] = mapped_column(Text, nullable=True)
-    dataset_restrictions: Mapped[Any] = mapped_column(JSONB, nullable=True)
+    description: Mapped[str] = mapped_column(StorableText, default="")
+    unsupervised_topic: Mapped[str | None] = mapped_column(StorableText, nullable=True)
+    dataset_restrictions: Mapped[Any] = mapped_column(StorableJSON, nullable=True)
     incremental: Mapped[bool] = mapped_column(Boolean, default=False)
-    control_topic: Mapped[str] = mapped_column(Text)
+    control_topic: Mapped[str] = mapped_column(StorableText)
     partition: Mapped[int] = mapped_column(Integer)
     offset: Mapped[int] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())

@@ -9,11 +9,11 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import BigInteger, DateTime, Float, ForeignKey, Identity, Integer, LargeBinary, String, Text, func
-from sqlalchemy.dialects.postgresql import JSONB, UUID
+from sqlalchemy import BigInteger, DateTime, Float, ForeignKey, Identity, Integer, LargeBinary, String, func
+from sqlalchemy.dialects.postgresql import UUID
 from sqlalchemy.orm import Mapped, mapped_column
 
-from shared.db.tables.base import ArtifactFormat, Base
+from shared.db.tables.base import ArtifactFormat, Base, StorableJSON, StorableText
 
 
 class EpochMetric(Base):
@@ -21,18 +21,18 @@ class EpochMetric(Base):
 
     result_id: Mapped[int] = mapped_column(ForeignKey("training_results.id", ondelete="CASCADE"), primary_key=True)
     epoch: Mapped[int] = mapped_column(Integer, primary_key=True)
-    train: Mapped[dict[str, float | None]] = mapped_column(JSONB)
-    val: Mapped[dict[str, float | None]] = mapped_column(JSONB)
+    train: Mapped[dict[str, float | None]] = mapped_column(StorableJSON)
+    val: Mapped[dict[str, float | None]] = mapped_column(StorableJSON)
 
 
 class FinalMetrics(Base):
     __tablename__ = "final_metrics"
 
     result_id: Mapped[int] = mapped_column(ForeignKey("training_results.id", ondelete="CASCADE"), primary_key=True)
-    test_metrics: Mapped[dict[str, float | None]] = mapped_column(JSONB)
-    confusion_matrix: Mapped[list[list[int]] | None] = mapped_column(JSONB, nullable=True)
+    test_metrics: Mapped[dict[str, float | None]] = mapped_column(StorableJSON)
+    confusion_matrix: Mapped[list[list[int]] | None] = mapped_column(StorableJSON, nullable=True)
     training_time: Mapped[float] = mapped_column(Float)
-    samples: Mapped[dict[str, int]] = mapped_column(JSONB)
+    samples: Mapped[dict[str, int]] = mapped_column(StorableJSON)
     artifact_sha256: Mapped[str] = mapped_column(String(64))
     # As the trainer's TrainingFinished event carries it.
     artifact_format: Mapped[ArtifactFormat] = mapped_column(String(10))
@@ -65,7 +65,7 @@ class InferenceStat(Base):
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
     inference_id: Mapped[int] = mapped_column(ForeignKey("inferences.id", ondelete="CASCADE"), index=True)
-    replica: Mapped[str] = mapped_column(Text)
+    replica: Mapped[str] = mapped_column(StorableText)
     recorded_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     window_s: Mapped[float] = mapped_column(Float)
     messages: Mapped[int] = mapped_column(BigInteger)
@@ -75,6 +75,6 @@ class InferenceStat(Base):
     latency_p99_ms: Mapped[float | None] = mapped_column(Float, nullable=True)
     errors: Mapped[int] = mapped_column(BigInteger)
     lag: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
-    predicted: Mapped[dict[str, int]] = mapped_column(JSONB)
+    predicted: Mapped[dict[str, int]] = mapped_column(StorableJSON)
     # The event it came from: a redelivered statistic adds no row.
     event_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), unique=True)
