@@ -107,8 +107,17 @@ class Service:
 
     async def deliver(self, received: Received, step: Handle) -> None:
         await deliver(
-            received, step, producer=self.producer, dead_letter_topic=self.topics.dead_letters, consumer=self.name
+            received,
+            step,
+            producer=self.producer,
+            dead_letter_topic=self.topics.dead_letters,
+            consumer=self.name,
+            on_dead_letter=self.dead_lettered,
         )
+
+    async def dead_lettered(self, received: Received, reason: str) -> None:
+        """After ``received`` went to the dead-letter topic (a service that answers commands
+        ends the command it belonged to)."""
 
     async def process(self, received: Received) -> None:
         raise NotImplementedError

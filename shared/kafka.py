@@ -164,6 +164,8 @@ class Received:
 
 
 Handle = Callable[[Received], Awaitable[None]]
+# Called after a record went to the dead-letter topic, with the reason.
+OnDeadLetter = Callable[[Received, str], Awaitable[None]]
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -190,6 +192,7 @@ async def deliver(
     dead_letter_topic: str,
     consumer: str,
     backoff: Backoff = RETRY,
+    on_dead_letter: OnDeadLetter | None = None,
 ) -> None:
     """Runs ``handle`` until it succeeds, retrying transient failures.
 
@@ -213,12 +216,16 @@ async def deliver(
                 reason,
             )
             await producer.dead_letter(dead_letter_topic, received, reason, consumer=consumer)
+            if on_dead_letter is not None:
+                await on_dead_letter(received, reason)
             return
         except Exception as exc:
             if not is_transient(exc):
                 log.exception("%s: handler failed on %s:%s", consumer, received.topic, received.offset)
                 reason = f"handler failed: {type(exc).__name__}: {exc}"
                 await producer.dead_letter(dead_letter_topic, received, reason, consumer=consumer)
+                if on_dead_letter is not None:
+                    await on_dead_letter(received, reason)
                 return
             delay = next(delays)
             log.warning("%s: transient failure (%s: %s), retrying in %.1fs", consumer, type(exc).__name__, exc, delay)

@@ -19,7 +19,9 @@ from services.orchestrator.training import JobDefaults
 from shared.artifacts import chunk_artifact
 from shared.control import key_for_deployment
 from shared.db.uow import SqlUnitOfWork
+from shared.errors import Rejected, Undecodable
 from shared.events import (
+    Command,
     DatasourceSent,
     Envelope,
     Failure,
@@ -38,6 +40,7 @@ from shared.events import (
 from shared.faust_app import Service
 from shared.handling import handle_once
 from shared.kafka import Received, create_topics
+from shared.routing import rejection
 from shared.settings import Settings
 from shared.topics import TopicSpec
 
@@ -70,6 +73,27 @@ class Orchestrator(Service):
         for answer in outgoing:
             await self.after_commit(answer)
         log.info("%s %s → %s", message.type, message.event_id, ", ".join(a.type for a in outgoing) or "nothing")
+
+    async def dead_lettered(self, received: Received, reason: str) -> None:
+        """A command, or a message answering one, could not be processed: the command ends
+        rejected with that reason instead of staying pending for ever (unless it already ended)."""
+        try:
+            message = decode(received.value)
+        except Undecodable:
+            return  # nothing says which command it was
+        command_id = message.event_id if isinstance(message, Command) else message.correlation_id
+        if command_id is None:
+            return
+        refusal = Rejected(500, f"{message.type} could not be processed, so the command ended: {reason}")
+        answer = rejection(message, refusal)
+        answer.correlation_id = command_id
+        async with SqlUnitOfWork(self.sessions) as uow:
+            if await uow.outcomes.get(command_id) is not None:
+                return
+            await uow.outcomes.record(command_id, answer.type, answer.model_dump(mode="json"))
+            await uow.commit()
+        await self.publish([answer])
+        log.warning("command %s ended: %s", command_id, refusal.detail)
 
     async def after_commit(self, answer: Envelope) -> None:
         """Effects outside the database, run once the answer is committed and published

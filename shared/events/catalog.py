@@ -145,7 +145,7 @@ class Rejection(Payload):
     """Why a command changed nothing, in the terms of an HTTP problem."""
 
     command_type: str
-    status: int = Field(description="404 missing, 409 conflict, 422 invalid")
+    status: int = Field(description="404 missing, 409 conflict, 413 too large, 422 invalid, 500 could not be processed")
     title: str
     detail: str
     field: str | None = None
