@@ -17,7 +17,14 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewPartitions, NewTopic
-from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from aiokafka.errors import (
+    BrokerNotAvailableError,
+    KafkaError,
+    KafkaTimeoutError,
+    KafkaUnavailableError,
+    RequestTimedOutError,
+    TopicAlreadyExistsError,
+)
 from aiokafka.structs import RecordMetadata
 
 from shared.errors import KafkaMLError
@@ -168,9 +175,17 @@ Handle = Callable[[Received], Awaitable[None]]
 OnDeadLetter = Callable[[Received, str], Awaitable[None]]
 
 
+# Kafka errors that a retry cures although aiokafka does not mark them retriable: the broker
+# is away or slow. Every other non-retriable one (a message too large, an invalid topic, a
+# refused authorization) fails the same way every time: retrying it would stall the stream.
+_TRANSIENT_KAFKA = (KafkaTimeoutError, BrokerNotAvailableError, KafkaUnavailableError, RequestTimedOutError)
+
+
 def is_transient(exc: BaseException) -> bool:
     """Failures that go away by themselves: retry, never skip the message."""
-    if isinstance(exc, (OSError, ConnectionError, asyncio.TimeoutError, KafkaError)):
+    if isinstance(exc, KafkaError):
+        return bool(exc.retriable) or isinstance(exc, _TRANSIENT_KAFKA)
+    if isinstance(exc, (OSError, ConnectionError, asyncio.TimeoutError)):
         return True
     # Database connectivity, without importing SQLAlchemy into every worker.
     return type(exc).__name__ in {

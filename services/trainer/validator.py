@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from aiokafka.errors import MessageSizeTooLargeError
+
 from services.trainer.sandbox import ModelCodeError, Sandbox, SandboxError
 from shared.events import Envelope, ModelValidated, ModelValidationFailed, ValidateModel, decode
 from shared.events.validation import ValidationError, ValidationPassed
@@ -40,6 +42,23 @@ async def validate(command: ValidateModel, sandbox: Sandbox) -> Envelope:
     return command.reply(ModelValidated(payload=ValidationPassed(model=definition, summary=summary)))
 
 
+async def answer(command: ValidateModel, sandbox: Sandbox, producer: Producer) -> None:
+    """Validates and publishes the answer; an answer too large for a Kafka message (a model of
+    very many layers) becomes a failure that says so, so the command still ends."""
+    reply = await validate(command, sandbox)
+    try:
+        await producer.publish(reply)
+    except MessageSizeTooLargeError:
+        size = len(reply.to_bytes())
+        error = (
+            f"the model's summary is too large to send ({size:,} bytes, more than a Kafka message may hold): "
+            "a model with fewer layers, or layers grouped into blocks, can be validated"
+        )
+        log.warning("model %r: %s", command.payload.model.name, error)
+        failure = ValidationError(model=command.payload.model, error=error)
+        await producer.publish(command.reply(ModelValidationFailed(payload=failure)))
+
+
 async def run(settings: Settings, stop: asyncio.Event) -> None:
     topics = topics_for(settings)
     await ensure_topics(settings)
@@ -55,7 +74,7 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
             message = decode(received.value)
             if not isinstance(message, ValidateModel):
                 raise ValueError(f"the validation topic takes ValidateModel, not {message.type}")
-            await producer.publish(await validate(message, sandbox))
+            await answer(message, sandbox, producer)
 
         await consumer.start()
         log.info("validator ready: consuming %s", topics.validation)
