@@ -11,6 +11,7 @@ TITLES: dict[int, str] = {
     422: "Invalid request",
     500: "Internal error",
     503: "Unavailable",
+    504: "No answer in time",
 }
 
 

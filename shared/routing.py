@@ -24,17 +24,21 @@ M = TypeVar("M", bound=Envelope)
 Handler = Callable[[M, U], Awaitable[list[Envelope]]]
 
 
-def rejection(message: Envelope, refusal: Rejected) -> Envelope:
-    """The answer to a refused command: a problem (status, title, detail, field, line)."""
-    answer = Rejection(
-        command_type=refusal.command_type or message.type,
+def rejection_payload(refusal: Rejected, command_type: str = "") -> Rejection:
+    """A refusal as a problem (status, title, detail, field, line) of ``command_type``."""
+    return Rejection(
+        command_type=refusal.command_type or command_type,
         status=refusal.status,
         title=refusal.title,
         detail=refusal.detail,
         field=refusal.field,
         line=refusal.line,
     )
-    return message.reply(CommandRejected(payload=answer))
+
+
+def rejection(message: Envelope, refusal: Rejected) -> Envelope:
+    """The answer to a refused command, tied to it."""
+    return message.reply(CommandRejected(payload=rejection_payload(refusal, message.type)))
 
 
 class Router(Generic[U]):

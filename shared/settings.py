@@ -39,6 +39,8 @@ class Settings(BaseSettings):
     api_database_url: str | None = None
     # How long a REST mutation waits for its outcome event before answering 202.
     command_timeout_s: float = 15.0
+    # A command still waiting for another service's answer after this long ends rejected (504).
+    command_deadline_s: float = 120.0
 
     # --- validation (the sandbox that runs a model's code before it is stored) ---
     validation_timeout_s: float = 60.0

@@ -7,6 +7,7 @@ the effects outside the database (launch, stop, announce).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from typing import Any, TypeVar
@@ -22,6 +23,7 @@ from shared.db.uow import SqlUnitOfWork
 from shared.errors import Rejected, Undecodable
 from shared.events import (
     Command,
+    CommandRejected,
     DatasourceSent,
     Envelope,
     Failure,
@@ -40,11 +42,14 @@ from shared.events import (
 from shared.faust_app import Service
 from shared.handling import handle_once
 from shared.kafka import Received, create_topics
-from shared.routing import rejection
+from shared.routing import rejection, rejection_payload
 from shared.settings import Settings
 from shared.topics import TopicSpec
 
 log = logging.getLogger("kafkaml.orchestrator")
+
+# How often commands past their deadline are looked for.
+REAP_EVERY_S = 5.0
 
 
 class Orchestrator(Service):
@@ -55,13 +60,15 @@ class Orchestrator(Service):
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings)
         self.launcher: Launcher = make_launcher(settings, self.report_failure)
-        self.router = make_router(JobDefaults.of(settings))
+        self.router = make_router(JobDefaults.of(settings), answer_within_s=settings.command_deadline_s)
+        self._reaper: asyncio.Task[None] | None = None
 
     def inbox(self) -> list[str]:
         return [self.topics.commands, self.topics.events]
 
     async def on_start(self) -> None:
         await self.reconcile()
+        self._reaper = asyncio.create_task(self.reap_overdue_commands())
         log.info("orchestrator ready: consuming %s and %s", self.topics.commands, self.topics.events)
 
     async def process(self, received: Received) -> None:
@@ -94,6 +101,34 @@ class Orchestrator(Service):
             await uow.commit()
         await self.publish([answer])
         log.warning("command %s ended: %s", command_id, refusal.detail)
+
+    async def reap_overdue_commands(self, every_s: float = REAP_EVERY_S) -> None:
+        """Ends the commands whose awaited answer did not come by their deadline (rejected, 504):
+        a validator that is down, or an answer lost, must not leave a command pending for ever."""
+        while True:
+            await asyncio.sleep(every_s)
+            try:
+                answers = await self.end_overdue_commands()
+            except Exception as exc:  # the database away: the next round tries again
+                log.warning("could not end overdue commands (%s: %s)", type(exc).__name__, exc)
+                continue
+            await self.publish(answers)
+
+    async def end_overdue_commands(self) -> list[Envelope]:
+        answers: list[Envelope] = []
+        async with SqlUnitOfWork(self.sessions) as uow:
+            for pending in await uow.outcomes.overdue():
+                detail = (
+                    f"no answer from the {pending.awaiting} in time, so the command ended; "
+                    f"check that the {pending.awaiting} runs (`kafkaml status`) and try again"
+                )
+                refusal = Rejected(504, detail, command_type=pending.command_type)
+                answer = CommandRejected(correlation_id=pending.command_id, payload=rejection_payload(refusal))
+                await uow.outcomes.record(pending.command_id, answer.type, answer.model_dump(mode="json"))
+                answers.append(answer)
+                log.warning("command %s (%s) ended: %s", pending.command_id, pending.command_type, detail)
+            await uow.commit()
+        return answers
 
     async def after_commit(self, answer: Envelope) -> None:
         """Effects outside the database, run once the answer is committed and published

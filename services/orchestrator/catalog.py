@@ -47,11 +47,13 @@ async def check_upper_model(definition: ModelDefinition, uow: UnitOfWork, *, ans
     raise Rejected(422, problem, field="upper_model_id", command_type=answering)
 
 
-async def create_model(command: CreateModel, uow: UnitOfWork) -> list[Envelope]:
-    """Checks what the catalog can check, then asks the validator to build the code."""
+async def create_model(command: CreateModel, uow: UnitOfWork, *, answer_within_s: float = 120.0) -> list[Envelope]:
+    """Checks what the catalog can check, then asks the validator to build the code; without
+    an answer within ``answer_within_s`` the command ends rejected (the orchestrator's reaper)."""
     if await uow.models.by_command(command.event_id) is not None:
         return []  # already created by an earlier delivery
     await check_upper_model(command.payload, uow)
+    await uow.outcomes.expect(command.event_id, "CreateModel", "validator", answer_within_s)
     return [command.reply(ValidateModel(payload=ValidateModelPayload(model=command.payload)))]
 
 
@@ -63,6 +65,8 @@ async def model_validated(event: ModelValidated, uow: UnitOfWork) -> list[Envelo
     existing = await uow.models.by_command(command_id)
     if existing is not None:
         return [event.reply(ModelCreated(payload=model_record(existing)))]
+    if await uow.outcomes.get(command_id) is not None:
+        return []  # the command already ended (no answer came in time): a late answer changes nothing
     definition = event.payload.model
     # The upper model may have gone while the code was being validated.
     await check_upper_model(definition, uow, answering="CreateModel")
@@ -83,6 +87,8 @@ async def model_validated(event: ModelValidated, uow: UnitOfWork) -> list[Envelo
 
 async def model_validation_failed(event: ModelValidationFailed, uow: UnitOfWork) -> list[Envelope]:
     failure = event.payload
+    if event.correlation_id is not None and await uow.outcomes.get(event.correlation_id) is not None:
+        return []  # the command already ended
     raise Rejected(422, failure.error, field=failure.field, line=failure.line, command_type="CreateModel")
 
 

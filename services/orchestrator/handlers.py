@@ -34,12 +34,13 @@ from shared.events import (
 from shared.routing import Router
 
 
-def make_router(jobs: training.JobDefaults | None = None) -> Router[UnitOfWork]:
-    """The orchestrator's routing table; ``jobs``: what job specs take from the settings."""
+def make_router(jobs: training.JobDefaults | None = None, *, answer_within_s: float = 120.0) -> Router[UnitOfWork]:
+    """The orchestrator's routing table. ``jobs``: what job specs take from the settings;
+    ``answer_within_s``: how long a command waits for another service's answer."""
     router: Router[UnitOfWork] = Router()
 
     # Catalog
-    router.command(CreateModel, catalog.create_model)
+    router.command(CreateModel, partial(catalog.create_model, answer_within_s=answer_within_s))
     router.command(DeleteModel, catalog.delete_model)
     router.command(CreateConfiguration, catalog.create_configuration)
     router.command(DeleteConfiguration, catalog.delete_configuration)

@@ -178,9 +178,16 @@ class FakeProcessed:
 class FakeOutcomes:
     def __init__(self) -> None:
         self.rows: dict[uuid.UUID, Any] = {}
+        self.pending: dict[uuid.UUID, Any] = {}
 
     async def record(self, command_id: uuid.UUID, outcome_type: str, event: dict[str, Any]) -> None:
         self.rows.setdefault(command_id, SimpleNamespace(outcome_type=outcome_type, event=event))
+        self.pending.pop(command_id, None)
+
+    async def expect(self, command_id: uuid.UUID, command_type: str, awaiting: str, within_s: float) -> None:
+        self.pending.setdefault(
+            command_id, SimpleNamespace(command_type=command_type, awaiting=awaiting, within_s=within_s)
+        )
 
     async def get(self, command_id: uuid.UUID) -> Any:
         return self.rows.get(command_id)

@@ -5,7 +5,7 @@ environment compares against; the migrations create them.
 """
 
 from shared.db.tables.base import ArtifactFormat, Base, ControlFormat, InputFormat
-from shared.db.tables.bookkeeping import CommandOutcome, ProcessedMessage
+from shared.db.tables.bookkeeping import CommandOutcome, PendingCommand, ProcessedMessage
 from shared.db.tables.catalog import (
     Configuration,
     ConfigurationModel,
@@ -35,6 +35,7 @@ __all__ = [
     "InferenceStat",
     "InputFormat",
     "Model",
+    "PendingCommand",
     "ProcessedMessage",
     "TrainingJob",
     "TrainingResult",

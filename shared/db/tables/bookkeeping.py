@@ -41,3 +41,19 @@ class CommandOutcome(Base):
     outcome_type: Mapped[str] = mapped_column(String(100))
     event: Mapped[dict[str, Any]] = mapped_column(StorableJSON)
     recorded_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class PendingCommand(Base):
+    """A command waiting for another service's answer (``CreateModel`` for the validator's).
+
+    Written by the orchestrator with the command, removed when the command's outcome is
+    recorded; one still here after its deadline ends rejected (the answer was lost or never
+    came), so no command reads pending for ever.
+    """
+
+    __tablename__ = "pending_commands"
+
+    command_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    command_type: Mapped[str] = mapped_column(String(100))
+    awaiting: Mapped[str] = mapped_column(String(100))
+    deadline: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)

@@ -149,3 +149,16 @@ def test_expand_chains() -> None:
     assert expand_chains([1], links) == [1, 2, 3]
     assert expand_chains([4, 1], links) == [1, 2, 3, 4, 5]
     assert expand_chains([3], links) == [3]
+
+
+async def test_a_model_waits_for_its_validation_and_a_late_answer_after_the_command_ended_changes_nothing() -> None:
+    uow = FakeUnitOfWork()
+    command = CreateModel(payload=definition())
+    [validate] = await ROUTER(command, uow)
+    assert uow.outcomes.pending[command.event_id].awaiting == "validator"
+    # The reaper ended the command (no answer in time); then the answer arrives.
+    await uow.outcomes.record(command.event_id, "CommandRejected", {})
+    assert command.event_id not in uow.outcomes.pending
+    late = validate.reply(ModelValidated(payload=ValidationPassed(model=command.payload, summary=SUMMARY)))
+    assert await ROUTER(late, uow) == []
+    assert not uow.models.rows

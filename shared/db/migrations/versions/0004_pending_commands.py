@@ -1,0 +1,31 @@
+"""pending commands: commands waiting for another service's answer, with a deadline
+
+Revision ID: 0004
+Revises: 0003
+Create Date: 2026-12-01
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+from sqlalchemy.dialects import postgresql
+
+revision = "0004"
+down_revision = "0003"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.create_table(
+        "pending_commands",
+        sa.Column("command_id", postgresql.UUID(as_uuid=True), primary_key=True),
+        sa.Column("command_type", sa.String(100), nullable=False),
+        sa.Column("awaiting", sa.String(100), nullable=False),
+        sa.Column("deadline", sa.DateTime(timezone=True), nullable=False, index=True),
+    )
+
+
+def downgrade() -> None:
+    op.drop_table("pending_commands")
