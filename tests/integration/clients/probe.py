@@ -48,7 +48,7 @@ def librdkafka_error(stderr: bytes) -> str:
         return "no error output"
     last = next((line for line in reversed(lines) if "|FAIL|" in line), lines[-1])
     message = re.sub(r"^%\d\|[^|]*\|[^|]*\|[^|]*\| \[[^\]]*\]: (\S+/\S+: )?", "", last)
-    return message.split(": probably due to")[0][:120]
+    return message.removeprefix("% ERROR: ").split(": probably due to")[0][:120]
 
 
 def values(count: int) -> list[bytes]:
