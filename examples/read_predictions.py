@@ -40,7 +40,7 @@ def main() -> int:
     parser.add_argument("--output-topic", default="digits-out")
     parser.add_argument("--items", type=int, default=10, help="digits to send, and predictions to wait for")
     parser.add_argument("--group", default="output_group")
-    parser.add_argument("--session-timeout-ms", type=int, default=6000, help="kafka-python's default is 10000")
+    parser.add_argument("--session-timeout-ms", type=int, default=6000, help="kafka-python 3.0's default is 45000")
     parser.add_argument("--idle-timeout-s", type=float, default=30, help="give up after this long without a record")
     args = parser.parse_args()
     servers = args.bootstrap_servers or stack_info()["bootstrap_servers"]

@@ -75,14 +75,15 @@ def client_rows(scratch: Path) -> list[Row]:
             "kafka-python",
             env={"PYTHONPATH": f"{old_kafka_python}{os.pathsep}{REPO}"},
             missing=None if old_kafka_python.is_dir() else "not installed (`make tools`)",
-            advice="use kafka-python 3.0 (same code); or read without a group",
+            advice="its JoinGroup v2 is answered MEMBER_ID_REQUIRED (79), unknown to 2.0.2: use kafka-python 3.0 "
+            "(same code), or read without a group",
         ),
         Row("kafka-python (current)", "kafka-python"),
         Row(
             "kcat (Debian package)",
             "kcat",
             missing=None if kcat else "not installed (`make tools`)",
-            advice="give kcat a newer librdkafka (next row)",
+            advice="librdkafka 2.0.2 cannot parse the broker's ApiVersions answer: give kcat a newer one (next row)",
         ),
         Row(
             "kcat with a newer librdkafka",
