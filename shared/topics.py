@@ -74,9 +74,12 @@ class Topics:
             TopicSpec(self.commands, partitions=4),
             TopicSpec(self.events, partitions=4),
             TopicSpec(self.validation, partitions=2),
-            # One partition: a starting trainer scans it for its job id.
-            TopicSpec(self.jobs, partitions=1),
-            TopicSpec(self.artifacts, partitions=4),
+            # One partition: a starting trainer scans it for its job id. Compacted, keyed by job
+            # id: a spec outlives any retention for as long as its workload may restart.
+            TopicSpec(self.jobs, partitions=1, config={"cleanup.policy": "compact"}),
+            # Kept until deleted: a replica restarted next month still finds its model (chunks
+            # share their result's key, so compaction would keep only the last one).
+            TopicSpec(self.artifacts, partitions=4, config={"retention.ms": "-1"}),
             TopicSpec(self.dead_letters, partitions=1),
             # Upstream's data sources send to the control topic; one partition keeps
             # announcements in order for trainers that read it from the beginning.

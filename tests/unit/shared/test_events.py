@@ -8,7 +8,9 @@ import pytest
 
 from shared.errors import Undecodable
 from shared.events import CreateModel, ModelCreated, ModelDefinition, ValidateModel, decode
+from shared.events.inference import ServeModel
 from shared.events.schemas import SCHEMA_DIR, render
+from shared.events.training import JobModel, JobSpec, TrainJob
 from shared.topics import Topics
 
 
@@ -52,3 +54,24 @@ def test_messages_are_routed_by_kind() -> None:
     assert topics.of(CreateModel) == "p.commands"
     assert topics.of(ValidateModel) == "p.validation"
     assert topics.of(ModelCreated) == "p.events"
+
+
+JOB = JobSpec(
+    job_id="job-1",
+    deployment_id=1,
+    framework="tensorflow",
+    models=[JobModel(result_id=1, model_id=1, name="m", code="model = 1")],
+    batch_size=32,
+    fit={},
+    evaluate={},
+    confusion_matrix=False,
+)
+
+
+def test_what_workers_need_outlives_the_brokers_retention() -> None:
+    """A restarted trainer or replica must still find its spec and its model on Apache Kafka,
+    whose default retention is seven days."""
+    specs = {spec.name: spec for spec in Topics(prefix="p", control="ctl").specs()}
+    assert specs["p.jobs"].config == {"cleanup.policy": "compact"}, "specs are keyed by job id: compact them"
+    assert specs["p.artifacts"].config == {"retention.ms": "-1"}, "chunks share a key: keep them instead"
+    assert TrainJob(payload=JOB).key() == JOB.job_id.encode() and ServeModel.topic == TrainJob.topic == "jobs"
