@@ -14,7 +14,9 @@ commits acked offsets periodically, so an offset is committed only after
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable, Mapping, Sequence
+from datetime import timedelta
 from typing import Any, ClassVar, cast
 
 import faust
@@ -22,11 +24,14 @@ from faust import Worker
 from faust.types import EventT
 
 from shared.db.engine import make_engine, make_sessionmaker
+from shared.db.repositories import Housekeeping
 from shared.events import Envelope
 from shared.kafka import Handle, Producer, Received, deliver, ensure_topics
-from shared.process import setup_logging
+from shared.process import every, setup_logging
 from shared.settings import Settings, get_settings
 from shared.topics import topics_for
+
+log = logging.getLogger("kafkaml.service")
 
 
 def make_faust_app(settings: Settings, name: str) -> faust.App:
@@ -82,6 +87,7 @@ class Service:
         self.producer = Producer(settings)
         self._started = asyncio.Event()
         self._starting = False
+        self._housekeeping: asyncio.Task[None] | None = None
 
     def inbox(self) -> list[str]:
         """The topics the agent consumes."""
@@ -94,10 +100,21 @@ class Service:
         self._starting = True
         await self.producer.start()
         await self.on_start()
+        tidying = every(self.settings.housekeeping_every_s, self.housekeep, what=f"{self.name} housekeeping")
+        self._housekeeping = asyncio.create_task(tidying)
         self._started.set()
 
     async def on_start(self) -> None:
         """Starts what the subclass adds (called once, after the producer)."""
+
+    async def housekeep(self) -> None:
+        """Bounded growth: forgets the ids of messages handled long ago (subclasses add theirs)."""
+        async with self.sessions() as session:
+            retention = timedelta(hours=self.settings.processed_retention_h)
+            forgotten = await Housekeeping(session).forget_processed(self.name, retention)
+            await session.commit()
+        if forgotten:
+            log.info("%s: forgot %d handled message ids older than %s", self.name, forgotten, retention)
 
     async def handle_batch(self, records: Sequence[Received]) -> None:
         """Each record through ``process`` until it succeeds or is dead-lettered."""

@@ -11,7 +11,7 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -68,3 +68,15 @@ class Backoff:
 def truncate(text: str, limit: int) -> str:
     """``text`` cut to ``limit`` characters, an ellipsis marking the cut."""
     return text if len(text) <= limit else text[: max(0, limit - 1)] + "…"
+
+
+async def every(interval_s: float, step: Callable[[], Awaitable[object]], *, what: str) -> None:
+    """Runs ``step`` every ``interval_s`` seconds, for ever; a failure is logged and the next
+    round tries again (housekeeping must never stop the service it runs in)."""
+    log = logging.getLogger("kafkaml.housekeeping")
+    while True:
+        await asyncio.sleep(interval_s)
+        try:
+            await step()
+        except Exception as exc:
+            log.warning("%s failed (%s: %s); trying again in %.0f s", what, type(exc).__name__, exc, interval_s)

@@ -30,6 +30,14 @@ class Settings(BaseSettings):
 
     # --- database ------------------------------------------------------------
     database_url: str | None = Field(default=None, description="PostgreSQL URL (owner role)")
+    # Bounded growth: how often each service tidies its tables, and what it keeps.
+    housekeeping_every_s: float = 600.0
+    # Ids of handled messages are kept this long to recognise redeliveries (which come in minutes).
+    processed_retention_h: float = 168.0
+    # Inference statistics older than this are folded into one row per replica and hour.
+    statistics_fold_after_h: float = 24.0
+    # Chunks of an artifact still incomplete after this long are dropped.
+    orphan_chunks_after_h: float = 24.0
 
     # --- API -----------------------------------------------------------------
     api_host: str = "127.0.0.1"

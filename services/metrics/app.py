@@ -19,9 +19,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
+from datetime import timedelta
 
 from services.metrics.handlers import ROUTER
 from services.metrics.uow import SqlMetricsUnitOfWork
+from shared.db.repositories import Housekeeping
 from shared.events import Envelope, decode
 from shared.faust_app import Service
 from shared.handling import handle_batch_once
@@ -49,6 +51,22 @@ class MetricsService(Service):
 
     async def on_start(self) -> None:
         log.info("metrics ready: consuming %s and %s", self.topics.events, self.topics.artifacts)
+
+    async def housekeep(self) -> None:
+        """Also folds old inference statistics and drops chunks of artifacts that never completed."""
+        await super().housekeep()
+        async with self.sessions() as session:
+            tidy = Housekeeping(session)
+            folded = await tidy.fold_statistics(timedelta(hours=self.settings.statistics_fold_after_h))
+            dropped = await tidy.purge_orphan_chunks(timedelta(hours=self.settings.orphan_chunks_after_h))
+            await session.commit()
+        if folded.read or dropped:
+            log.info(
+                "housekeeping: %d statistics rows folded into %d; %d orphan artifact chunks dropped",
+                folded.read,
+                folded.written,
+                dropped,
+            )
 
     async def handle_batch(self, records: Sequence[Received]) -> None:
         await self.start()

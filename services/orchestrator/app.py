@@ -42,6 +42,7 @@ from shared.events import (
 from shared.faust_app import Service
 from shared.handling import handle_once
 from shared.kafka import Received, create_topics
+from shared.process import every
 from shared.routing import rejection, rejection_payload
 from shared.settings import Settings
 from shared.topics import TopicSpec
@@ -68,7 +69,10 @@ class Orchestrator(Service):
 
     async def on_start(self) -> None:
         await self.reconcile()
-        self._reaper = asyncio.create_task(self.reap_overdue_commands())
+        # A validator that is down, or an answer lost, must not leave a command pending for ever.
+        self._reaper = asyncio.create_task(
+            every(REAP_EVERY_S, self.end_overdue_commands, what="ending overdue commands")
+        )
         log.info("orchestrator ready: consuming %s and %s", self.topics.commands, self.topics.events)
 
     async def process(self, received: Received) -> None:
@@ -102,19 +106,8 @@ class Orchestrator(Service):
         await self.publish([answer])
         log.warning("command %s ended: %s", command_id, refusal.detail)
 
-    async def reap_overdue_commands(self, every_s: float = REAP_EVERY_S) -> None:
-        """Ends the commands whose awaited answer did not come by their deadline (rejected, 504):
-        a validator that is down, or an answer lost, must not leave a command pending for ever."""
-        while True:
-            await asyncio.sleep(every_s)
-            try:
-                answers = await self.end_overdue_commands()
-            except Exception as exc:  # the database away: the next round tries again
-                log.warning("could not end overdue commands (%s: %s)", type(exc).__name__, exc)
-                continue
-            await self.publish(answers)
-
-    async def end_overdue_commands(self) -> list[Envelope]:
+    async def end_overdue_commands(self) -> None:
+        """Ends the commands whose awaited answer did not come by their deadline (rejected, 504)."""
         answers: list[Envelope] = []
         async with SqlUnitOfWork(self.sessions) as uow:
             for pending in await uow.outcomes.overdue():
@@ -128,7 +121,7 @@ class Orchestrator(Service):
                 answers.append(answer)
                 log.warning("command %s (%s) ended: %s", pending.command_id, pending.command_type, detail)
             await uow.commit()
-        return answers
+        await self.publish(answers)
 
     async def after_commit(self, answer: Envelope) -> None:
         """Effects outside the database, run once the answer is committed and published

@@ -14,6 +14,7 @@ from shared.db.repositories.catalog import (
     TrainingRepository,
 )
 from shared.db.repositories.datasources import DatasourceRepository
+from shared.db.repositories.housekeeping import Folded, Housekeeping
 from shared.db.repositories.metrics import ArtifactRepository, MetricsRepository
 
 __all__ = [
@@ -22,6 +23,8 @@ __all__ = [
     "ConfigurationRepository",
     "DatasourceRepository",
     "DeploymentRepository",
+    "Folded",
+    "Housekeeping",
     "InferenceRepository",
     "Key",
     "MetricsRepository",

@@ -48,6 +48,8 @@ class ArtifactPart(Base):
     count: Mapped[int] = mapped_column(Integer)
     sha256: Mapped[str] = mapped_column(String(64))
     data: Mapped[bytes] = mapped_column(LargeBinary)
+    # Chunks of an artifact that never completes are purged some time after they arrived.
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 
 class Artifact(Base):

@@ -1,4 +1,5 @@
-"""pending commands: commands waiting for another service's answer, with a deadline
+"""pending commands (waiting for another service's answer, with a deadline); when each
+artifact chunk arrived (chunks of an artifact that never completes are purged)
 
 Revision ID: 0004
 Revises: 0003
@@ -25,7 +26,12 @@ def upgrade() -> None:
         sa.Column("awaiting", sa.String(100), nullable=False),
         sa.Column("deadline", sa.DateTime(timezone=True), nullable=False, index=True),
     )
+    op.add_column(
+        "artifact_chunks",
+        sa.Column("received_at", sa.DateTime(timezone=True), server_default=sa.func.now(), nullable=False),
+    )
 
 
 def downgrade() -> None:
+    op.drop_column("artifact_chunks", "received_at")
     op.drop_table("pending_commands")
