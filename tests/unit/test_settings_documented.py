@@ -18,8 +18,10 @@ from shared.workerenv import WORKER_SETTINGS
 
 ROOT = Path(__file__).resolve().parents[2]
 
-# Set by a launcher for the process it starts, not read through Settings.
-OTHER_VARIABLES = frozenset({"KAFKAML_ALIVE_FILE", "KAFKAML_JOB_ID", "KAFKAML_REPLICA"})
+# Set by a launcher for the process it starts, or read by a test run, not through Settings.
+OTHER_VARIABLES = frozenset(
+    {"KAFKAML_ALIVE_FILE", "KAFKAML_JOB_ID", "KAFKAML_REPLICA", "KAFKAML_WRITE_CLIENT_TABLE", "KAFKAML_SCREENSHOTS"}
+)
 # Families of variables with their own settings class, documented in deploy/README.md.
 OTHER_PREFIXES = ("KAFKAML_K8S_",)
 

@@ -40,7 +40,7 @@ from tests.integration.inferencer.serving import digits, keras_digits, produce, 
 pytestmark = pytest.mark.integration
 
 PROBE = Path(__file__).with_name("probe.py")
-DOCS = REPO / "docs" / "clients.md"
+DOCS = REPO / "docs/clients.md"
 BEGIN, END = "<!-- client-table:begin -->", "<!-- client-table:end -->"
 COUNT = 3
 PROBE_TIMEOUT_S = 80.0
