@@ -12,6 +12,7 @@ import contextlib
 import ctypes
 import logging
 import os
+import shutil
 import signal
 import sys
 import threading
@@ -131,10 +132,36 @@ def kill_tree(pid: int, *, timeout: float = 10.0) -> None:
 # --- log files ---------------------------------------------------------------------------------
 
 
+# A log file larger than this is rotated: copied to ``name.1`` (older copies shift to ``.2``,
+# ``.3``) and emptied in place, so the process writing it (O_APPEND) goes on undisturbed.
+LOG_MAX_BYTES = 50 * 1024 * 1024
+LOG_KEEP = 3
+
+
 def open_log(path: Path) -> IO[bytes]:
-    """Open a log file for appending (creating its folder)."""
+    """Open a log file for appending (creating its folder), readable by its owner only."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    return open(path, "ab")  # the caller owns (and closes) the handle
+    descriptor = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    return os.fdopen(descriptor, "ab")  # the caller owns (and closes) the handle
+
+
+def rotate_log(path: Path, max_bytes: int = LOG_MAX_BYTES, keep: int = LOG_KEEP) -> bool:
+    """Rotates ``path`` once it is larger than ``max_bytes``; True when it did."""
+    try:
+        if path.stat().st_size <= max_bytes:
+            return False
+    except FileNotFoundError:
+        return False
+    for index in range(keep - 1, 0, -1):
+        older = path.with_name(f"{path.name}.{index}")
+        if older.exists():
+            older.replace(path.with_name(f"{path.name}.{index + 1}"))
+    copy = path.with_name(f"{path.name}.1")
+    shutil.copyfile(path, copy)
+    copy.chmod(0o600)
+    with open(path, "r+b") as handle:  # emptied in place: the writer's descriptor stays valid
+        handle.truncate(0)
+    return True
 
 
 def tail(path: Path, lines: int = 20) -> str:

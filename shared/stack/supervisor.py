@@ -21,7 +21,8 @@ import psutil
 
 # Re-exported: restarts use the one back-off of shared.process.
 from shared.process import Backoff as Backoff
-from shared.stack.processes import descendants, group_members, open_log, parent_death_hook, signal_group
+from shared.process import every
+from shared.stack.processes import descendants, group_members, open_log, parent_death_hook, rotate_log, signal_group
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +30,8 @@ log = logging.getLogger(__name__)
 # A crashed service restarts after 1 s, then 2, 4, ... up to 30 s; one that stayed up a
 # minute is healthy again and starts from 1 s.
 RESTART_BACKOFF = Backoff(initial=1.0)
+# How often the children's log files are checked for rotation (shared.stack.processes.rotate_log).
+LOG_CHECK_EVERY_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -78,6 +81,7 @@ class Supervisor:
         # Held while a restart spawns: stop() takes it, so no child is being
         # born, unseen, while it stops the others.
         self._spawning = asyncio.Lock()
+        self._rotation: asyncio.Task[None] | None = None
 
     # --- queries ---
 
@@ -109,6 +113,9 @@ class Supervisor:
             await self._spawn(child)
             self._children[spec.name] = child
         child.task = asyncio.create_task(self._watch(child), name=f"supervise-{spec.name}")
+        if self._rotation is None:
+            rotating = every(LOG_CHECK_EVERY_S, self._rotate_logs, what="log rotation")
+            self._rotation = asyncio.create_task(rotating, name="rotate-logs")
         self._notify()
         assert child.proc is not None
         return child.proc.pid
@@ -116,6 +123,8 @@ class Supervisor:
     async def stop(self) -> None:
         """Stop every child: SIGTERM to each group, wait ``stop_timeout``, then SIGKILL."""
         self._stopping.set()
+        if self._rotation is not None:
+            self._rotation.cancel()
         async with self._spawning:
             await self._stop_children()
 
@@ -151,6 +160,11 @@ class Supervisor:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self._notify()
+
+    async def _rotate_logs(self) -> None:
+        for child in list(self._children.values()):
+            if rotate_log(child.spec.log_path):
+                log.info("rotated %s", child.spec.log_path)
 
     def kill_now(self) -> None:
         """SIGKILL every child group at once (a second Ctrl-C)."""

@@ -31,9 +31,10 @@ import psutil
 from services.orchestrator.launchers.base import OnFailure
 from shared.events.inference import ServeSpec
 from shared.events.training import JobSpec
-from shared.process import Backoff
+from shared.process import Backoff, every
 from shared.settings import Settings
-from shared.stack.processes import parent_death_hook
+from shared.stack.processes import open_log, parent_death_hook, rotate_log
+from shared.stack.supervisor import LOG_CHECK_EVERY_S
 from shared.workerenv import worker_environment
 
 log = logging.getLogger("kafkaml.launcher")
@@ -73,6 +74,7 @@ class LocalLauncher:
         self.poll_s = poll_s
         self.units: dict[str, list[Unit]] = {}
         self.logs = Path(settings.home) / "logs" / "jobs"
+        self._rotation: asyncio.Task[None] | None = None
 
     async def launch_training(self, spec: JobSpec) -> None:
         if any(u.alive for u in self.units.get(spec.job_id, [])):
@@ -127,6 +129,8 @@ class LocalLauncher:
         return wanted - running
 
     async def close(self) -> None:
+        if self._rotation is not None:
+            self._rotation.cancel()
         for job_id in list(self.units):
             await self.stop(job_id)
         for units in self.units.values():
@@ -134,9 +138,16 @@ class LocalLauncher:
                 if unit.watcher:
                     unit.watcher.cancel()
 
+    async def _rotate_logs(self) -> None:
+        for units in list(self.units.values()):
+            for unit in units:
+                rotate_log(unit.log_path)
+
     async def _start(self, unit: Unit) -> None:
         self.logs.mkdir(parents=True, exist_ok=True)
-        with open(unit.log_path, "ab") as output:  # noqa: ASYNC230 - opening a log file does not block
+        if self._rotation is None:  # long-lived replicas write for as long as they serve
+            self._rotation = asyncio.create_task(every(LOG_CHECK_EVERY_S, self._rotate_logs, what="log rotation"))
+        with open_log(unit.log_path) as output:
             unit.process = await asyncio.create_subprocess_exec(
                 *unit.argv,
                 env=worker_environment(self.settings),
