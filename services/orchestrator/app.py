@@ -52,7 +52,7 @@ class Orchestrator(Service):
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings)
         self.launcher: Launcher = make_launcher(settings, self.report_failure)
-        self.router = make_router(JobDefaults.of(settings))
+        self.router = make_router(JobDefaults.of(settings), self.topics)
 
     def inbox(self) -> list[str]:
         return [self.topics.commands, self.topics.events]
@@ -123,7 +123,9 @@ class Orchestrator(Service):
 
     async def serve(self, spec: ServeSpec) -> None:
         """Everything an inference's replicas need, then the replicas: the model on the artifacts
-        topic, topics with enough partitions for the replicas to share the input."""
+        topic, an input topic with enough partitions for the replicas to share it, and the
+        output (and upper) topics if missing. Only the input topic, the inference's own, is ever
+        grown: the others may be read by anyone, and growing one moves its keys' partitions."""
         async with SqlUnitOfWork(self.sessions) as uow:
             stored = await uow.inferences.artifact(spec.result_id)
             # Read inside the block: leaving it rolls back, which expires the row.
@@ -133,10 +135,11 @@ class Orchestrator(Service):
             return
         for chunk in chunk_artifact(spec.result_id, data):
             await self.producer.publish(chunk)
-        topics = [TopicSpec(spec.input_topic, partitions=max(spec.replicas, 1)), TopicSpec(spec.output_topic, 1)]
+        await create_topics(self.settings, [TopicSpec(spec.input_topic, partitions=max(spec.replicas, 1))], grow=True)
+        outputs = [TopicSpec(spec.output_topic, 1)]
         if spec.upper_topic:
-            topics.append(TopicSpec(spec.upper_topic, partitions=1))
-        await create_topics(self.settings, topics, grow=True)
+            outputs.append(TopicSpec(spec.upper_topic, partitions=1))
+        await create_topics(self.settings, outputs)
         await self.launcher.launch_inference(spec)
 
 

@@ -32,10 +32,12 @@ from shared.events import (
     TrainingStatusChanged,
 )
 from shared.routing import Router
+from shared.topics import Topics
 
 
-def make_router(jobs: training.JobDefaults | None = None) -> Router[UnitOfWork]:
-    """The orchestrator's routing table; ``jobs``: what job specs take from the settings."""
+def make_router(jobs: training.JobDefaults | None = None, topics: Topics | None = None) -> Router[UnitOfWork]:
+    """The orchestrator's routing table; ``jobs``: what job specs take from the settings;
+    ``topics``: the stack's own topics, which inferences may not use (default settings' names)."""
     router: Router[UnitOfWork] = Router()
 
     # Catalog
@@ -57,7 +59,7 @@ def make_router(jobs: training.JobDefaults | None = None) -> Router[UnitOfWork]:
     router.event(TrainingFailed, training.training_failed)
 
     # Inference
-    router.command(DeployInference, inference.deploy_inference)
+    router.command(DeployInference, partial(inference.deploy_inference, topics=topics or inference.DEFAULT_TOPICS))
     router.command(StopInference, inference.stop_inference)
     router.command(DeleteInference, inference.delete_inference)
     router.event(InferenceStatusChanged, inference.inference_status_changed)
