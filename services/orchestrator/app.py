@@ -135,12 +135,18 @@ class Orchestrator(Service):
             return
         for chunk in chunk_artifact(spec.result_id, data):
             await self.producer.publish(chunk)
-        await create_topics(self.settings, [TopicSpec(spec.input_topic, partitions=max(spec.replicas, 1))], grow=True)
-        outputs = [TopicSpec(spec.output_topic, 1)]
-        if spec.upper_topic:
-            outputs.append(TopicSpec(spec.upper_topic, partitions=1))
-        await create_topics(self.settings, outputs)
+        await ensure_inference_topics(self.settings, spec)
         await self.launcher.launch_inference(spec)
+
+
+async def ensure_inference_topics(settings: Settings, spec: ServeSpec) -> None:
+    """The input topic with a partition per replica (grown if it has fewer); the output and
+    upper topics created if missing, never grown."""
+    await create_topics(settings, [TopicSpec(spec.input_topic, partitions=max(spec.replicas, 1))], grow=True)
+    outputs = [TopicSpec(spec.output_topic, 1)]
+    if spec.upper_topic:
+        outputs.append(TopicSpec(spec.upper_topic, partitions=1))
+    await create_topics(settings, outputs)
 
 
 S = TypeVar("S", JobSpec, ServeSpec)

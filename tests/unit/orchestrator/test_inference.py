@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from services.orchestrator import app
 from services.orchestrator.handlers import make_router
 from services.orchestrator.inference import DEFAULT_TOPICS
 from shared.db.tables import Artifact
@@ -23,7 +24,8 @@ from shared.events.inference import (
     ServeModel,
     StopInference,
 )
-from shared.topics import Topics
+from shared.settings import Settings
+from shared.topics import Topics, TopicSpec
 from tests.unit.fakes import FakeUnitOfWork
 from tests.unit.orchestrator.test_handlers import definition
 from tests.unit.orchestrator.test_training import configured, deploy
@@ -185,3 +187,16 @@ async def test_a_json_input_config_with_an_overflowing_shape_is_refused() -> Non
     )
     assert isinstance(bad, CommandRejected) and bad.payload.field == "input_config"
     assert "over the limit" in bad.payload.detail
+
+
+async def test_only_the_input_topic_is_ever_grown(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[tuple[list[tuple[str, int]], bool]] = []
+
+    async def create_topics(settings: Settings, specs: list[TopicSpec], *, grow: bool = False) -> None:
+        calls.append(([(s.name, s.partitions) for s in specs], grow))
+
+    monkeypatch.setattr(app, "create_topics", create_topics)
+    uow = FakeUnitOfWork()
+    _, spec = await serve(uow, result_id=await trained(uow), replicas=3, upper_topic="up", limit=0.5)
+    await app.ensure_inference_topics(Settings(), spec.payload)
+    assert calls == [([("in", 3)], True), ([("out", 1), ("up", 1)], False)]
