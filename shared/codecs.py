@@ -10,13 +10,16 @@ A batch is decoded at once (RAW: one buffer viewed with ``np.frombuffer``, no
 per-sample Python work). A sample that cannot be decoded is *skipped and
 counted*, never fatal to the batch: ``Decoded.bad`` lists ``(index within the
 batch, reason)``, and the caller decides what the count means (the trainer
-fails beyond :data:`MAX_BAD_FRACTION`, :func:`too_many_bad`).
+fails beyond :data:`MAX_BAD_FRACTION`, :func:`too_many_bad`). Whatever one
+record makes a decoder raise marks that record bad, and values beyond the
+limits of :mod:`shared.limits` are refused before any decoding.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -25,7 +28,8 @@ from typing import Any, Final, TypeVar
 import numpy as np
 from fastavro import parse_schema, schemaless_reader
 
-from shared.control import AvroConfig, RawConfig, numpy_dtype, parse_shape
+from shared.control import AvroConfig, JsonConfig, RawConfig
+from shared.limits import MAX_BINARY_VALUE_BYTES, check_json, check_size
 
 __all__ = [
     "MAX_BAD_FRACTION",
@@ -95,7 +99,11 @@ def each_record(
     label: Callable[[bytes | None], T],
 ) -> tuple[list[T], list[T], list[tuple[int, str]]]:
     """Decodes formats that take one record at a time (Avro, JSON): the samples, their labels
-    (when there are keys), and the records that raised ValueError as ``(index, reason)``."""
+    (when there are keys), and the records that raised as ``(index, reason)``.
+
+    Any exception counts, not only the ValueError a decoder raises on purpose: a record
+    must not stop the stream with a RecursionError, a MemoryError or a library's own error.
+    """
     if keys is not None and len(keys) != len(values):
         raise ValueError(f"{len(values)} values but {len(keys)} keys")
     xs: list[T] = []
@@ -107,6 +115,9 @@ def each_record(
             y = label(keys[index]) if keys is not None else None
         except ValueError as exc:
             bad.append((index, str(exc)))
+            continue
+        except Exception as exc:
+            bad.append((index, f"{type(exc).__name__}: {exc}"))
             continue
         xs.append(x)
         if y is not None:
@@ -126,10 +137,11 @@ class RawDecoder(Decoder):
         self.config = config
         self.dtype = config.data_dtype
         self.shape = config.data_shape
-        self.size = int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize
+        # Python integers: the shape's product cannot wrap (shared.limits bounds it).
+        self.size = math.prod(self.shape) * self.dtype.itemsize
         self.label_dtype = config.label_dtype
         self.label_shape = config.label_shape
-        self.label_size = int(np.prod(self.label_shape, dtype=np.int64)) * self.label_dtype.itemsize
+        self.label_size = math.prod(self.label_shape) * self.label_dtype.itemsize
 
     @property
     def sample_shape(self) -> tuple[int, ...]:
@@ -144,6 +156,8 @@ class RawDecoder(Decoder):
     def _check_value(self, value: bytes | None) -> str | None:
         if value is None:
             return "no value"
+        if len(value) > MAX_BINARY_VALUE_BYTES:
+            return f"value of {len(value)} bytes is over the limit of {MAX_BINARY_VALUE_BYTES} bytes"
         if len(value) != self.size:
             return f"{len(value)} bytes, expected {self.size} for {self.describe()}"
         return None
@@ -151,6 +165,8 @@ class RawDecoder(Decoder):
     def _check_key(self, key: bytes | None) -> str | None:
         if key is None:
             return "no label (the record has no key)"
+        if len(key) > MAX_BINARY_VALUE_BYTES:
+            return f"label of {len(key)} bytes is over the limit of {MAX_BINARY_VALUE_BYTES} bytes"
         if len(key) != self.label_size:
             return f"label of {len(key)} bytes, expected {self.label_size} for {self.describe_label()}"
         return None
@@ -271,6 +287,7 @@ class AvroDecoder(Decoder):
 
     @staticmethod
     def _read(raw: bytes, schema: Any, what: str) -> Any:
+        check_size(raw, MAX_BINARY_VALUE_BYTES, what)
         stream = io.BytesIO(raw)
         try:
             record = schemaless_reader(stream, schema, None)
@@ -310,6 +327,10 @@ class AvroDecoder(Decoder):
             self._label_width = len(vector)
         elif len(vector) != self._label_width:
             raise ValueError(f"the label record has {len(vector)} values, the first one had {self._label_width}")
+        try:  # here, per record: a value out of range would fail the batch's conversion
+            np.asarray(vector, dtype=self.label_dtype)
+        except (OverflowError, ValueError) as exc:
+            raise ValueError(f"the label does not fit {self.label_dtype.name} ({exc})") from None
         return vector
 
     def decode(self, values: Sequence[bytes | None], keys: Sequence[bytes | None] | None = None) -> Decoded:
@@ -330,6 +351,7 @@ def _json_array(raw: bytes | None, what: str) -> np.ndarray[Any, Any]:
     """One JSON sample as a float64 array of its own shape (see the module docstring for the forms)."""
     if raw is None:
         raise ValueError(f"no {what}")
+    check_json(raw, what)  # before parsing: the parser recurses per level and holds it all
     try:
         document = json.loads(raw)
     except (UnicodeDecodeError, ValueError) as exc:
@@ -347,7 +369,7 @@ def _json_array(raw: bytes | None, what: str) -> np.ndarray[Any, Any]:
     try:
         # float64 first: a ragged list or a string inside fails here, not later in a cast.
         array = np.asarray(document, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, OverflowError) as exc:
         raise ValueError(f"{what} is not a rectangular list of numbers ({exc})") from None
     return array
 
@@ -368,10 +390,10 @@ class JsonDecoder(Decoder):
 
     def __init__(self, config: Mapping[str, Any]) -> None:
         self.config = dict(config)
-        self.dtype = numpy_dtype(str(config.get("data_type") or "float32"))
-        reshape = config.get("data_reshape")
+        checked = JsonConfig.model_validate(self.config)
+        self.dtype = checked.data_dtype
         # An explicit shape is fixed; otherwise the first good sample sets it.
-        self._shape: tuple[int, ...] | None = None if reshape in (None, "") else parse_shape(reshape)
+        self._shape: tuple[int, ...] | None = checked.data_shape
         self._fixed = self._shape is not None
         self._label_shape: tuple[int, ...] | None = None
 
@@ -389,7 +411,7 @@ class JsonDecoder(Decoder):
             self._shape = array.shape
             return array
         if self._fixed:
-            expected = int(np.prod(self._shape, dtype=np.int64))
+            expected = math.prod(self._shape)
             if array.size != expected:
                 raise ValueError(f"{array.size} numbers, expected {expected} for {self.describe()}")
             return array.reshape(self._shape)

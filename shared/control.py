@@ -14,6 +14,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from shared.errors import Invalid
+from shared.limits import check_shape
 
 # Upstream's type names besides numpy's own.
 DTYPE_ALIASES = {"half": "float16", "float": "float32", "double": "float64"}
@@ -28,7 +29,10 @@ def numpy_dtype(name: str) -> np.dtype[Any]:
 
 
 def parse_shape(text: str | int | list[int] | None) -> tuple[int, ...]:
-    """``"8 8"`` → (8, 8); ``""``, ``"1"``, None → () (a scalar)."""
+    """``"8 8"`` → (8, 8); ``""``, ``"1"``, None → () (a scalar).
+
+    Raises ValueError for a dimension below 1 or more elements than ``shared.limits`` allows.
+    """
     if text is None:
         return ()
     if isinstance(text, int):
@@ -41,8 +45,7 @@ def parse_shape(text: str | int | list[int] | None) -> tuple[int, ...]:
             dims = [int(p) for p in parts]
         except ValueError as exc:
             raise ValueError(f"shape {text!r} is not space-separated integers") from exc
-    if any(d <= 0 for d in dims):
-        raise ValueError(f"shape {text!r} has a dimension below 1")
+    check_shape(dims, text)
     return () if dims in ([], [1]) else tuple(dims)
 
 
@@ -112,6 +115,37 @@ class RawConfig(BaseModel):
     @property
     def label_shape(self) -> tuple[int, ...]:
         return parse_shape(self.label_reshape)
+
+
+class JsonConfig(BaseModel):
+    """The optional ``input_config`` of JSON values to predict: a sample's shape and type."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    data_type: str | None = None
+    data_reshape: str | int | list[int] | None = None
+
+    @field_validator("data_type")
+    @classmethod
+    def known_dtype(cls, value: str | None) -> str | None:
+        if value:
+            numpy_dtype(value)
+        return value
+
+    @field_validator("data_reshape")
+    @classmethod
+    def valid_shape(cls, value: str | int | list[int] | None) -> str | int | list[int] | None:
+        parse_shape(value)
+        return value
+
+    @property
+    def data_dtype(self) -> np.dtype[Any]:
+        return numpy_dtype(self.data_type or "float32")
+
+    @property
+    def data_shape(self) -> tuple[int, ...] | None:
+        """None when the config names no shape (the first good sample sets it)."""
+        return None if self.data_reshape in (None, "") else parse_shape(self.data_reshape)
 
 
 class AvroConfig(BaseModel):

@@ -28,6 +28,7 @@ import asyncio
 import contextlib
 import io
 import logging
+import math
 import os
 import sys
 import tempfile
@@ -232,7 +233,7 @@ class ServedModel(ABC):
         (``data_reshape`` "64" for a model that takes 8x8)."""
         shape = self.fixed_shape()
         if shape is not None and x.shape[1:] != shape:
-            if int(np.prod(x.shape[1:], dtype=np.int64)) != int(np.prod(shape, dtype=np.int64)):
+            if math.prod(x.shape[1:]) != math.prod(shape):
                 raise ValueError(f"the model takes samples of shape {shape}, the input has {x.shape[1:]}")
             x = x.reshape(len(x), *shape)
         return np.ascontiguousarray(x, dtype=self.input_dtype)

@@ -61,7 +61,7 @@ class Orchestrator(Service):
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings)
         self.launcher: Launcher = make_launcher(settings, self.report_failure)
-        self.router = make_router(JobDefaults.of(settings), answer_within_s=settings.command_deadline_s)
+        self.router = make_router(JobDefaults.of(settings), self.topics, answer_within_s=settings.command_deadline_s)
         self._reaper: asyncio.Task[None] | None = None
 
     def inbox(self) -> list[str]:
@@ -175,7 +175,9 @@ class Orchestrator(Service):
 
     async def serve(self, spec: ServeSpec) -> None:
         """Everything an inference's replicas need, then the replicas: the model on the artifacts
-        topic, topics with enough partitions for the replicas to share the input."""
+        topic, an input topic with enough partitions for the replicas to share it, and the
+        output (and upper) topics if missing. Only the input topic, the inference's own, is ever
+        grown: the others may be read by anyone, and growing one moves its keys' partitions."""
         async with SqlUnitOfWork(self.sessions) as uow:
             stored = await uow.inferences.artifact(spec.result_id)
             # Read inside the block: leaving it rolls back, which expires the row.
@@ -185,11 +187,18 @@ class Orchestrator(Service):
             return
         for chunk in chunk_artifact(spec.result_id, data):
             await self.producer.publish(chunk)
-        topics = [TopicSpec(spec.input_topic, partitions=max(spec.replicas, 1)), TopicSpec(spec.output_topic, 1)]
-        if spec.upper_topic:
-            topics.append(TopicSpec(spec.upper_topic, partitions=1))
-        await create_topics(self.settings, topics, grow=True)
+        await ensure_inference_topics(self.settings, spec)
         await self.launcher.launch_inference(spec)
+
+
+async def ensure_inference_topics(settings: Settings, spec: ServeSpec) -> None:
+    """The input topic with a partition per replica (grown if it has fewer); the output and
+    upper topics created if missing, never grown."""
+    await create_topics(settings, [TopicSpec(spec.input_topic, partitions=max(spec.replicas, 1))], grow=True)
+    outputs = [TopicSpec(spec.output_topic, 1)]
+    if spec.upper_topic:
+        outputs.append(TopicSpec(spec.upper_topic, partitions=1))
+    await create_topics(settings, outputs)
 
 
 S = TypeVar("S", JobSpec, ServeSpec)

@@ -32,10 +32,14 @@ from shared.events import (
     TrainingStatusChanged,
 )
 from shared.routing import Router
+from shared.topics import Topics
 
 
-def make_router(jobs: training.JobDefaults | None = None, *, answer_within_s: float = 120.0) -> Router[UnitOfWork]:
+def make_router(
+    jobs: training.JobDefaults | None = None, topics: Topics | None = None, *, answer_within_s: float = 120.0
+) -> Router[UnitOfWork]:
     """The orchestrator's routing table. ``jobs``: what job specs take from the settings;
+    ``topics``: the stack's own topics, which inferences may not use (default settings' names);
     ``answer_within_s``: how long a command waits for another service's answer."""
     router: Router[UnitOfWork] = Router()
 
@@ -58,7 +62,7 @@ def make_router(jobs: training.JobDefaults | None = None, *, answer_within_s: fl
     router.event(TrainingFailed, training.training_failed)
 
     # Inference
-    router.command(DeployInference, inference.deploy_inference)
+    router.command(DeployInference, partial(inference.deploy_inference, topics=topics or inference.DEFAULT_TOPICS))
     router.command(StopInference, inference.stop_inference)
     router.command(DeleteInference, inference.delete_inference)
     router.event(InferenceStatusChanged, inference.inference_status_changed)

@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from shared.control import AvroConfig, RawConfig
+from shared.control import AvroConfig, JsonConfig, RawConfig
 from shared.db.records import inference_record
 from shared.db.tables import Inference
 from shared.db.uow import UnitOfWork
@@ -18,6 +18,7 @@ from shared.events.inference import (
     DeployInference,
     InferenceCreated,
     InferenceDeleted,
+    InferenceParams,
     InferenceRef,
     InferenceStatusChanged,
     InferenceStopped,
@@ -25,8 +26,41 @@ from shared.events.inference import (
     ServeSpec,
     StopInference,
 )
+from shared.settings import Settings
+from shared.topics import Topics
 
 ORDER = {"starting": 0, "running": 1, "stopped": 2, "failed": 2}
+
+# The stack's topics with the default settings: what a router built without settings protects.
+DEFAULT_TOPICS = Topics(
+    prefix=Settings.model_fields["topic_prefix"].default, control=Settings.model_fields["control_topic"].default
+)
+
+
+def check_topics(params: InferenceParams, topics: Topics) -> None:
+    """Refuses an inference that would read or write a topic of the stack itself.
+
+    Its replicas would consume commands or events as inputs and publish predictions
+    among them, and the orchestrator would grow the topic's partitions. The whole
+    ``<prefix>.`` namespace is the stack's, the control topic too, and names starting
+    with ``__`` are the broker's own.
+    """
+    namespace = f"{topics.prefix}."
+    for field, name in (
+        ("input_topic", params.input_topic),
+        ("output_topic", params.output_topic),
+        ("upper_topic", params.upper_topic),
+    ):
+        if name is None:
+            continue
+        if name == topics.control:
+            raise Rejected(422, f"{field} {name!r} is the control topic of this stack", field=field)
+        if name.startswith(namespace):
+            raise Rejected(
+                422, f"{field} {name!r} is in the {namespace}* namespace of this stack's own topics", field=field
+            )
+        if name.startswith("__"):
+            raise Rejected(422, f"{field} {name!r} is one of the broker's internal topics", field=field)
 
 
 def check_input_config(input_format: str, config: dict[str, Any]) -> None:
@@ -36,6 +70,8 @@ def check_input_config(input_format: str, config: dict[str, Any]) -> None:
             RawConfig.model_validate(config)
         elif input_format == "AVRO":
             AvroConfig.model_validate(config)
+        elif input_format == "JSON":
+            JsonConfig.model_validate(config)
     except ValidationError as exc:
         problem = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()[:3])
         raise Rejected(422, f"input_config: {problem}", field="input_config") from None
@@ -48,8 +84,11 @@ def upper_input(summary: dict[str, Any]) -> dict[str, Any]:
     return {"data_type": "float32", "data_reshape": " ".join(dims)}
 
 
-async def deploy_inference(command: DeployInference, uow: UnitOfWork) -> list[Envelope]:
+async def deploy_inference(
+    command: DeployInference, uow: UnitOfWork, *, topics: Topics = DEFAULT_TOPICS
+) -> list[Envelope]:
     params = command.payload
+    check_topics(params, topics)
     result = await uow.training.result(params.result_id)
     if result is None:
         raise Rejected(422, f"result {params.result_id} does not exist", field="result_id")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from typing import Any
 
@@ -31,8 +32,8 @@ def _estimated_bytes(x: np.ndarray[Any, Any], y: np.ndarray[Any, Any]) -> int:
     """Bytes a decoded sample costs in training (inputs become float32 at least)."""
     if len(x) == 0:
         return 0
-    per_x = int(np.prod(x.shape[1:], dtype=np.int64)) * max(4, x.dtype.itemsize)
-    per_y = int(np.prod(y.shape[1:], dtype=np.int64)) * max(4, y.dtype.itemsize)
+    per_x = math.prod(x.shape[1:]) * max(4, x.dtype.itemsize)
+    per_y = math.prod(y.shape[1:]) * max(4, y.dtype.itemsize)
     return int(len(x) * (per_x + per_y))
 
 

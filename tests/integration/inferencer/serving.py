@@ -158,9 +158,10 @@ async def produce(
     records: Sequence[tuple[bytes | None, bytes, Headers]],
     *,
     per_second: float | None = None,
+    max_request_size: int = 8 * 2**20,
 ) -> None:
     """Sends (key, value, headers); paced at ``per_second`` when given, else as fast as acknowledged."""
-    producer = AIOKafkaProducer(bootstrap_servers=settings.brokers, linger_ms=2, max_request_size=8 * 2**20)
+    producer = AIOKafkaProducer(bootstrap_servers=settings.brokers, linger_ms=2, max_request_size=max_request_size)
     await producer.start()
     try:
         futures = []

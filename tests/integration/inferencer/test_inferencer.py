@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import signal
 import subprocess
 import sys
@@ -173,6 +174,49 @@ async def test_keras_digits_are_predicted_in_order_with_keys_and_headers_and_bad
         predicted.update(s.predicted)
     assert sum(predicted.values()) == len(images) and set(predicted) <= {str(d) for d in range(10)}
     assert any(s.latency_p50_ms is not None and s.latency_p50_ms > 0 for s in stats)
+
+
+# --- hostile JSON: too deep, too large; dead-lettered with the reason, the stream goes on ----------
+
+
+async def test_deep_and_huge_json_values_are_dead_lettered_and_the_next_input_is_answered(kafka: Settings) -> None:
+    images, labels = digits()
+    artifact = keras_digits()
+    input_topic, output_topic = topic_name(kafka, "in"), topic_name(kafka, "out")
+    await make_topics(kafka, (input_topic, 1), (output_topic, 1))
+    spec = spec_for(
+        kafka,
+        artifact,
+        input_topic=input_topic,
+        output_topic=output_topic,
+        input_format="JSON",
+        input_config={"data_reshape": "8 8"},
+    )
+    await publish_model(kafka, spec, artifact)
+    deep = b"[" * 200_000 + b"]" * 200_000  # a RecursionError in the JSON parser, on main
+    huge = json.dumps([0.5] * (10 * 2**20 // 5)).encode()  # over 10 MB: the embedded broker takes it
+    assert len(huge) > 10 * 10**6
+    normal = json.dumps(images[7].astype(float).tolist()).encode()
+    inputs = [(b"deep", deep, [("source", b"test")]), (b"huge", huge, []), (b"normal", normal, [])]
+
+    async with serving(kafka, spec) as replica:
+        await replica.watch(read_events(kafka, running()))
+        await produce(kafka, input_topic, inputs, max_request_size=16 * 2**20)
+        [output] = await replica.watch(read_records(kafka, output_topic, lambda found: len(found) >= 1, 20))
+        dead = await replica.watch(read_records(kafka, topics_for(kafka).dead_letters, lambda found: len(found) >= 2))
+
+    assert output.key == b"normal" and int(np.argmax(values_of(output))) == labels[7]
+    by_reason = {r.key: (r.value, dict(r.headers)) for r in dead}
+    assert set(by_reason) == {b"deep", b"huge"}
+    value, headers = by_reason[b"deep"]
+    assert value == deep and headers["source"] == b"test"
+    assert b"deeper than the limit" in headers["kafkaml-dlq-reason"]
+    value, headers = by_reason[b"huge"]
+    # Too large to copy within a producer request: dead-lettered without it, its size in the reason.
+    assert value is None
+    assert b"over the limit of 1.0 MiB" in headers["kafkaml-dlq-reason"]
+    assert f"{len(huge)} bytes, is not copied".encode() in headers["kafkaml-dlq-reason"]
+    assert headers["kafkaml-dlq-source"].startswith(input_topic.encode())
 
 
 # --- (b): a replica killed with SIGKILL mid-stream loses no input ---------------------------

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
+from services.orchestrator import app
 from services.orchestrator.handlers import make_router
+from services.orchestrator.inference import DEFAULT_TOPICS
 from shared.db.tables import Artifact
 from shared.events import CommandRejected
 from shared.events.inference import (
@@ -20,6 +24,8 @@ from shared.events.inference import (
     ServeModel,
     StopInference,
 )
+from shared.settings import Settings
+from shared.topics import Topics, TopicSpec
 from tests.unit.fakes import FakeUnitOfWork
 from tests.unit.orchestrator.test_handlers import definition
 from tests.unit.orchestrator.test_training import configured, deploy
@@ -116,3 +122,81 @@ async def test_a_replica_failure_fails_the_inference_with_its_reason() -> None:
     await ROUTER(InferenceStatusChanged(payload=change), uow)
     row = uow.inferences.rows[created.payload.id]
     assert (row.status, row.error) == ("failed", "replica 1: model load failed")
+
+
+# --- the stack's own topics are not an inference's -----------------------------------------
+
+
+def internal_names(topics: Topics) -> list[str]:
+    return [topics.commands, topics.events, topics.validation, topics.jobs, topics.artifacts, topics.dead_letters]
+
+
+@pytest.mark.parametrize("field", ["input_topic", "output_topic", "upper_topic"])
+async def test_an_inference_on_an_internal_topic_is_refused_naming_the_field(field: str) -> None:
+    uow = FakeUnitOfWork()
+    result = await trained(uow)
+    for name in [*internal_names(DEFAULT_TOPICS), DEFAULT_TOPICS.control, "kafkaml.anything", "__consumer_offsets"]:
+        [refused] = await serve(uow, result_id=result, limit=0.5, **{field: name})
+        assert isinstance(refused, CommandRejected), name
+        assert (refused.payload.status, refused.payload.field) == (422, field)
+        assert name in refused.payload.detail
+    assert uow.inferences.rows == {}
+
+
+async def test_the_internal_topics_are_the_settings_ones() -> None:
+    topics = Topics(prefix="stack2", control="announcements")
+    router = make_router(topics=topics)
+    uow = FakeUnitOfWork()
+    result = await trained(uow)
+
+    async def deploy_on(**names: str) -> Any:
+        body = {"result_id": result, "input_topic": "in", "output_topic": "out", **names}
+        return (await router(DeployInference(payload=InferenceParams(**body)), uow))[0]
+
+    for name in [*internal_names(topics), "announcements"]:
+        refused = await deploy_on(input_topic=name)
+        assert isinstance(refused, CommandRejected) and refused.payload.field == "input_topic", name
+    # Another stack's names, a name that merely starts like the prefix: ordinary topics here.
+    for name in ["kafkaml.commands", "KAFKA_ML_CONTROL_TOPIC", "stack2-in", "stack2"]:
+        assert isinstance(await deploy_on(input_topic=name), InferenceCreated), name
+
+
+async def test_an_ordinary_topic_is_accepted() -> None:
+    uow = FakeUnitOfWork()
+    created, spec = await serve(
+        uow,
+        result_id=await trained(uow),
+        input_topic="sensors.in",
+        output_topic="kafkaml-out",
+        upper_topic="up",
+        limit=0.5,
+    )
+    assert isinstance(created, InferenceCreated) and isinstance(spec, ServeModel)
+    assert (spec.payload.input_topic, spec.payload.output_topic, spec.payload.upper_topic) == (
+        "sensors.in",
+        "kafkaml-out",
+        "up",
+    )
+
+
+async def test_a_json_input_config_with_an_overflowing_shape_is_refused() -> None:
+    uow = FakeUnitOfWork()
+    result = await trained(uow)
+    [bad] = await serve(
+        uow, result_id=result, input_format="JSON", input_config={"data_reshape": "4294967296 4294967296"}
+    )
+    assert isinstance(bad, CommandRejected) and bad.payload.field == "input_config"
+    assert "over the limit" in bad.payload.detail
+
+
+async def test_only_the_input_topic_is_ever_grown(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[tuple[list[tuple[str, int]], bool]] = []
+
+    async def create_topics(settings: Settings, specs: list[TopicSpec], *, grow: bool = False) -> None:
+        calls.append(([(s.name, s.partitions) for s in specs], grow))
+
+    monkeypatch.setattr(app, "create_topics", create_topics)
+    uow = FakeUnitOfWork()
+    _, spec = await serve(uow, result_id=await trained(uow), replicas=3, upper_topic="up", limit=0.5)
+    await app.ensure_inference_topics(Settings(), spec.payload)
+    assert calls == [([("in", 3)], True), ([("out", 1), ("up", 1)], False)]
