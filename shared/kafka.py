@@ -29,6 +29,7 @@ from aiokafka.structs import RecordMetadata
 
 from shared.errors import KafkaMLError
 from shared.events import Envelope
+from shared.limits import MAX_DEAD_LETTER_VALUE_BYTES
 from shared.process import Backoff
 from shared.settings import Settings
 from shared.topics import TopicSpec, topics_for
@@ -146,13 +147,19 @@ class Producer:
         return await future
 
     async def dead_letter(self, topic: str, received: Received, reason: str, *, consumer: str) -> None:
+        """Copies ``received`` to the dead-letter topic with the reason; a value too large to send
+        goes without its value (a dead letter that cannot be sent would stop the stream)."""
+        size = len(received.value or b"")
+        value = received.value
+        if size > MAX_DEAD_LETTER_VALUE_BYTES:
+            value, reason = None, f"{reason} (the value, {size} bytes, is not copied here)"
         headers = [
             *received.headers,
             ("kafkaml-dlq-reason", reason.encode()),
             ("kafkaml-dlq-consumer", consumer.encode()),
             ("kafkaml-dlq-source", f"{received.topic}:{received.partition}:{received.offset}".encode()),
         ]
-        await self.send(topic, received.value, key=received.key, headers=headers)
+        await self.send(topic, value, key=received.key, headers=headers)
 
 
 # --- consuming -------------------------------------------------------------

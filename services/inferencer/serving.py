@@ -26,7 +26,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -47,8 +46,7 @@ from services.inferencer.routing import Output, Record, Router
 from services.inferencer.stats import StatsWindow
 from shared.codecs import Decoder
 from shared.events.inference import ServeSpec
-from shared.kafka import Producer, Received, make_consumer, received_from, wait_for_assignment
-from shared.limits import MAX_DEAD_LETTER_VALUE_BYTES
+from shared.kafka import Producer, make_consumer, received_from, wait_for_assignment
 from shared.process import Backoff
 from shared.settings import Settings
 from shared.topics import topics_for
@@ -71,16 +69,6 @@ RETRY: Final = Backoff(initial=0.2, maximum=5.0)
 # After a stop request, a fetch in progress gets this long to bring its batch.
 _STOP_GRACE_S: Final = 1.0
 _CONSUMER_NAME: Final = "inferencer"
-
-
-def _dead_letter_copy(record: Record, reason: str) -> tuple[Received, str]:
-    """What goes to the dead-letter topic: the record, without a value too large to send
-    (a dead letter that cannot be sent would stop the stream), and the reason."""
-    received = received_from(record)
-    size = len(received.value or b"")
-    if size <= MAX_DEAD_LETTER_VALUE_BYTES:
-        return received, reason
-    return dataclasses.replace(received, value=None), f"{reason} (the value, {size} bytes, is not copied here)"
 
 
 @dataclass
@@ -317,7 +305,7 @@ class Inferencer:
         acks = await self.router.send(outputs)
         for index, reason in failures:
             dead = self.producer.dead_letter(
-                self.dead_letter_topic, *_dead_letter_copy(records[index], reason), consumer=_CONSUMER_NAME
+                self.dead_letter_topic, received_from(records[index]), reason, consumer=_CONSUMER_NAME
             )
             acks.append(asyncio.ensure_future(dead))
         flight = _Flight(records, acks, sent, classes, len(failures))
