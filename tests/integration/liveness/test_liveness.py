@@ -1,5 +1,5 @@
 """The liveness file against the real broker: the one consumer loop touches it on an empty
-poll, and an idle faust service (a real process) keeps touching it."""
+poll, and an idle faust service and an idle validator (real processes) keep touching it."""
 
 from __future__ import annotations
 
@@ -87,3 +87,18 @@ async def test_an_idle_faust_service_keeps_touching_its_alive_file(
         assert time.monotonic() < deadline, "the alive file went stale while the service was idle"
         await asyncio.sleep(0.2)
     assert process.poll() is None
+
+
+async def test_an_idle_validator_keeps_touching_its_alive_file(
+    settings: Settings, run_service: StartService, tmp_path: Path
+) -> None:
+    path = tmp_path / "alive"
+    env = {**service_env(settings, database=False), "KAFKAML_ALIVE_FILE": str(path)}
+    process = run_service("services.trainer.validator", env, name="validator")
+    await wait_for_file(path, 120, process)
+    first = mtime_ns(path)
+    deadline = time.monotonic() + 15
+    while mtime_ns(path) == first:  # empty polls only
+        assert process.poll() is None, "the validator exited"
+        assert time.monotonic() < deadline, "the alive file went stale while the validator was idle"
+        await asyncio.sleep(0.2)
