@@ -148,11 +148,11 @@ def add_liveness(app: faust.App, alive: AliveFile) -> None:
     A faust agent runs only when records arrive, so touching from the agent alone
     would make an idle service look dead. The timer runs on the app's event loop:
     it fires only while that loop is responsive, and touches only while faust's
-    consumer and fetcher are running. A poll that waits for a broker that is away
-    keeps it touching (a restart would not bring the broker back), like the API.
-    The agent touches too, after each record.
+    consumer and fetcher are running. The agent touches it too, after each record.
+    It does not watch a handler's progress: a handler retrying a database or a
+    broker that is away keeps the file young, since a restart would not bring
+    them back (the API's probe makes the same choice).
     """
-
     if alive.path is None:
         return
 
