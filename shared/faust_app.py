@@ -23,6 +23,7 @@ import faust
 from faust import Worker
 from faust.types import EventT
 
+from shared.alive import AliveFile
 from shared.db.engine import make_engine, make_sessionmaker
 from shared.db.repositories import Housekeeping
 from shared.events import Envelope
@@ -144,8 +145,48 @@ class Service:
             await self.producer.publish(answer)
 
 
-def create_app(service: Service) -> faust.App:
-    """The faust app of ``service``: one agent over its inbox, and a task that starts it."""
+# --- liveness ------------------------------------------------------------
+
+# How often the liveness timer looks at the app (the probe's bound is several times this).
+ALIVE_EVERY_S = 5.0
+
+
+def consuming(app: faust.App) -> bool:
+    """Whether ``app``'s consume loop can go on: neither the app, its consumer nor the fetcher
+    that drives the consumer crashed or is stopping."""
+    # The fetcher is the service whose task polls the consumer; faust names it privately.
+    fetcher = app._fetcher
+    return not (app.should_stop or app.consumer.should_stop or fetcher.crashed)
+
+
+def add_liveness(app: faust.App, alive: AliveFile) -> None:
+    """Touches ``alive`` from a timer while ``consuming(app)``.
+
+    A faust agent runs only when records arrive, so touching from the agent alone
+    would make an idle service look dead. The timer runs on the app's event loop:
+    it fires only while that loop is responsive, and touches only while faust's
+    consumer and fetcher are running. The agent touches it too, after each record.
+    It does not watch a handler's progress: a handler retrying a database or a
+    broker that is away keeps the file young, since a restart would not bring
+    them back (the API's probe makes the same choice).
+    """
+    if alive.path is None:
+        return
+
+    async def touch_alive() -> None:
+        if consuming(app):
+            alive.touch()
+
+    app.timer(ALIVE_EVERY_S, name="alive")(touch_alive)
+
+
+# --- the app ---------------------------------------------------------------
+
+
+def create_app(service: Service, alive: AliveFile | None = None) -> faust.App:
+    """The faust app of ``service``: one agent over its inbox, a task that starts it and the
+    liveness timer (``alive``, by default from ``KAFKAML_ALIVE_FILE``; off without it)."""
+    alive = alive or AliveFile.from_env()
     app = make_faust_app(service.settings, service.name)
     inbox = app.topic(*service.inbox(), value_type=bytes, key_type=bytes, allow_empty=True)
 
@@ -153,18 +194,21 @@ def create_app(service: Service) -> faust.App:
         if service.batch_max == 1:
             async for event in stream.events():
                 await service.handle_batch([received_of(event)])
+                alive.touch()
             return
         # take_events, not take: a batch needs each record's position and headers (to dead-letter
         # it). faust's StreamT interface omits the method its Stream class has.
         batches = cast("faust.Stream[bytes]", stream).take_events(service.batch_max, within=service.batch_within_s)
         async for events in batches:
             await service.handle_batch([received_of(event) for event in events])
+            alive.touch()
 
     async def start_service() -> None:
         await service.start()
 
     app.agent(inbox, name=f"{service.name.replace('-', '_')}_inbox")(consume)
     app.task(start_service)
+    add_liveness(app, alive)
     return app
 
 

@@ -27,6 +27,7 @@ from aiokafka.errors import (
 )
 from aiokafka.structs import RecordMetadata
 
+from shared.alive import AliveFile
 from shared.errors import KafkaMLError
 from shared.events import Envelope
 from shared.limits import MAX_DEAD_LETTER_VALUE_BYTES
@@ -281,15 +282,19 @@ async def consume(
     name: str,
     stop: asyncio.Event | None = None,
     max_records: int = 100,
+    alive: AliveFile | None = None,
 ) -> None:
     """The one consumer loop: fetch a batch, deliver each record, then commit.
 
     The offset of a record is committed only after ``deliver`` returned, i.e.
-    after its effect is durable or it was dead-lettered.
+    after its effect is durable or it was dead-lettered. ``alive`` is touched
+    after every poll, empty or not, and after every record (Kubernetes' liveness probe).
     """
     stop = stop or asyncio.Event()
     while not stop.is_set():
         batches = await consumer.getmany(timeout_ms=200, max_records=max_records)
+        if alive is not None:
+            alive.touch()
         for tp, records in batches.items():
             for record in records:
                 await deliver(
@@ -299,6 +304,8 @@ async def consume(
                     dead_letter_topic=dead_letter_topic,
                     consumer=name,
                 )
+                if alive is not None:
+                    alive.touch()  # a slow record (a validation) is progress too
             if consumer._group_id is not None:
                 await consumer.commit({TopicPartition(tp.topic, tp.partition): records[-1].offset + 1})
 

@@ -37,13 +37,13 @@ import numpy as np
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 
-from services.inferencer.alive import AliveFile
 from services.inferencer.batching import MicroBatcher
 from services.inferencer.events import ReplicaEvents
 from services.inferencer.model import ServedModel
 from services.inferencer.rebalance import DrainOnRevoke, describe_partitions
 from services.inferencer.routing import Output, Record, Router
 from services.inferencer.stats import StatsWindow
+from shared.alive import AliveFile
 from shared.codecs import Decoder
 from shared.events.inference import ServeSpec
 from shared.kafka import Producer, make_consumer, received_from, wait_for_assignment

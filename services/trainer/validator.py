@@ -14,6 +14,7 @@ import logging
 from aiokafka.errors import MessageSizeTooLargeError
 
 from services.trainer.sandbox import ModelCodeError, Sandbox, SandboxError
+from shared.alive import AliveFile
 from shared.events import Envelope, ModelValidated, ModelValidationFailed, ValidateModel, decode
 from shared.events.validation import ValidationError, ValidationPassed
 from shared.kafka import Producer, Received, consume, ensure_topics, make_consumer
@@ -86,6 +87,7 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
                 dead_letter_topic=topics.dead_letters,
                 name="validator",
                 stop=stop,
+                alive=AliveFile.from_env(),
             )
         finally:
             await consumer.stop()

@@ -244,6 +244,48 @@ def test_services_have_probes_where_they_have_a_health_signal(overlay: str, tmp_
     assert api["readinessProbe"]["httpGet"]["path"] == "/api/v1/health"
 
 
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_long_running_container_has_a_liveness_probe(overlay: str, tmp_deploy: str) -> None:
+    objects = render(overlay, tmp_deploy)
+    long_running = [o for o in objects if o["kind"] in WORKLOADS - {"Job"}]
+    assert len(long_running) >= 6
+    for obj in long_running:
+        for container in obj["spec"]["template"]["spec"]["containers"]:
+            assert "livenessProbe" in container, f"{obj['metadata']['name']}/{container['name']}"
+
+
+# The consumers without a port: alive while their alive file is young (bound in seconds).
+ALIVE_BOUNDS = {
+    "kafkaml-orchestrator": 60,
+    "kafkaml-metrics": 60,
+    "kafkaml-control-logger": 60,
+    "kafkaml-validator": 180,
+}
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_consumers_are_alive_while_their_alive_file_is_young(overlay: str, tmp_deploy: str) -> None:
+    from services.orchestrator.launchers.kubernetes import KubernetesSettings, alive_probe_command
+    from shared.alive import probe_command
+
+    by_name = {o["metadata"]["name"]: o for o in render(overlay, tmp_deploy) if o["kind"] in WORKLOADS}
+    for name, bound in ALIVE_BOUNDS.items():
+        container = by_name[name]["spec"]["template"]["spec"]["containers"][0]
+        env = {e["name"]: e.get("value") for e in container["env"]}
+        path = env["KAFKAML_ALIVE_FILE"]
+        assert path.startswith("/tmp/"), f"{name}: the alive file must be on the writable volume"
+        command = probe_command(path, bound)
+        assert container["livenessProbe"]["exec"]["command"] == command, name
+        assert container["startupProbe"]["exec"]["command"] == command, name
+        startup = container["startupProbe"]
+        window = startup.get("initialDelaySeconds", 0) + startup["periodSeconds"] * startup["failureThreshold"]
+        assert window >= 120, f"{name}: a slow start must not restart the pod"
+        assert container["livenessProbe"]["failureThreshold"] >= 2, f"{name}: one slow probe must not restart it"
+    # The faust services' probe is the very check the launcher gives inference Deployments.
+    orchestrator = by_name["kafkaml-orchestrator"]["spec"]["template"]["spec"]["containers"][0]
+    assert orchestrator["livenessProbe"]["exec"]["command"] == alive_probe_command(KubernetesSettings())
+
+
 def test_the_single_node_overlay_runs_kafka_in_kraft_mode_and_postgresql(tmp_deploy: str) -> None:
     objects = render("single-node", tmp_deploy)
     sets = {o["metadata"]["name"]: o for o in objects if o["kind"] == "StatefulSet"}
