@@ -36,6 +36,7 @@ from services.orchestrator.launchers.kubernetes.labels import (
     workload_labels,
 )
 from services.orchestrator.launchers.kubernetes.settings import KubernetesSettings
+from shared.alive import probe_command
 from shared.events.inference import ServeSpec
 from shared.events.training import JobSpec
 from shared.settings import Settings
@@ -131,13 +132,8 @@ def _container(name: str, image: str, args: list[str], env: list[dict[str, Any]]
 
 
 def alive_probe_command(k8s: KubernetesSettings) -> list[str]:
-    """Exits 0 while the alive file was touched within ``alive_max_age_s`` (a Python one-liner)."""
-    code = (
-        "import os,sys,time;"
-        f"p=os.environ.get('KAFKAML_ALIVE_FILE','{k8s.alive_file}');"
-        f"sys.exit(0 if time.time()-os.stat(p).st_mtime<{k8s.alive_max_age_s} else 1)"
-    )
-    return ["python", "-c", code]
+    """Exits 0 while the alive file was touched within ``alive_max_age_s``."""
+    return probe_command(k8s.alive_file, k8s.alive_max_age_s)
 
 
 # --- manifests ----------------------------------------------------------------------------------
