@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -9,18 +10,28 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from shared.errors import KafkaMLError
+from shared.errors import TITLES, KafkaMLError
 
 PROBLEM = "application/problem+json"
 
 
-def problem(status: int, title: str, detail: str, *, field: str | None = None, **extra: Any) -> JSONResponse:
+def problem(
+    status: int,
+    title: str,
+    detail: str,
+    *,
+    field: str | None = None,
+    headers: Mapping[str, str] | None = None,
+    **extra: Any,
+) -> JSONResponse:
     body: dict[str, Any] = {"type": "about:blank", "title": title, "status": status, "detail": detail}
     if field is not None:
         body["field"] = field
     body.update({k: v for k, v in extra.items() if v is not None})
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-    return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=headers)
+    answer_headers = dict(headers or {})
+    if status == 401:
+        answer_headers["WWW-Authenticate"] = "Bearer"
+    return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=answer_headers or None)
 
 
 class Problem(KafkaMLError):
@@ -50,5 +61,6 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def on_http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        titles = {401: "Unauthorized", 404: "Not found", 405: "Method not allowed"}
-        return problem(exc.status_code, titles.get(exc.status_code, "Error"), str(exc.detail))
+        # Starlette's 405 names the methods the path takes in `Allow`: keep its headers.
+        title = {405: "Method not allowed"}.get(exc.status_code) or TITLES.get(exc.status_code, "Error")
+        return problem(exc.status_code, title, str(exc.detail), headers=exc.headers)

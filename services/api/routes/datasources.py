@@ -7,6 +7,7 @@ from typing import Any
 from fastapi import APIRouter
 from pydantic import BaseModel
 
+from services.api.openapi import SENT_WITH_BODY, answers
 from services.api.deps import BusDep, SessionDep
 from services.api.outcomes import pending, raise_if_rejected
 from shared.db.repositories import DatasourceRepository
@@ -29,7 +30,11 @@ async def list_datasources(session: SessionDep) -> list[DatasourceRecord]:
     return [record(row) for row in await DatasourceRepository(session).all()]
 
 
-@router.post("/{datasource_id}/send", summary="Announce the same data to another deployment")
+@router.post(
+    "/{datasource_id}/send",
+    summary="Announce the same data to another deployment",
+    responses=answers(*SENT_WITH_BODY),
+)
 async def send_datasource(datasource_id: int, body: SendRequest, bus: BusDep) -> Any:
     command = SendDatasource(
         payload=SendDatasourcePayload(datasource_id=datasource_id, deployment_id=body.deployment_id)
