@@ -76,7 +76,7 @@ def answers(*statuses: int) -> dict[int | str, dict[str, Any]]:
             found[status] = {
                 "description": WHY[status],
                 "content": {"application/json": {"schema": _ref(Pending)}},
-                "headers": {"Location": {"description": "where the command's outcome appears", "schema": {"type": "string"}}},
+                "headers": {"Location": {"description": "where the outcome appears", "schema": {"type": "string"}}},
             }
         else:
             found[status] = {"description": WHY[status], "content": {PROBLEM: {"schema": _ref(ProblemDetails)}}}
@@ -87,7 +87,8 @@ def answers(*statuses: int) -> dict[int | str, dict[str, Any]]:
 
 def binary(media_type: str, description: str) -> dict[int | str, dict[str, Any]]:
     """A 200 whose body is not JSON (a file, a picture, a stream)."""
-    return {200: {"description": description, "content": {media_type: {"schema": {"type": "string", "format": "binary"}}}}}
+    content = {media_type: {"schema": {"type": "string", "format": "binary"}}}
+    return {200: {"description": description, "content": content}}
 
 
 # ---------------------------------------------------------------- document

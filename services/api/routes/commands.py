@@ -8,8 +8,8 @@ from typing import Any, Literal
 from fastapi import APIRouter
 from pydantic import BaseModel
 
-from services.api.openapi import answers
 from services.api.deps import SessionDep
+from services.api.openapi import answers
 from services.api.outcomes import API
 from shared.db.repositories import OutcomeRepository
 

@@ -6,8 +6,8 @@ from typing import Any
 
 from fastapi import APIRouter, Response
 
-from services.api.openapi import SENT, SENT_WITH_BODY, answers
 from services.api.deps import BusDep, SessionDep
+from services.api.openapi import SENT, SENT_WITH_BODY, answers
 from services.api.outcomes import no_content, pending, raise_if_rejected
 from shared.db.records import configuration_record
 from shared.db.repositories import ConfigurationRepository

@@ -7,8 +7,8 @@ from typing import Any
 from fastapi import APIRouter
 
 from services.api import queries
-from services.api.openapi import SENT_WITH_BODY, answers
 from services.api.deps import BusDep, SessionDep
+from services.api.openapi import SENT_WITH_BODY, answers
 from services.api.outcomes import pending, raise_if_rejected
 from shared.errors import NotFound
 from shared.events.training import DeploymentCreated, DeploymentRecord, DeployTraining, TrainingParams

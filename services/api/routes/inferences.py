@@ -12,8 +12,8 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import HTMLResponse, StreamingResponse
 from sqlalchemy import select
 
-from services.api.openapi import SENT, SENT_WITH_BODY, answers, binary
 from services.api.deps import BusDep, SessionDep
+from services.api.openapi import SENT, SENT_WITH_BODY, answers, binary
 from services.api.outcomes import no_content, pending, raise_if_rejected
 from shared.db.records import inference_record
 from shared.db.repositories import InferenceRepository
@@ -114,7 +114,7 @@ async def inference_stats(inference_id: int, session: SessionDep, limit: int = 2
     "/{inference_id}/stream",
     summary="Live predictions (server-sent events; `?token=` works where headers cannot be set)",
     response_class=StreamingResponse,
-    responses=binary("text/event-stream", "Server-sent events: `config`, then `predictions` batches") | answers(404, 422),
+    responses=binary("text/event-stream", "Server-sent events: `config`, then `predictions`") | answers(404, 422),
 )
 async def stream(inference_id: int, request: Request, session: SessionDep) -> StreamingResponse:
     inference = await one(session, inference_id)

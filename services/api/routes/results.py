@@ -8,8 +8,8 @@ from fastapi import APIRouter, Response
 from sqlalchemy import select
 
 from services.api import pictures, queries
-from services.api.openapi import SENT, answers, binary
 from services.api.deps import BusDep, SessionDep
+from services.api.openapi import SENT, answers, binary
 from services.api.outcomes import pending, raise_if_rejected
 from services.api.queries import ResultPublic
 from shared.db.tables import Artifact, FinalMetrics, TrainingResult
