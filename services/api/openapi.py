@@ -53,6 +53,7 @@ def _ref(model: type[BaseModel]) -> dict[str, str]:
 # ---------------------------------------------------------------- answers
 
 WHY: dict[int, str] = {
+    400: "The body cannot be read (not UTF-8 text)",
     202: "Accepted, not finished within KAFKAML_COMMAND_TIMEOUT_S; poll the Location",
     401: "No token, or not this stack's token",
     404: "What the path or the body names does not exist",
@@ -65,7 +66,7 @@ WHY: dict[int, str] = {
 # What a route that sends a command can answer besides success: a refusal, or 202 when no outcome came
 # in time; one with a body may also be refused for its size.
 SENT = (202, 404, 409, 422)
-SENT_WITH_BODY = (*SENT, 413)
+SENT_WITH_BODY = (*SENT, 400, 413)
 
 
 def answers(*statuses: int) -> dict[int | str, dict[str, Any]]:

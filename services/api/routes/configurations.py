@@ -6,7 +6,7 @@ from typing import Any
 
 from fastapi import APIRouter, Response
 
-from services.api.deps import BusDep, SessionDep
+from services.api.deps import BusDep, PathId, SessionDep
 from services.api.openapi import SENT, SENT_WITH_BODY, answers
 from services.api.outcomes import no_content, pending, raise_if_rejected
 from shared.db.records import configuration_record
@@ -55,7 +55,7 @@ async def list_configurations(session: SessionDep) -> list[ConfigurationRecord]:
     summary="Get a configuration",
     responses=answers(404, 422),
 )
-async def get_configuration(configuration_id: int, session: SessionDep) -> ConfigurationRecord:
+async def get_configuration(configuration_id: PathId, session: SessionDep) -> ConfigurationRecord:
     repository = ConfigurationRepository(session)
     configuration = await repository.get(configuration_id)
     if configuration is None:
@@ -69,7 +69,7 @@ async def get_configuration(configuration_id: int, session: SessionDep) -> Confi
     summary="Delete a configuration (409 while a deployment uses it)",
     responses=answers(*SENT),
 )
-async def delete_configuration(configuration_id: int, bus: BusDep) -> Response:
+async def delete_configuration(configuration_id: PathId, bus: BusDep) -> Response:
     command = DeleteConfiguration(payload=DeleteConfigurationPayload(configuration_id=configuration_id))
     outcome = await bus.send(command)
     if outcome is None:

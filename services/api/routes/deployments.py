@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import APIRouter
 
 from services.api import queries
-from services.api.deps import BusDep, SessionDep
+from services.api.deps import BusDep, PathId, SessionDep
 from services.api.openapi import SENT_WITH_BODY, answers
 from services.api.outcomes import pending, raise_if_rejected
 from shared.errors import NotFound
@@ -44,7 +44,7 @@ async def list_deployments(session: SessionDep) -> list[DeploymentRecord]:
     summary="Get a deployment and its results",
     responses=answers(404, 422),
 )
-async def get_deployment(deployment_id: int, session: SessionDep) -> DeploymentRecord:
+async def get_deployment(deployment_id: PathId, session: SessionDep) -> DeploymentRecord:
     found = await queries.deployments(session, deployment_id)
     if not found:
         raise NotFound(f"deployment {deployment_id} does not exist", field="deployment_id")

@@ -12,7 +12,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import HTMLResponse, StreamingResponse
 from sqlalchemy import select
 
-from services.api.deps import BusDep, SessionDep
+from services.api.deps import BusDep, PathId, SessionDep
 from services.api.openapi import SENT, SENT_WITH_BODY, answers, binary
 from services.api.outcomes import no_content, pending, raise_if_rejected
 from shared.db.records import inference_record
@@ -65,7 +65,7 @@ async def list_inferences(session: SessionDep) -> list[InferenceRecord]:
 
 
 @router.get("/{inference_id}", response_model=InferenceRecord, summary="Get an inference", responses=answers(404, 422))
-async def get_inference(inference_id: int, session: SessionDep) -> InferenceRecord:
+async def get_inference(inference_id: PathId, session: SessionDep) -> InferenceRecord:
     return await one(session, inference_id)
 
 
@@ -75,7 +75,7 @@ async def get_inference(inference_id: int, session: SessionDep) -> InferenceReco
     summary="Stop an inference's replicas",
     responses=answers(*SENT),
 )
-async def stop_inference(inference_id: int, bus: BusDep, session: SessionDep) -> Any:
+async def stop_inference(inference_id: PathId, bus: BusDep, session: SessionDep) -> Any:
     command = StopInference(payload=InferenceRef(inference_id=inference_id))
     outcome = await bus.send(command)
     if outcome is None:
@@ -87,7 +87,7 @@ async def stop_inference(inference_id: int, bus: BusDep, session: SessionDep) ->
 @router.delete(
     "/{inference_id}", status_code=204, summary="Stop and delete an inference", responses=answers(*SENT)
 )
-async def delete_inference(inference_id: int, bus: BusDep) -> Response:
+async def delete_inference(inference_id: PathId, bus: BusDep) -> Response:
     command = DeleteInference(payload=InferenceRef(inference_id=inference_id))
     outcome = await bus.send(command)
     if outcome is None:
@@ -97,7 +97,7 @@ async def delete_inference(inference_id: int, bus: BusDep) -> Response:
 
 
 @router.get("/{inference_id}/stats", summary="The latest statistics of each replica", responses=answers(404, 422))
-async def inference_stats(inference_id: int, session: SessionDep, limit: int = 20) -> list[dict[str, Any]]:
+async def inference_stats(inference_id: PathId, session: SessionDep, limit: int = 20) -> list[dict[str, Any]]:
     await one(session, inference_id)
     rows = await session.scalars(
         select(InferenceStat)
@@ -116,7 +116,7 @@ async def inference_stats(inference_id: int, session: SessionDep, limit: int = 2
     response_class=StreamingResponse,
     responses=binary("text/event-stream", "Server-sent events: `config`, then `predictions`") | answers(404, 422),
 )
-async def stream(inference_id: int, request: Request, session: SessionDep) -> StreamingResponse:
+async def stream(inference_id: PathId, request: Request, session: SessionDep) -> StreamingResponse:
     inference = await one(session, inference_id)
     feeds = request.app.state.live
     config = inference.visualization.model_dump(mode="json") if inference.visualization else None
@@ -145,7 +145,7 @@ async def stream(inference_id: int, request: Request, session: SessionDep) -> St
     summary="The live prediction view (a page)",
     responses=answers(404, 422),
 )
-async def view(inference_id: int, session: SessionDep) -> HTMLResponse:
+async def view(inference_id: PathId, session: SessionDep) -> HTMLResponse:
     inference = await one(session, inference_id)
     page = files("services.api.pages").joinpath("live.html").read_text()
     return HTMLResponse(page.replace("{{INFERENCE_ID}}", str(inference.id)))

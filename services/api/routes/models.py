@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Response
 
-from services.api.deps import BusDep, SessionDep
+from services.api.deps import BusDep, PathId, SessionDep
 from services.api.openapi import SENT, SENT_WITH_BODY, answers
 from services.api.outcomes import no_content, pending, raise_if_rejected
 from shared.db.records import model_record
@@ -56,7 +56,7 @@ async def list_models(session: SessionDep) -> list[ModelRecord]:
 
 
 @router.get("/{model_id}", response_model=ModelRecord, summary="Get a model", responses=answers(404, 422))
-async def get_model(model_id: int, session: SessionDep) -> ModelRecord:
+async def get_model(model_id: PathId, session: SessionDep) -> ModelRecord:
     model = await ModelRepository(session).get(model_id)
     if model is None:
         raise NotFound(f"model {model_id} does not exist", field="model_id")
@@ -69,7 +69,7 @@ async def get_model(model_id: int, session: SessionDep) -> ModelRecord:
     summary="Delete a model (409 while a configuration uses it)",
     responses=answers(*SENT),
 )
-async def delete_model(model_id: int, bus: BusDep) -> Response:
+async def delete_model(model_id: PathId, bus: BusDep) -> Response:
     command = DeleteModel(payload=DeleteModelPayload(model_id=model_id))
     outcome = await bus.send(command)
     if outcome is None:

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Response
 from sqlalchemy import select
 
 from services.api import pictures, queries
-from services.api.deps import BusDep, SessionDep
+from services.api.deps import BusDep, PathId, QueryId, SessionDep
 from services.api.openapi import SENT, answers, binary
 from services.api.outcomes import pending, raise_if_rejected
 from services.api.queries import ResultPublic
@@ -29,12 +29,12 @@ async def one(session: SessionDep, result_id: int) -> ResultPublic:
 
 
 @router.get("", response_model=list[ResultPublic], summary="List training results", responses=answers(422))
-async def list_results(session: SessionDep, deployment_id: int | None = None) -> list[ResultPublic]:
+async def list_results(session: SessionDep, deployment_id: QueryId = None) -> list[ResultPublic]:
     return await queries.results(session, deployment_id=deployment_id)
 
 
 @router.get("/{result_id}", response_model=ResultPublic, summary="Get a training result", responses=answers(404, 422))
-async def get_result(result_id: int, session: SessionDep) -> ResultPublic:
+async def get_result(result_id: PathId, session: SessionDep) -> ResultPublic:
     return await one(session, result_id)
 
 
@@ -44,7 +44,7 @@ async def get_result(result_id: int, session: SessionDep) -> ResultPublic:
     response_class=Response,
     responses=binary("application/octet-stream", "The trained model") | answers(404, 409, 422),
 )
-async def download_model(result_id: int, session: SessionDep) -> Response:
+async def download_model(result_id: PathId, session: SessionDep) -> Response:
     await one(session, result_id)
     artifact = await session.get(Artifact, result_id)
     final = await session.get(FinalMetrics, result_id)
@@ -67,7 +67,7 @@ async def download_model(result_id: int, session: SessionDep) -> Response:
     response_class=Response,
     responses=binary("image/png", "A PNG picture") | answers(404, 409, 422),
 )
-async def confusion_matrix_picture(result_id: int, session: SessionDep) -> Response:
+async def confusion_matrix_picture(result_id: PathId, session: SessionDep) -> Response:
     result = await one(session, result_id)
     if not result.confusion_matrix:
         raise Conflict(
@@ -85,7 +85,7 @@ async def confusion_matrix_picture(result_id: int, session: SessionDep) -> Respo
     response_class=Response,
     responses=binary("image/png", "A PNG picture") | answers(404, 409, 422),
 )
-async def curves_picture(result_id: int, session: SessionDep) -> Response:
+async def curves_picture(result_id: PathId, session: SessionDep) -> Response:
     result = await one(session, result_id)
     if not result.train_metrics:
         raise Conflict(f"result {result_id} has no finished epoch yet", field="result_id")
@@ -96,7 +96,7 @@ async def curves_picture(result_id: int, session: SessionDep) -> Response:
 @router.post(
     "/{result_id}/stop", response_model=ResultPublic, summary="Stop a running training job", responses=answers(*SENT)
 )
-async def stop_result(result_id: int, bus: BusDep, session: SessionDep) -> Any:
+async def stop_result(result_id: PathId, bus: BusDep, session: SessionDep) -> Any:
     command = StopTraining(payload=StopTrainingPayload(result_id=result_id))
     outcome = await bus.send(command)
     if outcome is None:
@@ -110,7 +110,7 @@ async def stop_result(result_id: int, bus: BusDep, session: SessionDep) -> Any:
     summary="Input format and config suggested from the training stream",
     responses=answers(404, 409, 422),
 )
-async def inference_config(result_id: int, session: SessionDep) -> dict[str, Any]:
+async def inference_config(result_id: PathId, session: SessionDep) -> dict[str, Any]:
     await one(session, result_id)
     reference = await session.scalar(select(TrainingResult.datasource).where(TrainingResult.id == result_id))
     if not reference:
