@@ -9,11 +9,12 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.routing import Match, Route
+from starlette.routing import compile_path
 
 from shared.errors import TITLES, KafkaMLError
 
 PROBLEM = "application/problem+json"
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE"})
 
 
 def problem(
@@ -64,15 +65,15 @@ def install(app: FastAPI) -> None:
     async def on_http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         headers = dict(exc.headers or {})
         if exc.status_code == 405:
-            headers["Allow"] = allowed_methods(request)
+            headers["Allow"] = allowed_methods(request, headers.get("Allow"))
         title = {405: "Method not allowed"}.get(exc.status_code) or TITLES.get(exc.status_code, "Error")
         return problem(exc.status_code, title, str(exc.detail), headers=headers)
 
 
-def allowed_methods(request: Request) -> str:
+def allowed_methods(request: Request, given: str | None) -> str:
     """Every method the path takes: Starlette's own `Allow` names only the first route of the path."""
-    methods: set[str] = set()
-    for route in request.app.router.routes:
-        if isinstance(route, Route) and route.methods and route.matches(request.scope)[0] is Match.PARTIAL:
-            methods |= route.methods
+    methods = {m.strip() for m in (given or "").split(",") if m.strip()}
+    for template, operations in request.app.openapi()["paths"].items():
+        if compile_path(template)[0].fullmatch(request.scope["path"]):
+            methods |= {method.upper() for method in operations if method.upper() in METHODS}
     return ", ".join(sorted(methods))
