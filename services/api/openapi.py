@@ -60,7 +60,6 @@ WHY: dict[int, str] = {
     409: "The resource is not in a state that allows this",
     413: "The request body is larger than the API takes",
     422: "A parameter or a field is not valid",
-    503: "Kafka or PostgreSQL is unreachable",
 }
 
 # What a route that sends a command can answer besides success: a refusal, or 202 when no outcome came
