@@ -11,7 +11,9 @@ from fastapi import APIRouter, Depends, FastAPI
 from services.api import problems
 from services.api.commands import CommandBus
 from services.api.deps import require_token
+from services.api.limits import BodyLimit
 from services.api.live import LiveFeeds
+from services.api.openapi import DocumentedAPI, answers
 from services.api.routes import (
     commands,
     configurations,
@@ -57,7 +59,7 @@ def create_app(settings: Settings) -> FastAPI:
             await producer.stop()
             await engine.dispose()
 
-    app = FastAPI(
+    app = DocumentedAPI(
         title="Kafka-ML",
         version="0.1.0",
         description="Train and serve TensorFlow and PyTorch models on Kafka streams. "
@@ -68,8 +70,9 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.state.settings = settings
     problems.install(app)
+    app.add_middleware(BodyLimit)
     app.include_router(health.router, prefix="/api/v1")
-    protected = APIRouter(prefix="/api/v1", dependencies=[Depends(require_token)])
+    protected = APIRouter(prefix="/api/v1", dependencies=[Depends(require_token)], responses=answers(401))
     for module in (models, configurations, deployments, results, datasources, inferences, commands):
         protected.include_router(module.router)
     app.include_router(protected)

@@ -6,7 +6,7 @@ import secrets
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Path, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -52,6 +52,11 @@ def get_bus(request: Request) -> CommandBus:
     bus: CommandBus = request.app.state.bus
     return bus
 
+
+# Ids are PostgreSQL bigints: a larger number would fail in the driver instead of answering 404.
+BIGINT_MIN, BIGINT_MAX = -(2**63), 2**63 - 1
+PathId = Annotated[int, Path(ge=BIGINT_MIN, le=BIGINT_MAX)]
+QueryId = Annotated[int | None, Query(ge=BIGINT_MIN, le=BIGINT_MAX)]
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 SessionDep = Annotated[AsyncSession, Depends(get_session)]

@@ -2,9 +2,10 @@
 
 A feed starts with its first client and reads the inference's output topic
 from its end (no consumer group: it must not steal partitions from anyone);
-every client gets the same batches through its own bounded queue, and a slow
-client loses its oldest batches rather than slowing the others. The feed
-stops a while after its last client left.
+every client gets the same predictions through its own bounded buffer, and a
+slow client loses its oldest predictions rather than slowing the others (what
+piled up since its last read comes as one batch). The feed stops a while
+after its last client left.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import contextlib
 import json
 import logging
 import time
+from collections import deque
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -24,15 +26,37 @@ from shared.settings import Settings
 
 log = logging.getLogger("kafkaml.api.live")
 
-QUEUE_BATCHES = 100
+# Per client: enough for the page's rolling window, bounded whatever the output topic's rate.
+CLIENT_PREDICTIONS = 1000
 IDLE_STOP_S = 30.0
+
+
+class Client:
+    """One client's predictions not read yet, the oldest dropped beyond ``CLIENT_PREDICTIONS``."""
+
+    def __init__(self) -> None:
+        self.pending: deque[list[float]] = deque(maxlen=CLIENT_PREDICTIONS)
+        self.at = 0.0
+        self.ready = asyncio.Event()
+
+    def push(self, predictions: list[list[float]], at: float) -> None:
+        self.pending.extend(predictions)
+        self.at = at
+        self.ready.set()
+
+    async def next(self) -> dict[str, Any]:
+        await self.ready.wait()
+        self.ready.clear()
+        batch = {"predictions": list(self.pending), "at": self.at}
+        self.pending.clear()
+        return batch
 
 
 class Feed:
     def __init__(self, settings: Settings, topic: str) -> None:
         self.settings = settings
         self.topic = topic
-        self.clients: set[asyncio.Queue[dict[str, Any]]] = set()
+        self.clients: set[Client] = set()
         self.consumer: AIOKafkaConsumer | None = None
         self.task: asyncio.Task[None] | None = None
         self.idle_since: float | None = None
@@ -50,14 +74,14 @@ class Feed:
         if self.consumer:
             await self.consumer.stop()
 
-    def add(self) -> asyncio.Queue[dict[str, Any]]:
-        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(QUEUE_BATCHES)
-        self.clients.add(queue)
+    def add(self) -> Client:
+        client = Client()
+        self.clients.add(client)
         self.idle_since = None
-        return queue
+        return client
 
-    def remove(self, queue: asyncio.Queue[dict[str, Any]]) -> None:
-        self.clients.discard(queue)
+    def remove(self, client: Client) -> None:
+        self.clients.discard(client)
         if not self.clients:
             self.idle_since = time.monotonic()
 
@@ -72,13 +96,11 @@ class Feed:
                     if values is not None:
                         predictions.append(values)
             if predictions:
-                self.broadcast({"predictions": predictions, "at": time.time()})
+                self.broadcast(predictions, time.time())
 
-    def broadcast(self, batch: dict[str, Any]) -> None:
-        for queue in self.clients:
-            if queue.full():  # a slow client loses its oldest batch, not everyone's time
-                queue.get_nowait()
-            queue.put_nowait(batch)
+    def broadcast(self, predictions: list[list[float]], at: float) -> None:
+        for client in self.clients:
+            client.push(predictions, at)
 
 
 def decode_prediction(raw: bytes | None) -> list[float] | None:
@@ -104,14 +126,14 @@ class LiveFeeds:
                 feed = self.feeds[topic] = Feed(self.settings, topic)
                 await feed.start()
                 log.info("live feed of %s started", topic)
-            queue = feed.add()
+            client = feed.add()
             if self.reaper is None:
                 self.reaper = asyncio.create_task(self._reap(), name="live-reaper")
         try:
             while True:
-                yield await queue.get()
+                yield await client.next()
         finally:
-            feed.remove(queue)
+            feed.remove(client)
 
     async def _reap(self) -> None:
         while True:

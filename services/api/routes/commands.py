@@ -9,6 +9,7 @@ from fastapi import APIRouter
 from pydantic import BaseModel
 
 from services.api.deps import SessionDep
+from services.api.openapi import answers
 from services.api.outcomes import API
 from shared.db.repositories import OutcomeRepository
 
@@ -29,7 +30,12 @@ LOCATIONS = {
 }
 
 
-@router.get("/{command_id}", response_model=CommandStatus, summary="How a command ended (pending until then)")
+@router.get(
+    "/{command_id}",
+    response_model=CommandStatus,
+    summary="How a command ended (pending until then)",
+    responses=answers(422),
+)
 async def get_command(command_id: uuid.UUID, session: SessionDep) -> CommandStatus:
     outcome = await OutcomeRepository(session).get(command_id)
     if outcome is None:

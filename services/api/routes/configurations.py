@@ -6,7 +6,8 @@ from typing import Any
 
 from fastapi import APIRouter, Response
 
-from services.api.deps import BusDep, SessionDep
+from services.api.deps import BusDep, PathId, SessionDep
+from services.api.openapi import SENT, SENT_WITH_BODY, answers
 from services.api.outcomes import no_content, pending, raise_if_rejected
 from shared.db.records import configuration_record
 from shared.db.repositories import ConfigurationRepository
@@ -28,7 +29,7 @@ router = APIRouter(prefix="/configurations", tags=["configurations"])
     status_code=201,
     response_model=ConfigurationRecord,
     summary="Group models (the top model of a distributed chain brings its chain)",
-    responses={202: {"description": "Accepted; poll the Location"}},
+    responses=answers(*SENT_WITH_BODY),
 )
 async def create_configuration(body: ConfigurationDefinition, bus: BusDep) -> Any:
     command = CreateConfiguration(payload=body)
@@ -48,8 +49,13 @@ async def list_configurations(session: SessionDep) -> list[ConfigurationRecord]:
     return [configuration_record(c, model_ids[c.id]) for c in configurations]
 
 
-@router.get("/{configuration_id}", response_model=ConfigurationRecord, summary="Get a configuration")
-async def get_configuration(configuration_id: int, session: SessionDep) -> ConfigurationRecord:
+@router.get(
+    "/{configuration_id}",
+    response_model=ConfigurationRecord,
+    summary="Get a configuration",
+    responses=answers(404, 422),
+)
+async def get_configuration(configuration_id: PathId, session: SessionDep) -> ConfigurationRecord:
     repository = ConfigurationRepository(session)
     configuration = await repository.get(configuration_id)
     if configuration is None:
@@ -58,9 +64,12 @@ async def get_configuration(configuration_id: int, session: SessionDep) -> Confi
 
 
 @router.delete(
-    "/{configuration_id}", status_code=204, summary="Delete a configuration (409 while a deployment uses it)"
+    "/{configuration_id}",
+    status_code=204,
+    summary="Delete a configuration (409 while a deployment uses it)",
+    responses=answers(*SENT),
 )
-async def delete_configuration(configuration_id: int, bus: BusDep) -> Response:
+async def delete_configuration(configuration_id: PathId, bus: BusDep) -> Response:
     command = DeleteConfiguration(payload=DeleteConfigurationPayload(configuration_id=configuration_id))
     outcome = await bus.send(command)
     if outcome is None:

@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
-from services.api.deps import BusDep, SessionDep
+from services.api.deps import BIGINT_MAX, BIGINT_MIN, BusDep, PathId, SessionDep
+from services.api.openapi import SENT_WITH_BODY, answers
 from services.api.outcomes import pending, raise_if_rejected
 from shared.db.repositories import DatasourceRepository
 from shared.db.tables import Datasource
@@ -17,7 +18,7 @@ router = APIRouter(prefix="/datasources", tags=["data sources"])
 
 
 class SendRequest(BaseModel):
-    deployment_id: int
+    deployment_id: int = Field(ge=BIGINT_MIN, le=BIGINT_MAX)
 
 
 def record(row: Datasource) -> DatasourceRecord:
@@ -29,8 +30,12 @@ async def list_datasources(session: SessionDep) -> list[DatasourceRecord]:
     return [record(row) for row in await DatasourceRepository(session).all()]
 
 
-@router.post("/{datasource_id}/send", summary="Announce the same data to another deployment")
-async def send_datasource(datasource_id: int, body: SendRequest, bus: BusDep) -> Any:
+@router.post(
+    "/{datasource_id}/send",
+    summary="Announce the same data to another deployment",
+    responses=answers(*SENT_WITH_BODY),
+)
+async def send_datasource(datasource_id: PathId, body: SendRequest, bus: BusDep) -> Any:
     command = SendDatasource(
         payload=SendDatasourcePayload(datasource_id=datasource_id, deployment_id=body.deployment_id)
     )

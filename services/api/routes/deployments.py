@@ -7,7 +7,8 @@ from typing import Any
 from fastapi import APIRouter
 
 from services.api import queries
-from services.api.deps import BusDep, SessionDep
+from services.api.deps import BusDep, PathId, SessionDep
+from services.api.openapi import SENT_WITH_BODY, answers
 from services.api.outcomes import pending, raise_if_rejected
 from shared.errors import NotFound
 from shared.events.training import DeploymentCreated, DeploymentRecord, DeployTraining, TrainingParams
@@ -20,7 +21,7 @@ router = APIRouter(prefix="/deployments", tags=["training"])
     status_code=201,
     response_model=DeploymentRecord,
     summary="Deploy a configuration for training",
-    responses={202: {"description": "Accepted; poll the Location"}, 422: {"description": "A parameter is not taken"}},
+    responses=answers(*SENT_WITH_BODY),
 )
 async def create_deployment(body: TrainingParams, bus: BusDep) -> Any:
     command = DeployTraining(payload=body)
@@ -37,8 +38,13 @@ async def list_deployments(session: SessionDep) -> list[DeploymentRecord]:
     return await queries.deployments(session)
 
 
-@router.get("/{deployment_id}", response_model=DeploymentRecord, summary="Get a deployment and its results")
-async def get_deployment(deployment_id: int, session: SessionDep) -> DeploymentRecord:
+@router.get(
+    "/{deployment_id}",
+    response_model=DeploymentRecord,
+    summary="Get a deployment and its results",
+    responses=answers(404, 422),
+)
+async def get_deployment(deployment_id: PathId, session: SessionDep) -> DeploymentRecord:
     found = await queries.deployments(session, deployment_id)
     if not found:
         raise NotFound(f"deployment {deployment_id} does not exist", field="deployment_id")

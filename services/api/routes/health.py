@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from sqlalchemy import text
 
 from shared.kafka import ping
@@ -11,7 +12,18 @@ from shared.kafka import ping
 router = APIRouter(tags=["health"])
 
 
-@router.get("/health", summary="Whether the API reaches Kafka and PostgreSQL")
+class HealthReport(BaseModel):
+    status: str
+    kafka: str
+    database: str
+
+
+@router.get(
+    "/health",
+    summary="Whether the API reaches Kafka and PostgreSQL",
+    response_model=HealthReport,
+    responses={503: {"model": HealthReport, "description": "Kafka or PostgreSQL is unreachable"}},
+)
 async def health(request: Request) -> JSONResponse:
     state = request.app.state
     report = {"status": "ok", "kafka": "ok", "database": "ok"}

@@ -12,7 +12,8 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import HTMLResponse, StreamingResponse
 from sqlalchemy import select
 
-from services.api.deps import BusDep, SessionDep
+from services.api.deps import BusDep, PathId, SessionDep
+from services.api.openapi import SENT, SENT_WITH_BODY, answers, binary
 from services.api.outcomes import no_content, pending, raise_if_rejected
 from shared.db.records import inference_record
 from shared.db.repositories import InferenceRepository
@@ -46,7 +47,7 @@ async def one(session: SessionDep, inference_id: int) -> InferenceRecord:
     status_code=201,
     response_model=InferenceRecord,
     summary="Serve a trained model on Kafka topics",
-    responses={202: {"description": "Accepted; poll the Location"}},
+    responses=answers(*SENT_WITH_BODY),
 )
 async def create_inference(body: InferenceParams, bus: BusDep) -> Any:
     command = DeployInference(payload=body)
@@ -63,13 +64,18 @@ async def list_inferences(session: SessionDep) -> list[InferenceRecord]:
     return [inference_record(i) for i in await InferenceRepository(session).all()]
 
 
-@router.get("/{inference_id}", response_model=InferenceRecord, summary="Get an inference")
-async def get_inference(inference_id: int, session: SessionDep) -> InferenceRecord:
+@router.get("/{inference_id}", response_model=InferenceRecord, summary="Get an inference", responses=answers(404, 422))
+async def get_inference(inference_id: PathId, session: SessionDep) -> InferenceRecord:
     return await one(session, inference_id)
 
 
-@router.post("/{inference_id}/stop", response_model=InferenceRecord, summary="Stop an inference's replicas")
-async def stop_inference(inference_id: int, bus: BusDep, session: SessionDep) -> Any:
+@router.post(
+    "/{inference_id}/stop",
+    response_model=InferenceRecord,
+    summary="Stop an inference's replicas",
+    responses=answers(*SENT),
+)
+async def stop_inference(inference_id: PathId, bus: BusDep, session: SessionDep) -> Any:
     command = StopInference(payload=InferenceRef(inference_id=inference_id))
     outcome = await bus.send(command)
     if outcome is None:
@@ -78,8 +84,10 @@ async def stop_inference(inference_id: int, bus: BusDep, session: SessionDep) ->
     return await one(session, inference_id)
 
 
-@router.delete("/{inference_id}", status_code=204, summary="Stop and delete an inference")
-async def delete_inference(inference_id: int, bus: BusDep) -> Response:
+@router.delete(
+    "/{inference_id}", status_code=204, summary="Stop and delete an inference", responses=answers(*SENT)
+)
+async def delete_inference(inference_id: PathId, bus: BusDep) -> Response:
     command = DeleteInference(payload=InferenceRef(inference_id=inference_id))
     outcome = await bus.send(command)
     if outcome is None:
@@ -88,8 +96,8 @@ async def delete_inference(inference_id: int, bus: BusDep) -> Response:
     return no_content()
 
 
-@router.get("/{inference_id}/stats", summary="The latest statistics of each replica")
-async def inference_stats(inference_id: int, session: SessionDep, limit: int = 20) -> list[dict[str, Any]]:
+@router.get("/{inference_id}/stats", summary="The latest statistics of each replica", responses=answers(404, 422))
+async def inference_stats(inference_id: PathId, session: SessionDep, limit: int = 20) -> list[dict[str, Any]]:
     await one(session, inference_id)
     rows = await session.scalars(
         select(InferenceStat)
@@ -106,9 +114,9 @@ async def inference_stats(inference_id: int, session: SessionDep, limit: int = 2
     "/{inference_id}/stream",
     summary="Live predictions (server-sent events; `?token=` works where headers cannot be set)",
     response_class=StreamingResponse,
-    responses={200: {"content": {"text/event-stream": {}}}},
+    responses=binary("text/event-stream", "Server-sent events: `config`, then `predictions`") | answers(404, 422),
 )
-async def stream(inference_id: int, request: Request, session: SessionDep) -> StreamingResponse:
+async def stream(inference_id: PathId, request: Request, session: SessionDep) -> StreamingResponse:
     inference = await one(session, inference_id)
     feeds = request.app.state.live
     config = inference.visualization.model_dump(mode="json") if inference.visualization else None
@@ -131,8 +139,13 @@ async def stream(inference_id: int, request: Request, session: SessionDep) -> St
     return StreamingResponse(events(), media_type="text/event-stream", headers=headers)
 
 
-@router.get("/{inference_id}/view", response_class=HTMLResponse, summary="The live prediction view (a page)")
-async def view(inference_id: int, session: SessionDep) -> HTMLResponse:
+@router.get(
+    "/{inference_id}/view",
+    response_class=HTMLResponse,
+    summary="The live prediction view (a page)",
+    responses=answers(404, 422),
+)
+async def view(inference_id: PathId, session: SessionDep) -> HTMLResponse:
     inference = await one(session, inference_id)
     page = files("services.api.pages").joinpath("live.html").read_text()
     return HTMLResponse(page.replace("{{INFERENCE_ID}}", str(inference.id)))

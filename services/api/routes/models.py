@@ -6,7 +6,8 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Response
 
-from services.api.deps import BusDep, SessionDep
+from services.api.deps import BusDep, PathId, SessionDep
+from services.api.openapi import SENT, SENT_WITH_BODY, answers
 from services.api.outcomes import no_content, pending, raise_if_rejected
 from shared.db.records import model_record
 from shared.db.repositories import ModelRepository
@@ -35,7 +36,7 @@ EXAMPLE = {
     status_code=201,
     response_model=ModelRecord,
     summary="Define a model (validated in the trainer's sandbox)",
-    responses={202: {"description": "Accepted; poll the Location"}, 422: {"description": "The code does not build"}},
+    responses=answers(*SENT_WITH_BODY),
 )
 async def create_model(
     body: Annotated[ModelDefinition, Body(openapi_examples={"keras": {"value": EXAMPLE}})], bus: BusDep
@@ -54,16 +55,21 @@ async def list_models(session: SessionDep) -> list[ModelRecord]:
     return [model_record(m) for m in await ModelRepository(session).all()]
 
 
-@router.get("/{model_id}", response_model=ModelRecord, summary="Get a model")
-async def get_model(model_id: int, session: SessionDep) -> ModelRecord:
+@router.get("/{model_id}", response_model=ModelRecord, summary="Get a model", responses=answers(404, 422))
+async def get_model(model_id: PathId, session: SessionDep) -> ModelRecord:
     model = await ModelRepository(session).get(model_id)
     if model is None:
         raise NotFound(f"model {model_id} does not exist", field="model_id")
     return model_record(model)
 
 
-@router.delete("/{model_id}", status_code=204, summary="Delete a model (409 while a configuration uses it)")
-async def delete_model(model_id: int, bus: BusDep) -> Response:
+@router.delete(
+    "/{model_id}",
+    status_code=204,
+    summary="Delete a model (409 while a configuration uses it)",
+    responses=answers(*SENT),
+)
+async def delete_model(model_id: PathId, bus: BusDep) -> Response:
     command = DeleteModel(payload=DeleteModelPayload(model_id=model_id))
     outcome = await bus.send(command)
     if outcome is None:

@@ -8,7 +8,8 @@ from fastapi import APIRouter, Response
 from sqlalchemy import select
 
 from services.api import pictures, queries
-from services.api.deps import BusDep, SessionDep
+from services.api.deps import BusDep, PathId, QueryId, SessionDep
+from services.api.openapi import SENT, answers, binary
 from services.api.outcomes import pending, raise_if_rejected
 from services.api.queries import ResultPublic
 from shared.db.tables import Artifact, FinalMetrics, TrainingResult
@@ -27,13 +28,13 @@ async def one(session: SessionDep, result_id: int) -> ResultPublic:
     return found[0]
 
 
-@router.get("", response_model=list[ResultPublic], summary="List training results")
-async def list_results(session: SessionDep, deployment_id: int | None = None) -> list[ResultPublic]:
+@router.get("", response_model=list[ResultPublic], summary="List training results", responses=answers(422))
+async def list_results(session: SessionDep, deployment_id: QueryId = None) -> list[ResultPublic]:
     return await queries.results(session, deployment_id=deployment_id)
 
 
-@router.get("/{result_id}", response_model=ResultPublic, summary="Get a training result")
-async def get_result(result_id: int, session: SessionDep) -> ResultPublic:
+@router.get("/{result_id}", response_model=ResultPublic, summary="Get a training result", responses=answers(404, 422))
+async def get_result(result_id: PathId, session: SessionDep) -> ResultPublic:
     return await one(session, result_id)
 
 
@@ -41,9 +42,9 @@ async def get_result(result_id: int, session: SessionDep) -> ResultPublic:
     "/{result_id}/model",
     summary="Download the trained model (.keras or .pt state dict)",
     response_class=Response,
-    responses={200: {"content": {"application/octet-stream": {}}}},
+    responses=binary("application/octet-stream", "The trained model") | answers(404, 409, 422),
 )
-async def download_model(result_id: int, session: SessionDep) -> Response:
+async def download_model(result_id: PathId, session: SessionDep) -> Response:
     await one(session, result_id)
     artifact = await session.get(Artifact, result_id)
     final = await session.get(FinalMetrics, result_id)
@@ -64,9 +65,9 @@ async def download_model(result_id: int, session: SessionDep) -> Response:
     "/{result_id}/confusion-matrix.png",
     summary="The confusion matrix as a picture",
     response_class=Response,
-    responses={200: {"content": {"image/png": {}}}},
+    responses=binary("image/png", "A PNG picture") | answers(404, 409, 422),
 )
-async def confusion_matrix_picture(result_id: int, session: SessionDep) -> Response:
+async def confusion_matrix_picture(result_id: PathId, session: SessionDep) -> Response:
     result = await one(session, result_id)
     if not result.confusion_matrix:
         raise Conflict(
@@ -74,7 +75,7 @@ async def confusion_matrix_picture(result_id: int, session: SessionDep) -> Respo
             "it is computed for classifiers once training has finished)",
             field="result_id",
         )
-    png = pictures.confusion_matrix_png(result.confusion_matrix, f"result {result_id}")
+    png = await pictures.confusion_matrix_png(result.confusion_matrix, f"result {result_id}")
     return Response(png, media_type="image/png")
 
 
@@ -82,18 +83,20 @@ async def confusion_matrix_picture(result_id: int, session: SessionDep) -> Respo
     "/{result_id}/curves.png",
     summary="The learning curves as a picture",
     response_class=Response,
-    responses={200: {"content": {"image/png": {}}}},
+    responses=binary("image/png", "A PNG picture") | answers(404, 409, 422),
 )
-async def curves_picture(result_id: int, session: SessionDep) -> Response:
+async def curves_picture(result_id: PathId, session: SessionDep) -> Response:
     result = await one(session, result_id)
     if not result.train_metrics:
         raise Conflict(f"result {result_id} has no finished epoch yet", field="result_id")
-    png = pictures.curves_png(result.train_metrics, result.val_metrics, f"result {result_id}")
+    png = await pictures.curves_png(result.train_metrics, result.val_metrics, f"result {result_id}")
     return Response(png, media_type="image/png")
 
 
-@router.post("/{result_id}/stop", response_model=ResultPublic, summary="Stop a running training job")
-async def stop_result(result_id: int, bus: BusDep, session: SessionDep) -> Any:
+@router.post(
+    "/{result_id}/stop", response_model=ResultPublic, summary="Stop a running training job", responses=answers(*SENT)
+)
+async def stop_result(result_id: PathId, bus: BusDep, session: SessionDep) -> Any:
     command = StopTraining(payload=StopTrainingPayload(result_id=result_id))
     outcome = await bus.send(command)
     if outcome is None:
@@ -102,8 +105,12 @@ async def stop_result(result_id: int, bus: BusDep, session: SessionDep) -> Any:
     return await one(session, result_id)
 
 
-@router.get("/{result_id}/inference-config", summary="Input format and config suggested from the training stream")
-async def inference_config(result_id: int, session: SessionDep) -> dict[str, Any]:
+@router.get(
+    "/{result_id}/inference-config",
+    summary="Input format and config suggested from the training stream",
+    responses=answers(404, 409, 422),
+)
+async def inference_config(result_id: PathId, session: SessionDep) -> dict[str, Any]:
     await one(session, result_id)
     reference = await session.scalar(select(TrainingResult.datasource).where(TrainingResult.id == result_id))
     if not reference:
