@@ -49,6 +49,9 @@ class Settings(BaseSettings):
     command_timeout_s: float = 15.0
     # A command still waiting for another service's answer after this long ends rejected (504).
     command_deadline_s: float = 120.0
+    # Larger request bodies are refused (413) before anything parses them; above the largest
+    # valid one (a model's code may be 1,000,000 characters).
+    api_max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=2 * 1024 * 1024)
 
     # --- validation (the sandbox that runs a model's code before it is stored) ---
     validation_timeout_s: float = 60.0

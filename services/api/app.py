@@ -70,7 +70,7 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.state.settings = settings
     problems.install(app)
-    app.add_middleware(BodyLimit)
+    app.add_middleware(BodyLimit, limit=settings.api_max_body_bytes)
     app.include_router(health.router, prefix="/api/v1")
     protected = APIRouter(prefix="/api/v1", dependencies=[Depends(require_token)], responses=answers(401))
     for module in (models, configurations, deployments, results, datasources, inferences, commands):

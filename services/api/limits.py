@@ -13,7 +13,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.api.problems import problem
 
-# A module constant for now; a `KAFKAML_API_MAX_BODY_BYTES` setting in shared/settings.py could replace it.
+# The default of KAFKAML_API_MAX_BODY_BYTES.
 MAX_BODY_BYTES = 8 * 1024 * 1024
 
 

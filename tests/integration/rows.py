@@ -11,6 +11,9 @@ import asyncpg
 from shared.db.roles import plain_url
 from shared.events.training import JobModel, JobSpec
 
+# A summary as the validator writes one (a model with no layers).
+SUMMARY = '{"layers": [], "parameters": 0, "trainable_parameters": 0, "input_shapes": [], "output_shapes": []}'
+
 
 @dataclass(frozen=True)
 class ResultRows:
@@ -25,7 +28,8 @@ async def add_result(database: str, status: str) -> ResultRows:
     try:
         model = await connection.fetchval(
             "INSERT INTO models (name, framework, code, imports, description, summary, command_id)"
-            " VALUES ('m', 'tensorflow', 'x', '', '', '{}', gen_random_uuid()) RETURNING id"
+            " VALUES ('m', 'tensorflow', 'x', '', '', $1::jsonb, gen_random_uuid()) RETURNING id",
+            SUMMARY,
         )
         configuration = await connection.fetchval(
             "INSERT INTO configurations (name, description, command_id)"
