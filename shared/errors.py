@@ -61,6 +61,11 @@ class Conflict(Rejected):
         super().__init__(409, detail, field=field)
 
 
+class TooLarge(Rejected):
+    def __init__(self, detail: str, *, field: str | None = None) -> None:
+        super().__init__(413, detail, field=field)
+
+
 class Invalid(Rejected):
     def __init__(self, detail: str, *, field: str | None = None) -> None:
         super().__init__(422, detail, field=field)

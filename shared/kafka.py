@@ -28,9 +28,9 @@ from aiokafka.errors import (
 from aiokafka.structs import RecordMetadata
 
 from shared.alive import AliveFile
-from shared.errors import KafkaMLError
+from shared.errors import KafkaMLError, TooLarge
 from shared.events import Envelope
-from shared.limits import MAX_DEAD_LETTER_VALUE_BYTES
+from shared.limits import DEAD_LETTER_HEADROOM_BYTES
 from shared.process import Backoff
 from shared.settings import Settings
 from shared.topics import TopicSpec, topics_for
@@ -100,6 +100,13 @@ async def grow_partitions(admin: AIOKafkaAdminClient, specs: Sequence[TopicSpec]
 # --- producing -------------------------------------------------------------
 
 
+def too_large(what: str, size: int, limit: int) -> str:
+    return (
+        f"{what} would be a {size:,}-byte message, more than a Kafka message may be here ({limit:,} bytes, "
+        "KAFKAML_MESSAGE_MAX_BYTES): make the model's code (or the chain) smaller"
+    )
+
+
 class Producer:
     """Publishes and waits for the broker's acknowledgement: a send either lands or raises."""
 
@@ -109,12 +116,13 @@ class Producer:
             "acks": "all",
             "enable_idempotence": settings.enable_idempotence,
             "linger_ms": 1,
-            "max_request_size": 8 * 1024 * 1024,
+            "max_request_size": settings.message_max_bytes,
         }
         options.update(overrides)
         self._options = options
         self._client: AIOKafkaProducer | None = None
         self.topics = topics_for(settings)
+        self.max_message_bytes: int = options["max_request_size"]
 
     @property
     def _producer(self) -> AIOKafkaProducer:
@@ -138,8 +146,12 @@ class Producer:
         await self.stop()
 
     async def publish(self, message: Envelope) -> RecordMetadata:
-        """Sends a message to the topic its class names, keyed by the entity it is about."""
-        return await self.send(self.topics.of(message), message.to_bytes(), key=message.key())
+        """Sends a message to the topic its class names, keyed by the entity it is about;
+        one larger than a message may be is refused (``TooLarge``, 413) before it is sent."""
+        data = message.to_bytes()
+        if len(data) > self.max_message_bytes:
+            raise TooLarge(too_large(message.type, len(data), self.max_message_bytes))
+        return await self.send(self.topics.of(message), data, key=message.key())
 
     async def send(
         self, topic: str, value: bytes | None, *, key: bytes | None = None, headers: Headers | None = None
@@ -152,7 +164,7 @@ class Producer:
         goes without its value (a dead letter that cannot be sent would stop the stream)."""
         size = len(received.value or b"")
         value = received.value
-        if size > MAX_DEAD_LETTER_VALUE_BYTES:
+        if size > self.max_message_bytes - DEAD_LETTER_HEADROOM_BYTES:
             value, reason = None, f"{reason} (the value, {size} bytes, is not copied here)"
         headers = [
             *received.headers,

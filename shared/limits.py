@@ -14,8 +14,8 @@ from collections.abc import Sequence
 from typing import Final
 
 __all__ = [
+    "DEAD_LETTER_HEADROOM_BYTES",
     "MAX_BINARY_VALUE_BYTES",
-    "MAX_DEAD_LETTER_VALUE_BYTES",
     "MAX_JSON_DEPTH",
     "MAX_JSON_VALUE_BYTES",
     "MAX_SHAPE_ELEMENTS",
@@ -42,18 +42,18 @@ JSON decoder recurses once per level and runs out of stack in the thousands, so 
 values are refused by an iterative scan before parsing."""
 
 MAX_BINARY_VALUE_BYTES: Final = 16 * _MIB
-"""The largest RAW or Avro value (sample or label). Twice the 8 MB requests our producers
-send; a larger value is a mistake or an attack, and decoding it a memory risk."""
+"""The largest RAW or Avro value (sample or label) users' data sources may send; a larger
+value is a mistake or an attack, and decoding it a memory risk."""
 
 MAX_SHAPE_ELEMENTS: Final = 2**31
 """The most elements a ``data_reshape`` or ``label_reshape`` may describe. Shapes multiply
 in Python integers (numpy's int64 products wrap silently); beyond this a sample could
 not be sent anyway."""
 
-MAX_DEAD_LETTER_VALUE_BYTES: Final = 4 * _MIB
-"""A dead letter copies the refused value only up to this size, leaving room for the key
-and headers within the producer's 8 MB requests; a larger one is dead-lettered without its
-value (the reason gives its size), since a dead letter that cannot be sent stops the stream."""
+DEAD_LETTER_HEADROOM_BYTES: Final = 64 * 1024
+"""A dead letter copies the refused value only while it fits a message with this much to
+spare for the key and headers; a larger one is dead-lettered without its value (the reason
+gives its size), since a dead letter that cannot be sent stops the stream."""
 
 
 def _describe_bytes(size: int) -> str:

@@ -27,6 +27,9 @@ class Settings(BaseSettings):
     enable_idempotence: bool = False
     # The embedded broker holds an empty fetch for the whole wait: keep it short.
     fetch_max_wait_ms: int = 10
+    # The largest message the project sends on its own topics: Apache Kafka's default
+    # (message.max.bytes). Larger commands are refused with 413 before anything is stored.
+    message_max_bytes: int = Field(default=1024 * 1024, ge=256 * 1024)
 
     # --- database ------------------------------------------------------------
     database_url: str | None = Field(default=None, description="PostgreSQL URL (owner role)")

@@ -52,7 +52,8 @@ def make_router(
     router.event(ModelValidationFailed, catalog.model_validation_failed)
 
     # Training
-    router.command(DeployTraining, partial(training.deploy_training, defaults=jobs or training.JobDefaults()))
+    jobs = jobs or training.JobDefaults()
+    router.command(DeployTraining, partial(training.deploy_training, defaults=jobs))
     router.command(StopTraining, training.stop_training)
     router.command(SendDatasource, training.send_datasource)
     router.event(TrainingStatusChanged, training.training_status_changed)
@@ -62,7 +63,9 @@ def make_router(
     router.event(TrainingFailed, training.training_failed)
 
     # Inference
-    router.command(DeployInference, partial(inference.deploy_inference, topics=topics or inference.DEFAULT_TOPICS))
+    router.command(
+        DeployInference, partial(inference.deploy_inference, topics=topics or inference.DEFAULT_TOPICS, jobs=jobs)
+    )
     router.command(StopInference, inference.stop_inference)
     router.command(DeleteInference, inference.delete_inference)
     router.event(InferenceStatusChanged, inference.inference_status_changed)

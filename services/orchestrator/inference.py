@@ -7,6 +7,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from services.orchestrator.training import JobDefaults
 from shared.control import AvroConfig, JsonConfig, RawConfig
 from shared.db.records import inference_record
 from shared.db.tables import Inference
@@ -29,6 +30,7 @@ from shared.events.inference import (
 from shared.settings import Settings
 from shared.topics import Topics
 
+DEFAULTS = JobDefaults()
 ORDER = {"starting": 0, "running": 1, "stopped": 2, "failed": 2}
 
 # The stack's topics with the default settings: what a router built without settings protects.
@@ -85,7 +87,7 @@ def upper_input(summary: dict[str, Any]) -> dict[str, Any]:
 
 
 async def deploy_inference(
-    command: DeployInference, uow: UnitOfWork, *, topics: Topics = DEFAULT_TOPICS
+    command: DeployInference, uow: UnitOfWork, *, topics: Topics = DEFAULT_TOPICS, jobs: JobDefaults = DEFAULTS
 ) -> list[Envelope]:
     params = command.payload
     check_topics(params, topics)
@@ -133,6 +135,26 @@ async def deploy_inference(
         )
 
     job_id = uuid.uuid5(command.event_id, "inference")
+    spec = ServeSpec(
+        job_id=str(job_id),
+        inference_id=0,  # the row's id, set once it exists
+        result_id=result.id,
+        framework=model.framework,
+        code=model.code,
+        imports=model.imports,
+        artifact_sha256=artifact.sha256,
+        artifact_format=artifact_format,
+        input_topic=params.input_topic,
+        output_topic=params.output_topic,
+        input_format=input_format,
+        input_config=input_config,
+        upper_topic=params.upper_topic,
+        limit=params.limit,
+        replicas=params.replicas,
+        gpus=params.gpus,
+        group_id=f"kafkaml-inference-{job_id}",
+    )
+    jobs.check_fits(ServeModel(payload=spec))  # before anything is stored
     inference = await uow.inferences.add(
         Inference(
             result_id=result.id,
@@ -152,25 +174,7 @@ async def deploy_inference(
             command_id=command.event_id,
         )
     )
-    spec = ServeSpec(
-        job_id=str(job_id),
-        inference_id=inference.id,
-        result_id=result.id,
-        framework=model.framework,
-        code=model.code,
-        imports=model.imports,
-        artifact_sha256=artifact.sha256,
-        artifact_format=artifact_format,
-        input_topic=params.input_topic,
-        output_topic=params.output_topic,
-        input_format=input_format,
-        input_config=input_config,
-        upper_topic=params.upper_topic,
-        limit=params.limit,
-        replicas=params.replicas,
-        gpus=params.gpus,
-        group_id=f"kafkaml-inference-{job_id}",
-    )
+    spec = spec.model_copy(update={"inference_id": inference.id})
     inference.spec = spec.model_dump(mode="json")
     return [
         command.reply(InferenceCreated(payload=inference_record(inference))),

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from shared.control import ControlMessage
 from shared.db.tables import Deployment, Model, TrainingJob, TrainingResult
 from shared.db.uow import UnitOfWork
-from shared.errors import Rejected
+from shared.errors import Rejected, TooLarge
 from shared.events import Envelope
 from shared.events.datasources import DatasourceResent, DatasourceSent, SendDatasource
 from shared.events.training import (
@@ -26,11 +26,13 @@ from shared.events.training import (
     StopTrainingPayload,
     TrainingFailed,
     TrainingFinished,
+    TrainingParams,
     TrainingStatusChanged,
     TrainingStopped,
     TrainJob,
 )
 from shared.frameworks import check_training_params
+from shared.kafka import too_large
 from shared.settings import Settings
 
 
@@ -40,10 +42,27 @@ class JobDefaults:
 
     data_timeout_s: float = 3600.0
     cache_mb: int = 2048
+    # A spec must fit one Kafka message (it carries the models' code).
+    max_message_bytes: int = 1024 * 1024
 
     @classmethod
     def of(cls, settings: Settings) -> JobDefaults:
-        return cls(data_timeout_s=settings.data_timeout_s, cache_mb=settings.trainer_cache_mb)
+        return cls(
+            data_timeout_s=settings.data_timeout_s,
+            cache_mb=settings.trainer_cache_mb,
+            max_message_bytes=settings.message_max_bytes,
+        )
+
+    def check_fits(self, message: Envelope) -> None:
+        """Refuses (413) a job whose spec would not fit one message: checked before anything
+        is stored, on the spec as it will be but for its ids (a margin covers their digits)."""
+        size = len(message.to_bytes()) + SPEC_ID_MARGIN_BYTES
+        if size > self.max_message_bytes:
+            raise TooLarge(too_large(f"the {message.type} of this job", size, self.max_message_bytes))
+
+
+# Room in a spec checked before its rows (and so its ids) exist.
+SPEC_ID_MARGIN_BYTES = 1024
 
 
 # Forward moves only: a late "training" never undoes "finished".
@@ -98,6 +117,9 @@ async def deploy_training(
                 "distributed chains are trained with TensorFlow only",
                 field="configuration_id",
             )
+    for chain in jobs:  # before anything is stored: every spec must fit one message
+        placeholder = job_spec(str(command.event_id), 0, chain, [0] * len(chain), params, defaults)
+        defaults.check_fits(TrainJob(payload=placeholder))
 
     deployment = await uow.deployments.add(
         Deployment(
@@ -120,30 +142,7 @@ async def deploy_training(
         ]
         job = TrainingJob(id=job_id, deployment_id=deployment.id, spec={})
         await uow.training.add_job(job, results)
-        spec = JobSpec(
-            job_id=str(job_id),
-            deployment_id=deployment.id,
-            framework=chain[0].framework,
-            models=[
-                JobModel(
-                    result_id=r.id,
-                    model_id=m.id,
-                    name=m.name,
-                    code=m.code,
-                    imports=m.imports,
-                    upper_model_id=m.upper_model_id if len(chain) > 1 else None,
-                )
-                for m, r in zip(chain, results, strict=True)
-            ],
-            batch_size=params.batch_size,
-            fit=params.fit,
-            evaluate=params.evaluate,
-            confusion_matrix=params.confusion_matrix,
-            gpus=params.gpus,
-            distributed=params.distributed if len(chain) > 1 else None,
-            data_timeout_s=defaults.data_timeout_s,
-            cache_mb=defaults.cache_mb,
-        )
+        spec = job_spec(str(job_id), deployment.id, chain, [r.id for r in results], params, defaults)
         job.spec = spec.model_dump(mode="json")
         answers.append(command.reply(TrainJob(payload=spec)))
         refs.extend(ResultRef(id=r.id, model_id=r.model_id, status="created") for r in results)
@@ -155,6 +154,41 @@ async def deploy_training(
         results=sorted(refs, key=lambda r: r.id),
     )
     return [command.reply(DeploymentCreated(payload=record)), *answers]
+
+
+def job_spec(
+    job_id: str,
+    deployment_id: int,
+    chain: list[Model],
+    result_ids: list[int],
+    params: TrainingParams,
+    defaults: JobDefaults,
+) -> JobSpec:
+    """What a trainer needs for one job: its models' code, the parameters, the limits."""
+    return JobSpec(
+        job_id=job_id,
+        deployment_id=deployment_id,
+        framework=chain[0].framework,
+        models=[
+            JobModel(
+                result_id=result_id,
+                model_id=m.id,
+                name=m.name,
+                code=m.code,
+                imports=m.imports,
+                upper_model_id=m.upper_model_id if len(chain) > 1 else None,
+            )
+            for m, result_id in zip(chain, result_ids, strict=True)
+        ],
+        batch_size=params.batch_size,
+        fit=params.fit,
+        evaluate=params.evaluate,
+        confusion_matrix=params.confusion_matrix,
+        gpus=params.gpus,
+        distributed=params.distributed if len(chain) > 1 else None,
+        data_timeout_s=defaults.data_timeout_s,
+        cache_mb=defaults.cache_mb,
+    )
 
 
 async def move_result(uow: UnitOfWork, result_id: int, status: ResultStatus, **changes: object) -> bool:

@@ -15,6 +15,7 @@ from aiokafka.errors import MessageSizeTooLargeError
 
 from services.trainer.sandbox import ModelCodeError, Sandbox, SandboxError
 from shared.alive import AliveFile
+from shared.errors import TooLarge
 from shared.events import Envelope, ModelValidated, ModelValidationFailed, ValidateModel, decode
 from shared.events.validation import ValidationError, ValidationPassed
 from shared.kafka import Producer, Received, consume, ensure_topics, make_consumer
@@ -49,7 +50,7 @@ async def answer(command: ValidateModel, sandbox: Sandbox, producer: Producer) -
     reply = await validate(command, sandbox)
     try:
         await producer.publish(reply)
-    except MessageSizeTooLargeError:
+    except (TooLarge, MessageSizeTooLargeError):  # refused by our producer, or by the broker
         size = len(reply.to_bytes())
         error = (
             f"the model's summary is too large to send ({size:,} bytes, more than a Kafka message may hold): "

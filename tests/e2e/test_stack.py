@@ -131,6 +131,52 @@ def test_an_error_holding_nul_characters_answers_422_and_the_next_model_is_creat
     assert after.status_code == 201, after.text
 
 
+DEEP_PYTORCH = """
+class Deep(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.blocks = nn.Sequential(nn.Flatten(), *[nn.Identity() for _ in range(14000)], nn.Linear(64, 10))
+
+    def forward(self, x):
+        return self.blocks(x)
+
+    def loss_fn(self):
+        return nn.CrossEntropyLoss()
+
+    def optimizer(self):
+        return torch.optim.Adam(self.parameters(), lr=0.001)
+
+    def metrics(self):
+        return {"accuracy": Accuracy()}
+
+
+model = Deep()
+"""
+
+
+def test_a_command_larger_than_a_kafka_message_answers_413(api: httpx.Client) -> None:
+    code = "\n" * 600_000 + "model = 1\n"  # 1.2 MB once JSON escapes the newlines
+    answer = api.post("/models", json={"name": "huge", "framework": "pytorch", "code": code})
+    assert answer.status_code == 413, answer.text
+    assert "KAFKAML_MESSAGE_MAX_BYTES" in answer.json()["detail"]
+
+
+def test_a_model_whose_summary_exceeds_the_message_limit_is_refused_and_the_next_is_created(
+    api: httpx.Client,
+) -> None:
+    started = time.monotonic()
+    answer = api.post(
+        "/models", json={"name": "deep", "framework": "pytorch", "code": DEEP_PYTORCH, "imports": PYTORCH_IMPORTS}
+    )
+    elapsed = time.monotonic() - started
+    assert answer.status_code == 422, answer.text
+    assert "too large to send" in answer.json()["detail"]
+    print(f"a 14,002-layer model refused in {elapsed:.1f} s")
+    assert elapsed < 15, f"took {elapsed:.1f} s"
+    model = {"name": "after-deep", "framework": "pytorch", "code": PYTORCH, "imports": PYTORCH_IMPORTS}
+    assert api.post("/models", json=model).status_code == 201
+
+
 def test_pytorch_model_without_training_hooks_is_refused(api: httpx.Client) -> None:
     code = "class N(nn.Module):\n    def forward(self, x):\n        return x\nmodel = N()\n"
     answer = api.post("/models", json={"name": "bare", "framework": "pytorch", "code": code})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from services.orchestrator.handlers import make_router
+from services.orchestrator.training import JobDefaults
 from shared.db.tables import Datasource
 from shared.events import CommandRejected, ConfigurationDefinition, CreateConfiguration, ModelDefinition
 from shared.events.datasources import DatasourceSent, SendDatasource, SendDatasourcePayload
@@ -192,3 +193,15 @@ async def test_a_rejected_artifact_fails_the_result_with_the_reason() -> None:
     await ROUTER(trainer_finished(result, created.payload.id), uow)  # type: ignore[attr-defined]
     await ROUTER(ArtifactRejected(payload=RejectedArtifact(result_id=result, error="corrupted")), uow)
     assert (uow.training.rows[result].status, uow.training.rows[result].error) == ("failed", "corrupted")
+
+
+async def test_a_job_spec_larger_than_a_message_is_refused_413_and_nothing_is_stored() -> None:
+    uow = FakeUnitOfWork()
+    big = ModelDefinition(name="big", framework="tensorflow", code="x = 1\n" * 60_000)  # 360 kB of code
+    configuration, _ = await configured(uow, big)
+    router = make_router(JobDefaults(max_message_bytes=256 * 1024))
+    command = DeployTraining(payload=TrainingParams(configuration_id=configuration))
+    [answer] = await router(command, uow)
+    assert isinstance(answer, CommandRejected), answer
+    assert answer.payload.status == 413 and "KAFKAML_MESSAGE_MAX_BYTES" in answer.payload.detail
+    assert not uow.deployments.rows and not uow.training.rows, "refused before anything was stored"
