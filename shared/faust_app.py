@@ -68,6 +68,7 @@ def received_of(event: EventT[Any]) -> Received:
         key=message.key,
         value=message.value,
         headers=list(headers.items() if isinstance(headers, Mapping) else headers),
+        timestamp=round(message.timestamp * 1000) if message.timestamp else None,
     )
 
 

@@ -188,6 +188,9 @@ class Received:
     key: bytes | None
     value: bytes | None
     headers: Headers = field(default_factory=list)
+    # Milliseconds since the epoch, as the producer or broker stamped it: with the position it
+    # names one record even across an embedded broker's restart (offsets start again at 0).
+    timestamp: int | None = None
 
 
 Handle = Callable[[Received], Awaitable[None]]
@@ -330,6 +333,7 @@ def received_from(record: Any) -> Received:
         key=record.key,
         value=record.value,
         headers=list(record.headers or []),
+        timestamp=record.timestamp,
     )
 
 

@@ -81,13 +81,15 @@ async def results(
 async def datasource_id(session: AsyncSession, reference: dict[str, Any] | None) -> int | None:
     if not reference:
         return None
-    found: int | None = await session.scalar(
-        select(Datasource.id).where(
-            Datasource.control_topic == reference["control_topic"],
-            Datasource.partition == reference["partition"],
-            Datasource.offset == reference["offset"],
-        )
+    statement = select(Datasource.id).where(
+        Datasource.control_topic == reference["control_topic"],
+        Datasource.partition == reference["partition"],
+        Datasource.offset == reference["offset"],
     )
+    if reference.get("timestamp") is not None:
+        statement = statement.where(Datasource.record_timestamp == reference["timestamp"])
+    # Without a timestamp (a result trained before it was kept), the newest row at that position.
+    found: int | None = await session.scalar(statement.order_by(Datasource.id.desc()).limit(1))
     return found
 
 

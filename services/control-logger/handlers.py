@@ -62,7 +62,11 @@ async def check_topics(control: ControlMessage, topics: TopicCatalog) -> None:
 
 
 def datasource_event_id(received: Received) -> uuid.UUID:
-    return uuid.uuid5(DATASOURCE_EVENT_NAMESPACE, f"{received.topic}:{received.partition}:{received.offset}")
+    position = f"{received.topic}:{received.partition}:{received.offset}"
+    # The timestamp too: after an embedded broker's restart a new message may take an old position.
+    if received.timestamp is not None:
+        position += f":{received.timestamp}"
+    return uuid.uuid5(DATASOURCE_EVENT_NAMESPACE, position)
 
 
 def datasource_record(row: Datasource) -> DatasourceRecord:
@@ -89,8 +93,8 @@ def datasource_record(row: Datasource) -> DatasourceRecord:
 async def record_datasource(received: Received, uow: UnitOfWork, *, topics: TopicCatalog) -> list[Envelope]:
     """Validates a control message, records its data source once, and announces it.
 
-    A redelivered message (same control topic position) finds its row and is
-    announced again with the same event id; it adds no row.
+    A redelivered message (same control topic position and timestamp) finds its
+    row and is announced again with the same event id; it adds no row.
     """
     control = parse_control(received.value)
     try:
@@ -114,6 +118,7 @@ async def record_datasource(received: Received, uow: UnitOfWork, *, topics: Topi
             control_topic=received.topic,
             partition=received.partition,
             offset=received.offset,
+            record_timestamp=received.timestamp if received.timestamp is not None else -1,
         )
     )
     event = DatasourceRecorded(

@@ -152,6 +152,8 @@ class DatasourceRef(Payload):
     control_topic: str
     partition: int
     offset: int
+    # The control message's timestamp (ms): positions repeat after an embedded broker's restart.
+    timestamp: int | None = None
     deployment_id: int
     topic: str
     input_format: Literal["RAW", "AVRO"]

@@ -84,9 +84,7 @@ async def stop_inference(inference_id: PathId, bus: BusDep, session: SessionDep)
     return await one(session, inference_id)
 
 
-@router.delete(
-    "/{inference_id}", status_code=204, summary="Stop and delete an inference", responses=answers(*SENT)
-)
+@router.delete("/{inference_id}", status_code=204, summary="Stop and delete an inference", responses=answers(*SENT))
 async def delete_inference(inference_id: PathId, bus: BusDep) -> Response:
     command = DeleteInference(payload=InferenceRef(inference_id=inference_id))
     outcome = await bus.send(command)

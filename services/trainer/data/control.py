@@ -30,6 +30,7 @@ class FoundControl:
     partition: int
     offset: int
     deployment_id: int
+    timestamp: int | None = None
 
     def datasource(self) -> DatasourceRef:
         m = self.message
@@ -37,6 +38,7 @@ class FoundControl:
             control_topic=self.control_topic,
             partition=self.partition,
             offset=self.offset,
+            timestamp=self.timestamp,
             deployment_id=self.deployment_id,
             topic=m.topic,
             input_format=m.input_format,
@@ -65,7 +67,7 @@ def _control_for(record: Any, deployment_id: int) -> FoundControl | None:
             exc.detail,
         )
         return None
-    return FoundControl(message, record.topic, record.partition, record.offset, deployment_id)
+    return FoundControl(message, record.topic, record.partition, record.offset, deployment_id, record.timestamp)
 
 
 async def find_control_message(settings: Settings, deployment_id: int, timeout_s: float) -> FoundControl:

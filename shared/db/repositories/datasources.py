@@ -14,19 +14,20 @@ from shared.db.tables import Datasource
 class DatasourceRepository(RepositoryBase[Datasource]):
     table = Datasource
 
-    async def at(self, control_topic: str, partition: int, offset: int) -> Datasource | None:
-        """The data source recorded from the control message at this position."""
+    async def at(self, control_topic: str, partition: int, offset: int, timestamp: int = -1) -> Datasource | None:
+        """The data source recorded from the control message at this position (and time)."""
         return await self.session.scalar(
             select(Datasource).where(
                 Datasource.control_topic == control_topic,
                 Datasource.partition == partition,
                 Datasource.offset == offset,
+                Datasource.record_timestamp == timestamp,
             )
         )
 
     async def record(self, datasource: Datasource) -> Datasource:
-        """Inserts ``datasource`` (a new, unsaved row with every column set) unless a row exists at
-        the same control position; returns the stored row, new or existing."""
+        """Inserts ``datasource`` (a new, unsaved row with every column set) unless a row exists for
+        the same control message (position and timestamp); returns the stored row, new or existing."""
         values: dict[str, Any] = {
             column.key: getattr(datasource, column.key)
             for column in Datasource.__table__.columns
@@ -35,13 +36,15 @@ class DatasourceRepository(RepositoryBase[Datasource]):
         statement = (
             insert(Datasource)
             .values(**values)
-            .on_conflict_do_nothing(constraint="datasources_control_position")
+            .on_conflict_do_nothing(constraint="datasources_control_record")
             .returning(Datasource)
         )
         inserted = (await self.session.scalars(statement)).first()
         if inserted is not None:
             return inserted
-        existing = await self.at(values["control_topic"], values["partition"], values["offset"])
+        existing = await self.at(
+            values["control_topic"], values["partition"], values["offset"], values["record_timestamp"]
+        )
         if existing is None:  # pragma: no cover - the conflict proves the row exists
             raise RuntimeError("a data source row conflicted but cannot be found")
         return existing

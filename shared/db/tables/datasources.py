@@ -17,7 +17,11 @@ from shared.db.tables.base import Base, ControlFormat, StorableJSON, StorableTex
 
 class Datasource(Base):
     __tablename__ = "datasources"
-    __table_args__ = (UniqueConstraint("control_topic", "partition", "offset", name="datasources_control_position"),)
+    # A record's position alone repeats after an embedded broker's restart (offsets start at 0
+    # again): with its timestamp it names one control message.
+    __table_args__ = (
+        UniqueConstraint("control_topic", "partition", "offset", "record_timestamp", name="datasources_control_record"),
+    )
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
     deployment_id: Mapped[int] = mapped_column(BigInteger, index=True)
@@ -35,4 +39,6 @@ class Datasource(Base):
     control_topic: Mapped[str] = mapped_column(StorableText)
     partition: Mapped[int] = mapped_column(Integer)
     offset: Mapped[int] = mapped_column(BigInteger)
+    # The control message's timestamp (ms); -1 for rows recorded before it was kept.
+    record_timestamp: Mapped[int] = mapped_column(BigInteger, server_default="-1")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())

@@ -94,6 +94,30 @@ async def test_a_redelivered_control_message_adds_no_row(database: str) -> None:
     assert len(rows) == 1 and rows[0]["deployment_id"] == 300 and rows[0]["offset"] == 41
 
 
+async def test_a_new_control_message_at_an_old_position_is_a_new_data_source(database: str) -> None:
+    """After an embedded broker's restart offsets start at 0 again: a new control message can take
+    the position of one recorded before. Its timestamp tells them apart; a redelivery keeps its own."""
+    before = Received(topic="control", partition=0, offset=0, key=key_for_deployment(1), value=control("d:0:0:9"),
+                      timestamp=1_700_000_000_000)  # fmt: skip
+    after = Received(topic="control", partition=0, offset=0, key=key_for_deployment(2), value=control("e:0:0:5"),
+                     timestamp=1_700_000_999_000)  # fmt: skip
+    engine = make_engine(database)
+    sessions = make_sessionmaker(engine)
+    try:
+        answers = []
+        for received in (before, after, after):
+            async with SqlUnitOfWork(sessions) as uow:
+                answers.extend(await record_datasource(received, uow, topics=KnownTopics()))
+                await uow.commit()
+    finally:
+        await engine.dispose()
+    first, second, redelivered = answers
+    assert first.event_id != second.event_id, "a new data source gets its own event id"
+    assert second.event_id == redelivered.event_id
+    rows = await wait_for_rows(database, 2, timeout_s=0)
+    assert [(r["deployment_id"], r["topic"]) for r in rows] == [(1, "d:0:0:9"), (2, "e:0:0:5")]
+
+
 async def test_control_logger_records_valid_messages_and_dead_letters_bad_ones(
     settings: Settings, database: str, run_service: StartService
 ) -> None:

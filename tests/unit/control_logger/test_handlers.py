@@ -20,14 +20,14 @@ CONTROL_TOPIC = "KAFKA_ML_CONTROL_TOPIC"
 
 
 class FakeDatasources:
-    """Unique on the control position, as the table is."""
+    """Unique on the control position and timestamp, as the table is."""
 
     def __init__(self) -> None:
-        self.rows: dict[tuple[str, int, int], Datasource] = {}
+        self.rows: dict[tuple[str, int, int, int], Datasource] = {}
         self.ids = itertools.count(1)
 
     async def record(self, datasource: Datasource) -> Datasource:
-        position = (datasource.control_topic, datasource.partition, datasource.offset)
+        position = (datasource.control_topic, datasource.partition, datasource.offset, datasource.record_timestamp)
         if position not in self.rows:
             datasource.id = next(self.ids)
             datasource.created_at = datetime.now(UTC)

@@ -1,5 +1,7 @@
 """pending commands (waiting for another service's answer, with a deadline); when each
-artifact chunk arrived (chunks of an artifact that never completes are purged)
+artifact chunk arrived (chunks of an artifact that never completes are purged); a data
+source is keyed by its control message's position and timestamp (positions repeat after an
+embedded broker's restart)
 
 Revision ID: 0004
 Revises: 0003
@@ -26,6 +28,11 @@ def upgrade() -> None:
         sa.Column("awaiting", sa.String(100), nullable=False),
         sa.Column("deadline", sa.DateTime(timezone=True), nullable=False, index=True),
     )
+    op.add_column("datasources", sa.Column("record_timestamp", sa.BigInteger(), server_default="-1", nullable=False))
+    op.drop_constraint("datasources_control_position", "datasources", type_="unique")
+    op.create_unique_constraint(
+        "datasources_control_record", "datasources", ["control_topic", "partition", "offset", "record_timestamp"]
+    )
     op.add_column(
         "artifact_chunks",
         sa.Column("received_at", sa.DateTime(timezone=True), server_default=sa.func.now(), nullable=False),
@@ -33,5 +40,8 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.drop_constraint("datasources_control_record", "datasources", type_="unique")
+    op.create_unique_constraint("datasources_control_position", "datasources", ["control_topic", "partition", "offset"])
+    op.drop_column("datasources", "record_timestamp")
     op.drop_column("artifact_chunks", "received_at")
     op.drop_table("pending_commands")
