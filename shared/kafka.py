@@ -78,6 +78,16 @@ async def create_topics(settings: Settings, specs: Sequence[TopicSpec], *, grow:
         await admin.close()
 
 
+async def existing_topics(settings: Settings) -> set[str]:
+    """The names of the topics the broker has now."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.brokers)
+    await admin.start()
+    try:
+        return set(await admin.list_topics())
+    finally:
+        await admin.close()
+
+
 async def grow_partitions(admin: AIOKafkaAdminClient, specs: Sequence[TopicSpec]) -> None:
     if not specs:
         return

@@ -76,7 +76,17 @@ class ControlLogger(Service):
 
     async def on_start(self) -> None:
         await self.broker_topics.start()
+        await self.mark_lost_datasources()
         log.info("control logger ready: consuming %s", self.settings.control_topic)
+
+    async def mark_lost_datasources(self) -> None:
+        """After a restart, the data sources whose topics the broker no longer has say so
+        (an embedded broker keeps its topics in memory), instead of pointing at nothing."""
+        async with SqlUnitOfWork(self.sessions) as uow:
+            lost = await uow.datasources.mark_lost(self.broker_topics.partitions)
+            await uow.commit()
+        for row in lost:
+            log.warning("data source %d of deployment %d is lost: %s", row.id, row.deployment_id, row.lost)
 
     async def process(self, received: Received) -> None:
         async with SqlUnitOfWork(self.sessions) as uow:

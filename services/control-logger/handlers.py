@@ -87,6 +87,7 @@ def datasource_record(row: Datasource) -> DatasourceRecord:
         partition=row.partition,
         offset=row.offset,
         created_at=row.created_at,
+        lost=row.lost,
     )
 
 

@@ -41,7 +41,7 @@ from shared.events import (
 )
 from shared.faust_app import Service
 from shared.handling import handle_once
-from shared.kafka import Received, create_topics
+from shared.kafka import Received, create_topics, existing_topics
 from shared.process import every
 from shared.routing import rejection, rejection_payload
 from shared.settings import Settings
@@ -152,9 +152,13 @@ class Orchestrator(Service):
             jobs = stored_specs(JobSpec, {str(job.id): job.spec for job in await uow.training.active_jobs()})
             serves = stored_specs(ServeSpec, {str(i.job_id): i.spec for i in await uow.inferences.active()})
         missing = await self.launcher.reconcile([*jobs, *serves])
+        broker_topics = await existing_topics(self.settings) if missing else set()
         for job_id in sorted(missing):
             # The spec goes out again too: an embedded broker forgets its topics on restart.
-            if job_id in jobs:
+            if job_id in jobs and (gone := await self.data_gone(jobs[job_id], broker_topics)):
+                log.warning("reconcile: training job %s is not relaunched: %s", job_id, gone)
+                await self.report_failure(jobs[job_id], gone)
+            elif job_id in jobs:
                 log.info("reconcile: training job %s is not running; launching it", job_id)
                 await self.producer.publish(TrainJob(payload=jobs[job_id]))
                 await self.launcher.launch_training(jobs[job_id])
@@ -162,6 +166,21 @@ class Orchestrator(Service):
                 log.info("reconcile: inference %d is not running; launching it", serves[job_id].inference_id)
                 await self.producer.publish(ServeModel(payload=serves[job_id]))
                 await self.serve(serves[job_id])
+
+    async def data_gone(self, spec: JobSpec, broker_topics: set[str]) -> str | None:
+        """Why the job cannot have its data any more (the topics its deployment's data sources
+        named are gone from the broker), or None (no data announced yet, or some still there)."""
+        async with SqlUnitOfWork(self.sessions) as uow:
+            announced = [row.topic for row in await uow.datasources.of_deployment(spec.deployment_id)]
+        named = [{part.split(":")[0] for part in topic.split(",")} for topic in announced]
+        if not named or any(topics <= broker_topics for topics in named):
+            return None
+        lost = ", ".join(sorted(set().union(*named) - broker_topics))
+        return (
+            f"the data announced for deployment {spec.deployment_id} is gone: the broker no longer has "
+            f"topic(s) {lost} (an embedded broker keeps topics in memory, so `kafkaml down` lost them); "
+            "send the data again and deploy the configuration again"
+        )
 
     async def report_failure(self, spec: JobSpec | ServeSpec, reason: str) -> None:
         """A job ended without reporting: its results (or its inference) fail with the reason."""

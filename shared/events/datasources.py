@@ -25,6 +25,8 @@ class DatasourceRecord(Payload):
     partition: int
     offset: int
     created_at: datetime
+    # Why its data no longer exists (its topic is gone from the broker), or None while it does.
+    lost: str | None = None
 
     def partition_key(self) -> int:
         return self.deployment_id

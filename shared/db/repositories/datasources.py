@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from sqlalchemy import select
@@ -24,6 +25,25 @@ class DatasourceRepository(RepositoryBase[Datasource]):
                 Datasource.record_timestamp == timestamp,
             )
         )
+
+    async def of_deployment(self, deployment_id: int) -> Sequence[Datasource]:
+        return (await self.session.scalars(select(Datasource).where(Datasource.deployment_id == deployment_id))).all()
+
+    async def mark_lost(self, topics: Callable[[str], Awaitable[int | None]]) -> list[Datasource]:
+        """Marks the data sources whose topics ``topics`` (topic → partitions, None when missing)
+        no longer knows; returns those newly marked."""
+        lost: list[Datasource] = []
+        for row in await self.session.scalars(select(Datasource).where(Datasource.lost.is_(None))):
+            for topic in sorted({part.split(":")[0] for part in row.topic.split(",")}):
+                if await topics(topic) is None:
+                    row.lost = (
+                        f"its topic {topic!r} no longer exists on the broker (an embedded broker keeps "
+                        "topics in memory: `kafkaml down` lost them); send the data again"
+                    )
+                    lost.append(row)
+                    break
+        await self.session.flush()
+        return lost
 
     async def record(self, datasource: Datasource) -> Datasource:
         """Inserts ``datasource`` (a new, unsaved row with every column set) unless a row exists for

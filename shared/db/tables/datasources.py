@@ -41,4 +41,6 @@ class Datasource(Base):
     offset: Mapped[int] = mapped_column(BigInteger)
     # The control message's timestamp (ms); -1 for rows recorded before it was kept.
     record_timestamp: Mapped[int] = mapped_column(BigInteger, server_default="-1")
+    # Why the announced data no longer exists (its topic is gone: an embedded broker's restart), or None.
+    lost: Mapped[str | None] = mapped_column(StorableText, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
