@@ -131,6 +131,7 @@ class Service:
             producer=self.producer,
             dead_letter_topic=self.topics.dead_letters,
             consumer=self.name,
+            retry_for_s=self.settings.retry_for_s,
             on_dead_letter=self.dead_lettered,
         )
 

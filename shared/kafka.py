@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,8 +40,10 @@ log = logging.getLogger(__name__)
 
 Headers = list[tuple[str, bytes]]
 
-# Transient failures are retried after 0.2 s, doubling up to 30 s.
+# Transient failures are retried after 0.2 s, doubling up to 30 s, for 10 minutes at most
+# (KAFKAML_RETRY_FOR_S): then the record is dead-lettered with the reason, and the stream goes on.
 RETRY = Backoff()
+RETRY_FOR_S = 600.0
 
 
 # --- topics ----------------------------------------------------------------
@@ -240,44 +243,47 @@ async def deliver(
     dead_letter_topic: str,
     consumer: str,
     backoff: Backoff = RETRY,
+    retry_for_s: float = RETRY_FOR_S,
     on_dead_letter: OnDeadLetter | None = None,
 ) -> None:
-    """Runs ``handle`` until it succeeds, retrying transient failures.
+    """Runs ``handle`` until it succeeds, retrying transient failures for ``retry_for_s`` at most.
 
-    A message the handler rejects, or that fails for a reason that no retry
-    will cure, goes to the dead-letter topic with the reason; either way the
-    caller may commit its offset afterwards.
+    A message the handler rejects, that fails for a reason that no retry will cure, or whose
+    transient failure outlasts ``retry_for_s``, goes to the dead-letter topic with the reason
+    (then ``on_dead_letter`` runs); either way the caller may commit its offset afterwards.
     """
     delays = backoff.delays()
+    started = time.monotonic()
+    tries = 0
     while True:
+        tries += 1
         try:
             await handle(received)
             return
         except (KafkaMLError, ValueError, TypeError, KeyError, LookupError) as exc:
             reason = getattr(exc, "detail", None) or f"{type(exc).__name__}: {exc}"
-            log.warning(
-                "%s: dead-lettering %s:%s:%s: %s",
-                consumer,
-                received.topic,
-                received.partition,
-                received.offset,
-                reason,
-            )
-            await producer.dead_letter(dead_letter_topic, received, reason, consumer=consumer)
-            if on_dead_letter is not None:
-                await on_dead_letter(received, reason)
-            return
         except Exception as exc:
+            elapsed = time.monotonic() - started
             if not is_transient(exc):
                 log.exception("%s: handler failed on %s:%s", consumer, received.topic, received.offset)
                 reason = f"handler failed: {type(exc).__name__}: {exc}"
-                await producer.dead_letter(dead_letter_topic, received, reason, consumer=consumer)
-                if on_dead_letter is not None:
-                    await on_dead_letter(received, reason)
-                return
-            delay = next(delays)
-            log.warning("%s: transient failure (%s: %s), retrying in %.1fs", consumer, type(exc).__name__, exc, delay)
-            await asyncio.sleep(delay)
+            elif elapsed >= retry_for_s:
+                reason = f"still failing after {tries} tries over {elapsed:.0f} s: {type(exc).__name__}: {exc}"
+            else:
+                delay = min(next(delays), max(0.0, retry_for_s - elapsed))
+                log.warning(
+                    "%s: transient failure (%s: %s), try %d, retrying in %.1fs",
+                    consumer, type(exc).__name__, exc, tries, delay,
+                )  # fmt: skip
+                await asyncio.sleep(delay)
+                continue
+        log.warning(
+            "%s: dead-lettering %s:%s:%s: %s", consumer, received.topic, received.partition, received.offset, reason
+        )
+        await producer.dead_letter(dead_letter_topic, received, reason, consumer=consumer)
+        if on_dead_letter is not None:
+            await on_dead_letter(received, reason)
+        return
 
 
 def make_consumer(settings: Settings, *topics: str, group_id: str | None, **overrides: Any) -> AIOKafkaConsumer:

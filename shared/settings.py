@@ -27,6 +27,12 @@ class Settings(BaseSettings):
     enable_idempotence: bool = False
     # The embedded broker holds an empty fetch for the whole wait: keep it short.
     fetch_max_wait_ms: int = 10
+    # How long the internal commands, events, validation and dead-letter topics keep records
+    # (Apache Kafka applies it to the topics the stack creates; the embedded broker trims nothing).
+    topic_retention_h: float = Field(default=168.0, gt=0)
+    # A record whose handling keeps failing transiently (broker or database away) is retried this
+    # long, then dead-lettered with the reason so that the stream goes on.
+    retry_for_s: float = 600.0
     # The largest message the project sends on its own topics: Apache Kafka's default
     # (message.max.bytes). Larger commands are refused with 413 before anything is stored.
     message_max_bytes: int = Field(default=1024 * 1024, ge=256 * 1024)

@@ -27,6 +27,9 @@ class Topics:
 
     prefix: str
     control: str
+    # How long the commands, events, validation and dead-letter topics keep their records
+    # (Apache Kafka applies it; the embedded broker trims nothing).
+    retention_ms: int = 7 * 24 * 3600 * 1000
 
     @property
     def commands(self) -> str:
@@ -69,18 +72,21 @@ class Topics:
         }
         return by_role[message.topic]
 
+    def _kept(self) -> dict[str, str]:
+        return {"retention.ms": str(self.retention_ms)}
+
     def specs(self) -> list[TopicSpec]:
         return [
-            TopicSpec(self.commands, partitions=4),
-            TopicSpec(self.events, partitions=4),
-            TopicSpec(self.validation, partitions=2),
+            TopicSpec(self.commands, partitions=4, config=self._kept()),
+            TopicSpec(self.events, partitions=4, config=self._kept()),
+            TopicSpec(self.validation, partitions=2, config=self._kept()),
             # One partition: a starting trainer scans it for its job id. Compacted, keyed by job
             # id: a spec outlives any retention for as long as its workload may restart.
             TopicSpec(self.jobs, partitions=1, config={"cleanup.policy": "compact"}),
             # Kept until deleted: a replica restarted next month still finds its model (chunks
             # share their result's key, so compaction would keep only the last one).
             TopicSpec(self.artifacts, partitions=4, config={"retention.ms": "-1"}),
-            TopicSpec(self.dead_letters, partitions=1),
+            TopicSpec(self.dead_letters, partitions=1, config=self._kept()),
             # Upstream's data sources send to the control topic; one partition keeps
             # announcements in order for trainers that read it from the beginning.
             TopicSpec(self.control, partitions=1),
@@ -88,4 +94,8 @@ class Topics:
 
 
 def topics_for(settings: Settings) -> Topics:
-    return Topics(prefix=settings.topic_prefix, control=settings.control_topic)
+    return Topics(
+        prefix=settings.topic_prefix,
+        control=settings.control_topic,
+        retention_ms=round(settings.topic_retention_h * 3600 * 1000),
+    )

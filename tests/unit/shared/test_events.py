@@ -74,4 +74,6 @@ def test_what_workers_need_outlives_the_brokers_retention() -> None:
     specs = {spec.name: spec for spec in Topics(prefix="p", control="ctl").specs()}
     assert specs["p.jobs"].config == {"cleanup.policy": "compact"}, "specs are keyed by job id: compact them"
     assert specs["p.artifacts"].config == {"retention.ms": "-1"}, "chunks share a key: keep them instead"
+    week = str(7 * 24 * 3600 * 1000)
+    assert all(specs[f"p.{name}"].config == {"retention.ms": week} for name in ("commands", "events", "dead-letters"))
     assert TrainJob(payload=JOB).key() == JOB.job_id.encode() and ServeModel.topic == TrainJob.topic == "jobs"
