@@ -52,7 +52,7 @@ from tests.integration.inferencer.serving import (  # noqa: E402
 )
 
 
-async def soak(bootstrap: str, broker_pid: int, minutes: int, rate: float, logs: Path) -> None:
+async def soak(bootstrap: str, broker_pid: int, minutes: int, rate: float, linger_ms: int, logs: Path) -> None:
     artifact = keras_digits(10)
     settings = settings_for(bootstrap)
     source, sink = topic_name(settings, "in"), topic_name(settings, "out")
@@ -88,7 +88,7 @@ async def soak(bootstrap: str, broker_pid: int, minutes: int, rate: float, logs:
 
         reading = asyncio.create_task(read())
         images, _ = digits()
-        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=0)
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=linger_ms)
         await producer.start()
         try:
             reported = 0
@@ -151,12 +151,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=int, default=20)
     parser.add_argument("--rate", type=float, default=500.0)
+    parser.add_argument(
+        "--linger-ms",
+        type=int,
+        default=0,
+        help="the producer's linger: 0 sends one record per batch (kafka-python's default)",
+    )
     args = parser.parse_args()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     home = Path(tempfile.mkdtemp(prefix="kml-soak-", dir="/tmp"))
     (home / "logs").mkdir()
     with start_broker(home) as broker:
-        asyncio.run(soak(broker.bootstrap_servers, broker.pid, args.minutes, args.rate, home / "logs"))
+        asyncio.run(soak(broker.bootstrap_servers, broker.pid, args.minutes, args.rate, args.linger_ms, home / "logs"))
 
 
 if __name__ == "__main__":

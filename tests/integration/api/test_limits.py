@@ -62,9 +62,7 @@ async def test_a_chunked_body_over_the_limit_is_refused_as_it_arrives(app: FastA
             yield b"x" * 65536
 
     async with client(app) as api:
-        answer = await api.post(
-            "/api/v1/models", content=chunks(), headers={"Content-Type": "application/json"}
-        )
+        answer = await api.post("/api/v1/models", content=chunks(), headers={"Content-Type": "application/json"})
     assert answer.status_code == 413
     assert answer.json()["status"] == 413
 

@@ -7,7 +7,6 @@ import asyncio
 import json
 import os
 import subprocess
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -22,7 +21,7 @@ from shared.kafka import Producer, create_topics, ensure_topics
 from shared.settings import Settings
 from shared.topics import TopicSpec
 from tests.browser import Browser, chromium
-from tests.conftest import free_port, service_env
+from tests.integration.api_process import start_api
 from tests.integration.rows import add_result
 
 pytestmark = pytest.mark.integration
@@ -95,23 +94,8 @@ async def test_live_page_shows_predictions_arriving(
     topic = f"{settings.topic_prefix}.predictions"
     await create_topics(settings, [TopicSpec(topic, 1)])
     inference = await add_inference(database, topic)
-    port = free_port()
-    env = service_env(settings, database=True) | {
-        "KAFKAML_API_PORT": str(port),
-        "KAFKAML_API_TOKEN": "page-token",
-    }
-    run_service("services.api", env, name="api")
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
+    base = await start_api(settings, run_service, "page-token")
     async with httpx.AsyncClient() as client:
-        while True:
-            try:
-                if (await client.get(base + "/api/v1/health")).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "the API did not become healthy"
-            await asyncio.sleep(0.5)
         # The page and its stream need the token, in a header or (browsers) in the query.
         assert (await client.get(f"{base}/api/v1/inferences/{inference}/view")).status_code == 401
 

@@ -15,18 +15,16 @@ import asyncio
 import json
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import asyncpg
-import httpx
 import pytest
 
 from shared.db.roles import plain_url
 from shared.kafka import ensure_topics
 from shared.settings import Settings
-from tests.conftest import free_port, service_env
+from tests.integration.api_process import start_api
 from tests.integration.rows import ResultRows, add_result
 
 pytestmark = pytest.mark.integration
@@ -80,7 +78,7 @@ def config_file(folder: Path, rows: ResultRows) -> Path:
         "query.deployment_id": rows.deployment,
         "path.result_id": rows.result,
     }
-    lines = [f'[dictionaries.{key.replace(".", "_")}]\nvalues = [{value}]\n' for key, value in ids.items()]
+    lines = [f"[dictionaries.{key.replace('.', '_')}]\nvalues = [{value}]\n" for key, value in ids.items()]
     lines.append("[parameters]")
     lines += [f'"{key}" = {{ dictionary = "{key.replace(".", "_")}", probability = 0.5 }}' for key in ids]
     path = folder / "schemathesis.toml"
@@ -88,27 +86,9 @@ def config_file(folder: Path, rows: ResultRows) -> Path:
     return path
 
 
-async def start_api(settings: Settings, run_service: Callable[..., subprocess.Popen[bytes]]) -> str:
+async def start_api_for_schemathesis(settings: Settings, run_service: Callable[..., subprocess.Popen[bytes]]) -> str:
     await ensure_topics(settings)
-    port = free_port()
-    env = service_env(settings, database=True) | {
-        "KAFKAML_API_PORT": str(port),
-        "KAFKAML_API_TOKEN": TOKEN,
-        "KAFKAML_COMMAND_TIMEOUT_S": "0.5",
-        "KAFKAML_LOG_LEVEL": "WARNING",
-    }
-    run_service("services.api", env, name="api")
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    async with httpx.AsyncClient() as client:
-        while True:
-            try:
-                if (await client.get(base + "/api/v1/health")).status_code == 200:
-                    return base
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "the API did not become healthy"
-            await asyncio.sleep(0.5)
+    return await start_api(settings, run_service, TOKEN, KAFKAML_COMMAND_TIMEOUT_S="0.5", KAFKAML_LOG_LEVEL="WARNING")
 
 
 def schemathesis(base: str, config: Path) -> subprocess.CompletedProcess[str]:
@@ -152,7 +132,7 @@ async def test_every_answer_is_declared(
     settings: Settings, database: str, run_service: Callable[..., subprocess.Popen[bytes]], tmp_path: Path
 ) -> None:
     rows = await add_finished_result(database)
-    base = await start_api(settings, run_service)
+    base = await start_api_for_schemathesis(settings, run_service)
     run = await asyncio.to_thread(schemathesis, base, config_file(tmp_path, rows))
     print(run.stdout[-6000:])  # the summary, for the log of the run
     assert run.returncode == 0, run.stdout[-12000:] + run.stderr[-2000:]

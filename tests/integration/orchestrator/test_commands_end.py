@@ -59,7 +59,6 @@ async def test_a_command_that_cannot_be_processed_ends_rejected_with_the_reason(
     assert "DeployInference could not be processed" in answer.payload.detail
 
 
-
 async def test_a_command_whose_answer_never_comes_ends_rejected_after_its_deadline(
     settings: Settings, database: str, run_service: StartService
 ) -> None:

@@ -21,25 +21,14 @@ from shared.events import TrainingFinished
 from shared.events.training import ArtifactRef, SampleCounts, TrainingOutcome
 from shared.kafka import Producer, ensure_topics
 from shared.settings import Settings
-from tests.conftest import free_port, service_env
+from tests.conftest import service_env
+from tests.integration.api_process import start_api
 from tests.integration.rows import add_result
 
 pytestmark = pytest.mark.integration
 
 StartService = Callable[..., subprocess.Popen[bytes]]
 TOKEN = "ownership-token"
-
-
-async def wait_healthy(client: httpx.AsyncClient, timeout_s: float = 60) -> None:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            if (await client.get("/api/v1/health")).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        assert time.monotonic() < deadline, "the API did not become healthy"
-        await asyncio.sleep(0.5)
 
 
 async def final_metrics_stored(database: str, result_id: int, timeout_s: float = 60) -> None:
@@ -68,15 +57,13 @@ async def test_a_result_reads_finished_only_once_its_model_can_be_downloaded(
     settings: Settings, database: str, run_service: StartService, tmp_path: Path
 ) -> None:
     await ensure_topics(settings)
-    port = free_port()
     run_service("services.orchestrator", service_env(settings, database=True), name="orchestrator")
     # The rows go in once the orchestrator has reconciled, so that it launches no trainer for them.
     await logged(tmp_path / "orchestrator-0.log", "orchestrator ready")
     rows = await add_result(database, "training")
     deployment, result = rows.deployment, rows.result
     run_service("services.metrics", service_env(settings, database=True), name="metrics")
-    api_env = service_env(settings, database=True) | {"KAFKAML_API_PORT": str(port), "KAFKAML_API_TOKEN": TOKEN}
-    run_service("services.api", api_env, name="api")
+    base = await start_api(settings, run_service, TOKEN)
 
     model = b"a trained model " * 5000
     chunks = chunk_artifact(result, model, chunk_bytes=20_000)
@@ -89,8 +76,7 @@ async def test_a_result_reads_finished_only_once_its_model_can_be_downloaded(
         samples=SampleCounts(train=8, validation=1, test=1),
     )
     headers = {"Authorization": f"Bearer {TOKEN}"}
-    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", headers=headers, timeout=10) as api:
-        await wait_healthy(api)
+    async with httpx.AsyncClient(base_url=base, headers=headers, timeout=10) as api:
         async with Producer(settings) as producer:
             await producer.publish(TrainingFinished(payload=outcome))
             await final_metrics_stored(database, result)
