@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from shared.errors import Invalid
 from shared.limits import check_shape
@@ -49,6 +49,22 @@ def parse_shape(text: str | int | list[int] | None) -> tuple[int, ...]:
     return () if dims in ([], [1]) else tuple(dims)
 
 
+def _known_dtype(name: str) -> str:
+    if name:  # empty: not given
+        numpy_dtype(name)
+    return name
+
+
+def _valid_shape(value: str | int | list[int] | None) -> str | int | list[int] | None:
+    parse_shape(value)
+    return value
+
+
+# The field types of the sample configs: a numpy type name, and a shape (checked when parsed).
+DtypeName = Annotated[str, AfterValidator(_known_dtype)]
+ShapeText = Annotated[str | int | list[int] | None, AfterValidator(_valid_shape)]
+
+
 def deployment_id_from_key(key: bytes | None) -> int:
     if not key:
         raise ValueError("a control message needs the deployment id as its key")
@@ -82,23 +98,10 @@ class TopicRange:
 class RawConfig(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    data_type: str = "uint8"
-    label_type: str | None = "uint8"
-    data_reshape: str | int | list[int] | None = None
-    label_reshape: str | int | list[int] | None = None
-
-    @field_validator("data_type", "label_type")
-    @classmethod
-    def known_dtype(cls, value: str | None) -> str | None:
-        if value is not None:
-            numpy_dtype(value)
-        return value
-
-    @field_validator("data_reshape", "label_reshape")
-    @classmethod
-    def valid_shape(cls, value: str | int | list[int] | None) -> str | int | list[int] | None:
-        parse_shape(value)
-        return value
+    data_type: DtypeName = Field(default="uint8", min_length=1)
+    label_type: DtypeName | None = "uint8"
+    data_reshape: ShapeText = None
+    label_reshape: ShapeText = None
 
     @property
     def data_dtype(self) -> np.dtype[Any]:
@@ -122,21 +125,8 @@ class JsonConfig(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    data_type: str | None = None
-    data_reshape: str | int | list[int] | None = None
-
-    @field_validator("data_type")
-    @classmethod
-    def known_dtype(cls, value: str | None) -> str | None:
-        if value:
-            numpy_dtype(value)
-        return value
-
-    @field_validator("data_reshape")
-    @classmethod
-    def valid_shape(cls, value: str | int | list[int] | None) -> str | int | list[int] | None:
-        parse_shape(value)
-        return value
+    data_type: DtypeName | None = None
+    data_reshape: ShapeText = None
 
     @property
     def data_dtype(self) -> np.dtype[Any]:

@@ -96,8 +96,7 @@ class Orchestrator(Service):
         if command_id is None:
             return
         refusal = Rejected(500, f"{message.type} could not be processed, so the command ended: {reason}")
-        answer = rejection(message, refusal)
-        answer.correlation_id = command_id
+        answer = rejection(message, refusal)  # tied to command_id: a command's own id, or what an event answers
         async with SqlUnitOfWork(self.sessions) as uow:
             if await uow.outcomes.get(command_id) is not None:
                 return
