@@ -37,12 +37,17 @@ log = logging.getLogger("kafkaml.service")
 
 def make_faust_app(settings: Settings, name: str) -> faust.App:
     """A faust app with the id ``{topic_prefix}-{name}`` (also its consumer group)."""
+    # faust keeps a folder per app even with the memory store: in the stack's home, not the cwd
+    # (faust creates only the last level).
+    datadir = settings.home / "faust" / f"{settings.topic_prefix}-{name}"
+    datadir.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     return faust.App(
         f"{settings.topic_prefix}-{name}",
         broker=f"kafka://{settings.brokers.replace(',', ';kafka://')}",
         value_serializer="raw",
         key_serializer="raw",
         store="memory://",  # durable state lives in PostgreSQL, never in faust tables
+        datadir=str(datadir),
         web_enabled=False,
         topic_disable_leader=True,
         topic_allow_declare=False,  # every topic is created up front, with our partition counts
