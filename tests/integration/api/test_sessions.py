@@ -70,6 +70,11 @@ async def test_a_browser_session_by_cookie_with_csrf(
         assert (await program.get("/api/v1/models", headers={"Authorization": "Bearer nope"})).status_code == 401
         assert (await program.get("/api/v1/models", params={"token": TOKEN})).status_code == 401, "never in a URL"
 
+        paths = (await program.get("/openapi.json")).json()["paths"]
+        assert "403" in paths["/api/v1/models/{model_id}"]["delete"]["responses"], "the refusal is declared"
+        assert "403" not in paths["/api/v1/models"]["get"]["responses"], "a read is never refused for CSRF"
+        assert "403" not in paths["/api/v1/session"]["post"]["responses"]
+
         old = browser.cookies[COOKIE]
         assert (await browser.delete("/api/v1/session")).status_code == 403, "signing out needs the CSRF header"
         assert (await browser.delete("/api/v1/session", headers={CSRF_HEADER: csrf})).status_code == 204
