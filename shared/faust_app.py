@@ -28,6 +28,7 @@ from shared.db.engine import make_engine, make_sessionmaker
 from shared.db.repositories import Housekeeping
 from shared.events import Envelope
 from shared.kafka import Handle, Producer, Received, deliver, ensure_topics
+from shared.kafka_security import faust_credentials
 from shared.process import every, setup_logging
 from shared.settings import Settings, get_settings
 from shared.topics import topics_for
@@ -54,6 +55,7 @@ def make_faust_app(settings: Settings, name: str) -> faust.App:
         broker_heartbeat_interval=1,
         broker_commit_every=1,
         broker_commit_interval=0.5,
+        broker_credentials=faust_credentials(settings),
     )
 
 

@@ -19,7 +19,7 @@ import os
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, TypedDict, cast
+from typing import Any, NotRequired, TypedDict, cast
 
 STACK_FILE = "stack.json"
 LOCK_FILE = "up.lock"
@@ -45,6 +45,9 @@ class StackFile(TypedDict):
     # The `python -m MODULE` of each service, so `down` can check that a pid it
     # is about to kill is still that service and not a recycled pid.
     modules: dict[str, str]
+    # How clients reach the stack's broker (``shared.kafka_security.KafkaSecurity`` fields, the
+    # password included: the file is 0600); absent or PLAINTEXT for a broker without security.
+    kafka_security: NotRequired[dict[str, Any]]
 
 
 class StackFileError(RuntimeError):
