@@ -58,6 +58,12 @@ def up(
     timeout: Annotated[
         float, typer.Option(help="With --detach: seconds to wait for the API to become healthy.")
     ] = 180.0,
+    kafka_security: Annotated[
+        str,
+        typer.Option(
+            help="Secure the embedded broker: none, ssl (TLS, a CA of the stack's own), sasl (SASL/SCRAM) or sasl-ssl."
+        ),
+    ] = "none",
 ) -> None:
     """Start the stack: embedded broker and PostgreSQL (unless configured), migrations, topics, services."""
     from shared.stack.runner import run_up, up_detached
@@ -66,9 +72,9 @@ def up(
     settings = _settings()
     _configure_logging(settings)
     if detach:
-        raise typer.Exit(up_detached(settings, timeout=timeout, echo=_echo))
+        raise typer.Exit(up_detached(settings, timeout=timeout, echo=_echo, kafka_security=kafka_security))
     try:
-        code = asyncio.run(run_up(settings, echo=_echo))
+        code = asyncio.run(run_up(settings, echo=_echo, kafka_security=kafka_security))
     except StackLockedError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from exc

@@ -11,6 +11,7 @@ leaves the password out of its repr, and every error here names a setting, never
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -202,3 +203,43 @@ def faust_credentials(settings: Settings) -> CredentialsT | None:
     if settings.security_protocol == "SSL":
         return SSLCredentials(options["ssl_context"])
     return None
+
+
+async def check_connection(settings: Settings, timeout_s: float = 30.0) -> None:
+    """Connects once as the settings say; a broker that refuses the login or the TLS handshake
+    becomes a clear :class:`KafkaSecurityError`.
+
+    Services call it before anything else, so that wrong credentials stop them with a message
+    that names the user, the mechanism and the settings to check, instead of a client's
+    traceback (aiokafka's own clients report any failure as "Unable to bootstrap"). The password
+    never appears: the cause's text is scrubbed of it too. Brokers that cannot be reached at
+    all raise ``KafkaConnectionError`` as before.
+    """
+    from aiokafka.conn import collect_hosts, create_conn
+    from aiokafka.errors import KafkaConnectionError
+
+    security = KafkaSecurity.of(settings)
+    options = security_options(security)
+    refused: str | None = None
+    for host, port, _family in collect_hosts(settings.brokers):
+        try:
+            conn = await asyncio.wait_for(
+                create_conn(host, port, request_timeout_ms=round(timeout_s * 1000), **options), timeout_s
+            )
+        except ssl.SSLError as exc:
+            refused = f"the TLS handshake failed ({exc}); check KAFKAML_SSL_CAFILE and KAFKAML_SSL_CHECK_HOSTNAME"
+        except (KafkaConnectionError, TimeoutError, OSError):
+            continue  # unreachable: the next broker may answer
+        except Exception as exc:
+            refused = (
+                f"the login {security.describe()} was refused ({type(exc).__name__}: {exc}); check "
+                "KAFKAML_SASL_USERNAME, KAFKAML_SASL_PASSWORD and KAFKAML_SASL_MECHANISM"
+            )
+        else:
+            conn.close()
+            return
+    if refused is None:
+        raise KafkaConnectionError(f"no Kafka broker answers at {settings.brokers}")
+    if security.sasl_password:
+        refused = refused.replace(security.sasl_password, "***")
+    raise KafkaSecurityError(f"the Kafka brokers at {settings.brokers}: {refused}", field="security_protocol")

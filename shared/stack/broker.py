@@ -7,10 +7,9 @@ Usable on its own (the test suite starts one per session)::
 
 Tansu keeps everything in memory: stopping it loses every topic.
 
-With ``tls`` the broker listens on a loopback port and a TLS relay (``shared.stack.tls_front``)
-serves the advertised one, since Tansu 0.6 cannot serve TLS itself; ``authentication`` passes
-Tansu's ``--authentication``, which no client can pass on memory storage (it keeps no SCRAM
-users): only tests of refused credentials use it (docs/embedded-broker.md).
+Secured (``tls``, ``sasl_users``), the broker listens on a loopback port and a relay of ours
+(``shared.stack.broker_front``) serves the advertised one with TLS and SASL/SCRAM, since
+Tansu 0.6 can do neither on memory storage (docs/embedded-broker.md says what fails).
 """
 
 from __future__ import annotations
@@ -71,10 +70,9 @@ class Broker:
     port: int
     log_path: Path
     _log: IO[bytes] | None = field(default=None, repr=False)
-    # How clients reach it (PLAINTEXT, or SSL with the stack's CA), and the TLS relay if any.
+    # How clients reach it (PLAINTEXT, or TLS and SASL through the relay), and the relay if any.
     security: KafkaSecurity = field(default_factory=KafkaSecurity)
     front: subprocess.Popen[bytes] | None = None
-    authentication: bool = False
 
     @property
     def bootstrap_servers(self) -> str:
@@ -112,8 +110,6 @@ class Broker:
                     f"the embedded broker exited with code {code} while starting; "
                     f"see {self.log_path}:\n{tail(self.log_path)}"
                 )
-            if _accepts(self.host, self.port) and self.authentication:
-                return  # no client can authenticate (above): accepting connections is all there is
             if _accepts(self.host, self.port):
                 admin = AIOKafkaAdminClient(
                     bootstrap_servers=self.bootstrap_servers, request_timeout_ms=5000, **security_options(self.security)
@@ -135,8 +131,8 @@ class Broker:
             await asyncio.sleep(0.1)
 
     def stop(self, timeout: float = 10.0) -> None:
-        """SIGTERM, wait ``timeout``, SIGKILL (the broker, then its TLS relay). Idempotent."""
-        for what, process in (("broker", self.process), ("broker's TLS relay", self.front)):
+        """SIGTERM, wait ``timeout``, SIGKILL (the broker, then its relay). Idempotent."""
+        for what, process in (("broker", self.process), ("broker's relay", self.front)):
             if process is None or process.poll() is not None:
                 continue
             log.info("stopping the %s (pid %d)", what, process.pid)
@@ -164,7 +160,7 @@ def launch_broker(
     host: str = "127.0.0.1",
     port: int | None = None,
     tls: ServerCertificate | None = None,
-    authentication: bool = False,
+    sasl_users: Path | None = None,
 ) -> Broker:
     """Start Tansu on ``host:port`` (a free port when None) without waiting for it.
 
@@ -175,8 +171,9 @@ def launch_broker(
     binary = resolve_binary()
     port = port or free_port(host)
     url = f"tcp://{host}:{port}"
-    # Behind the TLS relay, Tansu listens on loopback only and advertises the relay's address.
-    listener = f"tcp://127.0.0.1:{free_port()}" if tls else url
+    # Behind the relay, Tansu listens on loopback only and advertises the relay's address.
+    secured = tls is not None or sasl_users is not None
+    listener = f"tcp://127.0.0.1:{free_port()}" if secured else url
     log_path = home / "logs" / "broker.log"
     logf = open_log(log_path)
     argv = [
@@ -190,7 +187,6 @@ def launch_broker(
         # it) cannot point the embedded broker somewhere else.
         "--storage-engine",
         "memory://tansu/",
-        *(["--authentication"] if authentication else []),
     ]
     try:
         process = subprocess.Popen(
@@ -205,22 +201,42 @@ def launch_broker(
         logf.close()
         raise BrokerError(f"cannot run the broker binary {binary}: {exc}") from exc
     log.info("started the broker (pid %d) on %s:%d, log %s", process.pid, host, port, log_path)
-    broker = Broker(process=process, host=host, port=port, log_path=log_path, _log=logf, authentication=authentication)
-    if tls is not None:
+    broker = Broker(process=process, host=host, port=port, log_path=log_path, _log=logf)
+    if secured:
         try:
-            broker.front = _launch_front(tls, f"{host}:{port}", listener.removeprefix("tcp://"), logf)
+            broker.front = _launch_front(f"{host}:{port}", listener.removeprefix("tcp://"), tls, sasl_users, logf)
         except BrokerError:
             broker.stop()
             raise
-        broker.security = KafkaSecurity(security_protocol="SSL", ssl_cafile=tls.ca)
+        broker.security = front_security(tls, sasl_users)
     return broker
 
 
-def _launch_front(tls: ServerCertificate, listen: str, target: str, logf: IO[bytes]) -> subprocess.Popen[bytes]:
+def front_security(tls: ServerCertificate | None, sasl_users: Path | None) -> KafkaSecurity:
+    """How clients log in to a broker behind the relay: its CA, and the (first) user of the file."""
+    from shared.stack.broker_front import read_users
+
+    protocol = ("SASL_SSL" if tls else "SASL_PLAINTEXT") if sasl_users else "SSL"
+    user = read_users(sasl_users)[0] if sasl_users else None
+    return KafkaSecurity(
+        security_protocol=protocol,
+        sasl_mechanism=user.mechanism if user else "PLAIN",
+        sasl_username=user.name if user else None,
+        sasl_password=user.password if user else None,
+        ssl_cafile=tls.ca if tls else None,
+    )
+
+
+def _launch_front(
+    listen: str, target: str, tls: ServerCertificate | None, sasl_users: Path | None, logf: IO[bytes]
+) -> subprocess.Popen[bytes]:
     import sys
 
-    argv = [sys.executable, "-m", "shared.stack.tls_front", "--listen", listen, "--target", target]
-    argv += ["--cert", str(tls.cert), "--key", str(tls.key)]
+    argv = [sys.executable, "-m", "shared.stack.broker_front", "--listen", listen, "--target", target]
+    if tls is not None:
+        argv += ["--cert", str(tls.cert), "--key", str(tls.key)]
+    if sasl_users is not None:
+        argv += ["--users", str(sasl_users)]
     try:
         # Like the broker: a session of its own, dying with its parent where that is safe.
         return subprocess.Popen(
@@ -232,7 +248,7 @@ def _launch_front(tls: ServerCertificate, listen: str, target: str, logf: IO[byt
             preexec_fn=parent_death_hook(),
         )
     except OSError as exc:
-        raise BrokerError(f"cannot start the TLS relay of the broker: {exc}") from exc
+        raise BrokerError(f"cannot start the relay of the broker: {exc}") from exc
 
 
 def start_broker(
@@ -242,12 +258,12 @@ def start_broker(
     port: int | None = None,
     within: float = 30.0,
     tls: ServerCertificate | None = None,
-    authentication: bool = False,
+    sasl_users: Path | None = None,
 ) -> Broker:
     """Start the embedded broker and return once it answers metadata requests."""
     attempts = 1 if port else 3
     for attempt in range(1, attempts + 1):
-        broker = launch_broker(home, host=host, port=port, tls=tls, authentication=authentication)
+        broker = launch_broker(home, host=host, port=port, tls=tls, sasl_users=sasl_users)
         try:
             broker.wait_ready(within)
             return broker
@@ -269,11 +285,12 @@ async def start_broker_async(
     port: int | None = None,
     within: float = 30.0,
     tls: ServerCertificate | None = None,
+    sasl_users: Path | None = None,
 ) -> Broker:
     """:func:`start_broker` for async code (the process is launched from the calling thread)."""
     attempts = 1 if port else 3
     for attempt in range(1, attempts + 1):
-        broker = launch_broker(home, host=host, port=port, tls=tls)
+        broker = launch_broker(home, host=host, port=port, tls=tls, sasl_users=sasl_users)
         try:
             await broker.wait_ready_async(within)
             return broker
