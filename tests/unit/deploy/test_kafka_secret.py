@@ -29,7 +29,7 @@ SECURED = Settings(
     sasl_password=SecretStr(PASSWORD),
     ssl_cafile=Path("/etc/kafkaml/kafka-tls/ca.pem"),
 )
-K8S = KubernetesSettings(namespace="kafkaml", kafka_secret="kafkaml-kafka", kafka_tls_secret="kafkaml-kafka-tls")
+K8S = KubernetesSettings(namespace="kafkaml")  # the Secrets' names are deploy/k8s's, by default
 
 
 @pytest.mark.parametrize("kind", ["training", "inference"])
@@ -50,15 +50,18 @@ def test_the_password_comes_from_the_secret_and_the_ca_from_a_mounted_one(kind: 
     assert env["KAFKAML_SECURITY_PROTOCOL"]["value"] == "SASL_SSL"
     assert env["KAFKAML_SASL_USERNAME"]["value"] == "kafkaml"
     assert env["KAFKAML_SSL_CAFILE"]["value"] == "/etc/kafkaml/kafka-tls/ca.pem"
-    assert {"name": "kafka-tls", "secret": {"secretName": "kafkaml-kafka-tls"}} in spec["volumes"]
+    assert {"name": "kafka-tls", "secret": {"secretName": "kafkaml-kafka-tls", "optional": True}} in spec["volumes"]
     mount = {"name": "kafka-tls", "mountPath": "/etc/kafkaml/kafka-tls", "readOnly": True}
     assert mount in container["volumeMounts"]
 
 
 def test_without_security_no_secret_is_referenced() -> None:
     manifest = training_job_manifest(job(), Settings(bootstrap_servers="kafka:9092"), KubernetesSettings())
-    text = json.dumps(manifest)
-    assert "secretKeyRef" not in text and "kafka-tls" not in text
+    assert "secretKeyRef" not in json.dumps(manifest)
+    unmounted = training_job_manifest(
+        job(), Settings(bootstrap_servers="kafka:9092"), KubernetesSettings(kafka_tls_secret=None)
+    )
+    assert "kafka-tls" not in json.dumps(unmounted)
 
 
 async def never_called(spec: JobSpec | ServeSpec, reason: str) -> None:
@@ -67,7 +70,7 @@ async def never_called(spec: JobSpec | ServeSpec, reason: str) -> None:
 
 def test_a_password_without_its_secret_stops_the_launcher_naming_the_setting() -> None:
     with pytest.raises(ValueError, match="KAFKAML_K8S_KAFKA_SECRET") as error:
-        KubernetesLauncher(SECURED, on_failure=never_called, k8s=KubernetesSettings())
+        KubernetesLauncher(SECURED, on_failure=never_called, k8s=KubernetesSettings(kafka_secret=""))
     assert PASSWORD not in str(error.value)
     with pytest.raises(ValueError, match="KAFKAML_K8S_KAFKA_SECRET"):
-        training_job_manifest(job(), SECURED, KubernetesSettings())
+        training_job_manifest(job(), SECURED, KubernetesSettings(kafka_secret=""))

@@ -127,7 +127,7 @@ def _pod_spec(
         "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": k8s.tmp_size_limit}}],
     }
     if k8s.kafka_tls_secret:
-        pod["volumes"].append({"name": _KAFKA_TLS, "secret": {"secretName": k8s.kafka_tls_secret}})
+        pod["volumes"].append({"name": _KAFKA_TLS, "secret": {"secretName": k8s.kafka_tls_secret, "optional": True}})
     if k8s.image_pull_secret:
         pod["imagePullSecrets"] = [{"name": k8s.image_pull_secret}]
     if k8s.priority_class:

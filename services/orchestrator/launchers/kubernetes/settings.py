@@ -63,12 +63,13 @@ class KubernetesSettings(BaseSettings):
     gpu_runtime_class: str | None = None
     gpu_node_selector: dict[str, str] = Field(default_factory=dict)
 
-    # A secured Kafka cluster. The Secret holding the login's password (key ``sasl-password``):
-    # worker pods read KAFKAML_SASL_PASSWORD from it, so the password is never part of a pod's spec.
-    kafka_secret: str | None = None
-    # A Secret with the CA file (and a client certificate and key), mounted read-only at
-    # ``kafka_tls_mount`` in every worker pod; the KAFKAML_SSL_* paths point into that folder.
-    kafka_tls_secret: str | None = None
+    # A secured Kafka cluster (the names deploy/k8s uses). The Secret holding the login's password
+    # (key ``sasl-password``): worker pods read KAFKAML_SASL_PASSWORD from it, so the password is
+    # never part of a pod's spec; empty: none (then a password cannot be used).
+    kafka_secret: str = "kafkaml-kafka"
+    # A Secret with the CA file (and a client certificate and key), mounted read-only (optional: an
+    # empty folder without it) at ``kafka_tls_mount`` in every worker pod, where KAFKAML_SSL_* point.
+    kafka_tls_secret: str | None = "kafkaml-kafka-tls"
     kafka_tls_mount: str = "/etc/kafkaml/kafka-tls"
 
     # Watching.
