@@ -231,8 +231,10 @@ async def check_connection(settings: Settings, timeout_s: float = 30.0) -> None:
         except (KafkaConnectionError, TimeoutError, OSError):
             continue  # unreachable: the next broker may answer
         except Exception as exc:
+            # aiokafka's SCRAM client fails with KeyError('v') when the broker's final message is an error.
+            cause = "no server signature came back" if isinstance(exc, KeyError) else f"{type(exc).__name__}: {exc}"
             refused = (
-                f"the login {security.describe()} was refused ({type(exc).__name__}: {exc}); check "
+                f"the login {security.describe()} was refused ({cause}); check "
                 "KAFKAML_SASL_USERNAME, KAFKAML_SASL_PASSWORD and KAFKAML_SASL_MECHANISM"
             )
         else:
