@@ -1,9 +1,10 @@
 """The state files of a local stack's home: ``stack.json`` and the ``up`` lock.
 
 ``stack.json``'s four keys ``api_url``, ``bootstrap_servers``, ``database_url``
-and ``token`` are a public contract with clients, documented in docs/contracts.md. The
-other keys are for ``kafkaml down`` and ``kafkaml status``. It holds the API
-token and the owner's database URL, so it is readable by its owner only.
+and ``token`` are a public contract with clients, documented in docs/contracts.md,
+and so is ``kafka_security`` (how to reach the brokers). The other keys are for
+``kafkaml down`` and ``kafkaml status``. It holds the API token, the owner's database
+URL and the Kafka password, so it is readable by its owner only.
 
 The lock (``up.lock``) is an ``flock`` held by the running ``up`` process for
 its whole life: the kernel drops it when that process dies, however it dies, so
