@@ -51,7 +51,13 @@ class Stack:
         self.http = httpx.Client(base_url=self.info["api_url"] + "/api/v1", headers=headers, timeout=60)
 
     def ok(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        """The answer of a request; a 202 (a slow validation on a busy machine) is followed to its outcome."""
         answer = self.http.request(method, path, json=body)
+        if answer.status_code == 202:
+            location = answer.headers["Location"].removeprefix("/api/v1")
+            state = self.until(location, lambda c: c["status"] != "pending", timeout_s=120)
+            assert state["status"] == "succeeded", f"{method} {path}: {state}"
+            return state["outcome"]
         assert answer.status_code in (200, 201), f"{method} {path}: {answer.status_code} {answer.text}"
         return answer.json()
 
