@@ -58,6 +58,12 @@ def up(
     timeout: Annotated[
         float, typer.Option(help="With --detach: seconds to wait for the API to become healthy.")
     ] = 180.0,
+    kafka_security: Annotated[
+        str,
+        typer.Option(
+            help="Secure the embedded broker: none, ssl (TLS, a CA of the stack's own), sasl (SASL/SCRAM) or sasl-ssl."
+        ),
+    ] = "none",
 ) -> None:
     """Start the stack: embedded broker and PostgreSQL (unless configured), migrations, topics, services."""
     from shared.stack.runner import run_up, up_detached
@@ -66,9 +72,9 @@ def up(
     settings = _settings()
     _configure_logging(settings)
     if detach:
-        raise typer.Exit(up_detached(settings, timeout=timeout, echo=_echo))
+        raise typer.Exit(up_detached(settings, timeout=timeout, echo=_echo, kafka_security=kafka_security))
     try:
-        code = asyncio.run(run_up(settings, echo=_echo))
+        code = asyncio.run(run_up(settings, echo=_echo, kafka_security=kafka_security))
     except StackLockedError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from exc
@@ -116,16 +122,20 @@ def send(
 ) -> None:
     """Stream a data set file to Kafka as a data source, then announce it with a control message."""
     from shared.datasources.send import send_file
+    from shared.errors import KafkaMLError
+    from shared.kafka_security import KafkaSecurity
     from shared.stack.stackfile import read_stack
 
     settings = _settings()
     servers = settings.bootstrap_servers
+    security = KafkaSecurity.of(settings)
     if not servers:
         stack = read_stack(settings.home)
         if stack is None:
             typer.echo("error: no Kafka to send to: start a stack (`kafkaml up -d`) or set KAFKAML_BOOTSTRAP_SERVERS")
             raise typer.Exit(2)
         servers = stack["bootstrap_servers"]
+        security = KafkaSecurity.from_mapping(stack.get("kafka_security") or {})
     send_format = _SEND_FORMATS.get(input_format.upper())
     if send_format is None:
         typer.echo("error: --format must be RAW or AVRO")
@@ -147,8 +157,9 @@ def send(
             description=description,
             partitions=partitions,
             echo=_echo,
+            security=security,
         )
-    except (ValueError, OSError) as exc:
+    except (ValueError, OSError, KafkaMLError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from exc
 

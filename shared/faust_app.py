@@ -28,6 +28,7 @@ from shared.db.engine import make_engine, make_sessionmaker
 from shared.db.repositories import Housekeeping
 from shared.events import Envelope
 from shared.kafka import Handle, Producer, Received, deliver, ensure_topics
+from shared.kafka_security import KafkaSecurityError, check_connection, faust_credentials
 from shared.process import every, setup_logging
 from shared.settings import Settings, get_settings
 from shared.topics import topics_for
@@ -59,6 +60,7 @@ def make_faust_app(settings: Settings, name: str) -> faust.App:
         broker_heartbeat_interval=1,
         broker_commit_every=1,
         broker_commit_interval=0.5,
+        broker_credentials=faust_credentials(settings),
     )
 
 
@@ -223,6 +225,11 @@ def run_service(make_service: Callable[[Settings], Service]) -> None:
     """The entry point of a faust service: create the topics, then run the app's worker."""
     settings = get_settings()
     setup_logging(settings.log_level)
+    try:
+        asyncio.run(check_connection(settings))
+    except KafkaSecurityError as exc:  # wrong credentials: no restart cures them
+        log.error("cannot start: %s", exc)
+        raise SystemExit(2) from None
     asyncio.run(ensure_topics(settings))
     app = create_app(make_service(settings))
     Worker(app, loglevel=settings.log_level.lower(), quiet=True).execute_from_commandline()

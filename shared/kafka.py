@@ -31,6 +31,7 @@ from aiokafka.structs import RecordMetadata
 from shared.alive import AliveFile
 from shared.errors import KafkaMLError, TooLarge
 from shared.events import Envelope
+from shared.kafka_security import security_options
 from shared.limits import DEAD_LETTER_HEADROOM_BYTES
 from shared.process import Backoff
 from shared.settings import Settings
@@ -58,7 +59,7 @@ async def ensure_topics(settings: Settings, extra: Sequence[TopicSpec] = ()) -> 
 async def create_topics(settings: Settings, specs: Sequence[TopicSpec], *, grow: bool = False) -> None:
     """Creates the topics that do not exist; with ``grow``, also adds partitions to existing
     topics that have fewer than the spec asks (never removes any)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.brokers)
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.brokers, **security_options(settings))
     await admin.start()
     try:
         existing = set(await admin.list_topics())
@@ -83,7 +84,7 @@ async def create_topics(settings: Settings, specs: Sequence[TopicSpec], *, grow:
 
 async def existing_topics(settings: Settings) -> set[str]:
     """The names of the topics the broker has now."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.brokers)
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.brokers, **security_options(settings))
     await admin.start()
     try:
         return set(await admin.list_topics())
@@ -130,6 +131,7 @@ class Producer:
             "enable_idempotence": settings.enable_idempotence,
             "linger_ms": 1,
             "max_request_size": settings.message_max_bytes,
+            **security_options(settings),
         }
         options.update(overrides)
         self._options = options
@@ -299,6 +301,7 @@ def make_consumer(settings: Settings, *topics: str, group_id: str | None, **over
         "heartbeat_interval_ms": 1_000,
         "rebalance_timeout_ms": 10_000,
         "max_poll_interval_ms": 300_000,
+        **security_options(settings),
     }
     options.update(overrides)
     return AIOKafkaConsumer(*topics, **options)

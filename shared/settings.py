@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -83,6 +84,20 @@ class Settings(BaseSettings):
     # --- stack and logging ---------------------------------------------------
     home: Path = Field(default=Path(".kafkaml"), description="State folder of a local stack")
     log_level: str = "INFO"
+
+    # --- Kafka security (every client the project makes: shared/kafka_security.py) ---
+    # How clients talk to the brokers: managed Kafka wants SASL_SSL (or SSL with client certificates).
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "PLAIN"
+    sasl_username: str | None = None
+    # A SecretStr: its repr (in a log line or an error) shows stars, never the password.
+    sasl_password: SecretStr | None = None
+    # PEM files (paths). Without a CA file the system's trusted CAs verify the brokers.
+    ssl_cafile: Path | None = None
+    ssl_certfile: Path | None = None
+    ssl_keyfile: Path | None = None
+    # Off only for brokers whose certificates do not name the address clients use (never in production).
+    ssl_check_hostname: bool = True
 
     @property
     def brokers(self) -> str:

@@ -11,6 +11,8 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 
+from pydantic import SecretStr
+
 from shared.settings import Settings
 
 # The settings a worker reads (as KAFKAML_ variables). Everything it needs beyond these
@@ -23,6 +25,16 @@ WORKER_SETTINGS = (
     "fetch_max_wait_ms",
     "message_max_bytes",
     "log_level",
+    # How to reach a secured cluster. On Kubernetes the password is left out of the pod's
+    # spec: it comes from a Secret the pod references (the launcher's KAFKAML_K8S_KAFKA_SECRET).
+    "security_protocol",
+    "sasl_mechanism",
+    "sasl_username",
+    "sasl_password",
+    "ssl_cafile",
+    "ssl_certfile",
+    "ssl_keyfile",
+    "ssl_check_hostname",
 )
 
 # Variables passed through by exact name, and by prefix.
@@ -57,6 +69,8 @@ def worker_environment(settings: Settings, base: Mapping[str, str] | None = None
     env = {name: value for name, value in source.items() if allowed(name)}
     for name in WORKER_SETTINGS:
         value = getattr(settings, name)
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
         if value is not None:
             env[f"KAFKAML_{name.upper()}"] = str(value).lower() if isinstance(value, bool) else str(value)
     env["PYTHONUNBUFFERED"] = "1"

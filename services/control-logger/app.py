@@ -17,6 +17,7 @@ from services.control_logger.handlers import record_datasource
 from shared.db.uow import SqlUnitOfWork
 from shared.faust_app import Service
 from shared.kafka import Received
+from shared.kafka_security import security_options
 from shared.settings import Settings
 
 log = logging.getLogger("kafkaml.control_logger")
@@ -40,7 +41,7 @@ class BrokerTopics:
 
     async def start(self) -> None:
         # aiokafka binds its client to the running loop, so it is created here, not in __init__.
-        self._client = AIOKafkaClient(bootstrap_servers=self._settings.brokers)
+        self._client = AIOKafkaClient(bootstrap_servers=self._settings.brokers, **security_options(self._settings))
         await self._client.bootstrap()
 
     async def stop(self) -> None:

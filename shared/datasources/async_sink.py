@@ -32,6 +32,8 @@ from shared.control import ControlMessage, TopicRange, key_for_deployment
 from shared.datasources.arguments import check_rates, deployment_number, servers
 from shared.datasources.errors import DeliveryError, SinkError
 from shared.datasources.ranges import AckRanges, ranges_text
+from shared.kafka_security import KafkaSecurity, security_options
+from shared.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +101,7 @@ class AsyncKafkaMLSink(abc.ABC):
         max_in_flight: int,
         request_timeout_ms: int,
         producer_config: Mapping[str, Any] | None,
+        security: KafkaSecurity | None = None,
     ) -> None:
         if not topic:
             raise ValueError("topic is required")
@@ -128,6 +131,8 @@ class AsyncKafkaMLSink(abc.ABC):
         self.max_in_flight = max_in_flight
         self.request_timeout_ms = request_timeout_ms
         self._producer_config = dict(producer_config or {})
+        # Resolved now, so that a credential that cannot work fails here, naming its setting.
+        self._security = security_options(security or KafkaSecurity.of(Settings()))
 
         self._main = Stream(topic)
         self._unsupervised = Stream(self.unsupervised_topic) if self.unsupervised_topic else None
@@ -194,6 +199,7 @@ class AsyncKafkaMLSink(abc.ABC):
             "max_batch_size": 256 * 1024,
             "max_request_size": 8 * 1024 * 1024,
             "request_timeout_ms": self.request_timeout_ms,
+            **self._security,
         }
         options.update(self._producer_config)
         producer = AIOKafkaProducer(**options)
@@ -220,7 +226,9 @@ class AsyncKafkaMLSink(abc.ABC):
         log.info("sink for deployment %d writes to %s %s", self.deployment_id, self.topic, self._main.partitions)
 
     async def _create_missing_topics(self) -> None:
-        admin = AIOKafkaAdminClient(bootstrap_servers=self.boostrap_servers, request_timeout_ms=self.request_timeout_ms)
+        admin = AIOKafkaAdminClient(
+            bootstrap_servers=self.boostrap_servers, request_timeout_ms=self.request_timeout_ms, **self._security
+        )
         try:
             await admin.start()
             existing = set(await admin.list_topics())

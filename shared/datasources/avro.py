@@ -26,6 +26,7 @@ from shared.datasources.async_sink import (
     AsyncKafkaMLSink,
 )
 from shared.datasources.sync_sink import KafkaMLSink
+from shared.kafka_security import KafkaSecurity
 
 SchemaInput = str | Mapping[str, Any]
 
@@ -182,6 +183,7 @@ class AsyncAvroSink(AsyncKafkaMLSink):
         max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
         request_timeout_ms: int = DEFAULT_REQUEST_TIMEOUT_MS,
         producer_config: Mapping[str, Any] | None = None,
+        security: KafkaSecurity | None = None,
     ) -> None:
         data_text = load_schema(data_scheme, data_scheme_filename, "data")
         if data_text is None:
@@ -205,6 +207,7 @@ class AsyncAvroSink(AsyncKafkaMLSink):
             max_in_flight=max_in_flight,
             request_timeout_ms=request_timeout_ms,
             producer_config=producer_config,
+            security=security,
         )
 
     @property
@@ -263,6 +266,7 @@ class AvroSink(KafkaMLSink[AsyncAvroSink]):
         max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
         request_timeout_ms: int = DEFAULT_REQUEST_TIMEOUT_MS,
         producer_config: Mapping[str, Any] | None = None,
+        security: KafkaSecurity | None = None,
     ) -> None:
         super().__init__(
             AsyncAvroSink(
@@ -287,6 +291,7 @@ class AvroSink(KafkaMLSink[AsyncAvroSink]):
                 max_in_flight=max_in_flight,
                 request_timeout_ms=request_timeout_ms,
                 producer_config=producer_config,
+                security=security,
             )
         )
 

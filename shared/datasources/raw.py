@@ -21,6 +21,7 @@ from shared.datasources.async_sink import (
     AsyncKafkaMLSink,
 )
 from shared.datasources.sync_sink import KafkaMLSink
+from shared.kafka_security import KafkaSecurity
 
 Shape = str | int | Sequence[int] | None
 _BYTES = (bytes, bytearray, memoryview)
@@ -208,6 +209,7 @@ class AsyncRawSink(AsyncKafkaMLSink):
         max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
         request_timeout_ms: int = DEFAULT_REQUEST_TIMEOUT_MS,
         producer_config: Mapping[str, Any] | None = None,
+        security: KafkaSecurity | None = None,
     ) -> None:
         self.encoder = RawEncoder(data_type, label_type, data_reshape, label_reshape)
         super().__init__(
@@ -228,6 +230,7 @@ class AsyncRawSink(AsyncKafkaMLSink):
             max_in_flight=max_in_flight,
             request_timeout_ms=request_timeout_ms,
             producer_config=producer_config,
+            security=security,
         )
 
     @property
@@ -278,7 +281,10 @@ class RawSink(KafkaMLSink[AsyncRawSink]):
         progress, total: a tqdm progress bar over ``total`` samples.
         max_in_flight: unacknowledged records allowed before ``send`` waits.
         request_timeout_ms: how long a record may wait for its acknowledgement.
-        producer_config: extra ``AIOKafkaProducer`` options (security settings, compression, ...).
+        producer_config: extra ``AIOKafkaProducer`` options (compression, ...).
+        security: how to reach a secured cluster (``shared.kafka_security.KafkaSecurity``: protocol,
+            SASL mechanism, user and password, CA and client certificate files). None: the
+            ``KAFKAML_`` security settings, PLAINTEXT unless set, as upstream.
 
     ``send(data, label)`` takes numpy arrays, scalars, lists, tensors with ``__array__``, or bytes already
     encoded; ``close()`` flushes and sends the control message.
@@ -308,6 +314,7 @@ class RawSink(KafkaMLSink[AsyncRawSink]):
         max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
         request_timeout_ms: int = DEFAULT_REQUEST_TIMEOUT_MS,
         producer_config: Mapping[str, Any] | None = None,
+        security: KafkaSecurity | None = None,
     ) -> None:
         super().__init__(
             AsyncRawSink(
@@ -332,6 +339,7 @@ class RawSink(KafkaMLSink[AsyncRawSink]):
                 max_in_flight=max_in_flight,
                 request_timeout_ms=request_timeout_ms,
                 producer_config=producer_config,
+                security=security,
             )
         )
 

@@ -19,6 +19,7 @@ from shared.datasources.async_sink import DEFAULT_CONTROL_TOPIC
 from shared.datasources.avro import AvroSink, avro_type, record_schema
 from shared.datasources.raw import RawSink, as_array
 from shared.datasources.sync_sink import KafkaMLSink
+from shared.kafka_security import KafkaSecurity
 
 
 @dataclass
@@ -167,6 +168,7 @@ def send_file(
     partitions: int | None = None,
     progress: bool = True,
     echo: Callable[[str], None] | None = print,
+    security: KafkaSecurity | None = None,
 ) -> ControlMessage:
     """Streams a data set file to ``topic`` for ``deployment_id`` and announces it; returns the control message.
 
@@ -185,6 +187,7 @@ def send_file(
         partitions: create ``topic`` with this many partitions when it does not exist.
         progress: a progress bar on stderr.
         echo: where the summary line goes (None: nowhere).
+        security: how to reach a secured cluster (None: the ``KAFKAML_`` security settings).
 
     Raises ValueError for a file that cannot be read as asked, ``SinkError``/``DeliveryError`` when Kafka
     does not take the data (then nothing is announced).
@@ -215,6 +218,7 @@ def send_file(
         "partitions": partitions,
         "progress": progress,
         "total": count,
+        "security": security,
     }
     sink: KafkaMLSink[Any]
     samples: Iterable[Any] = table.features

@@ -6,6 +6,10 @@ Usable on its own (the test suite starts one per session)::
         producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap_servers)
 
 Tansu keeps everything in memory: stopping it loses every topic.
+
+Secured (``tls``, ``sasl_users``), the broker listens on a loopback port and a relay of ours
+(``shared.stack.broker_front``) serves the advertised one with TLS and SASL/SCRAM, since
+Tansu 0.6 can do neither on memory storage (docs/embedded-broker.md says what fails).
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
+from shared.kafka_security import KafkaSecurity, security_options
+from shared.stack.certs import ServerCertificate
 from shared.stack.processes import open_log, parent_death_hook, signal_group, tail
 
 log = logging.getLogger(__name__)
@@ -64,6 +70,9 @@ class Broker:
     port: int
     log_path: Path
     _log: IO[bytes] | None = field(default=None, repr=False)
+    # How clients reach it (PLAINTEXT, or TLS and SASL through the relay), and the relay if any.
+    security: KafkaSecurity = field(default_factory=KafkaSecurity)
+    front: subprocess.Popen[bytes] | None = None
 
     @property
     def bootstrap_servers(self) -> str:
@@ -74,7 +83,7 @@ class Broker:
         return self.process.pid
 
     def is_running(self) -> bool:
-        return self.process.poll() is None
+        return self.process.poll() is None and (self.front is None or self.front.poll() is None)
 
     def wait_ready(self, within: float = 30.0) -> None:
         """Block until the broker answers a metadata request; usable inside or outside an event loop."""
@@ -94,13 +103,17 @@ class Broker:
         last_error = "no answer yet"
         while True:
             code = self.process.poll()
+            if code is None and self.front is not None:
+                code = self.front.poll()
             if code is not None:
                 raise BrokerError(
                     f"the embedded broker exited with code {code} while starting; "
                     f"see {self.log_path}:\n{tail(self.log_path)}"
                 )
             if _accepts(self.host, self.port):
-                admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap_servers, request_timeout_ms=5000)
+                admin = AIOKafkaAdminClient(
+                    bootstrap_servers=self.bootstrap_servers, request_timeout_ms=5000, **security_options(self.security)
+                )
                 try:
                     await asyncio.wait_for(admin.start(), timeout=5)
                     await asyncio.wait_for(admin.list_topics(), timeout=5)
@@ -118,16 +131,18 @@ class Broker:
             await asyncio.sleep(0.1)
 
     def stop(self, timeout: float = 10.0) -> None:
-        """SIGTERM, wait ``timeout``, SIGKILL. Idempotent."""
-        if self.process.poll() is None:
-            log.info("stopping the broker (pid %d)", self.pid)
-            signal_group(self.pid, signal.SIGTERM)
+        """SIGTERM, wait ``timeout``, SIGKILL (the broker, then its relay). Idempotent."""
+        for what, process in (("broker", self.process), ("broker's relay", self.front)):
+            if process is None or process.poll() is not None:
+                continue
+            log.info("stopping the %s (pid %d)", what, process.pid)
+            signal_group(process.pid, signal.SIGTERM)
             try:
-                self.process.wait(timeout)
+                process.wait(timeout)
             except subprocess.TimeoutExpired:
-                log.warning("the broker (pid %d) ignored SIGTERM for %.0fs; killing it", self.pid, timeout)
-                signal_group(self.pid, signal.SIGKILL)
-                self.process.wait()
+                log.warning("the %s (pid %d) ignored SIGTERM for %.0fs; killing it", what, process.pid, timeout)
+                signal_group(process.pid, signal.SIGKILL)
+                process.wait()
         if self._log is not None:
             self._log.close()
             self._log = None
@@ -139,7 +154,14 @@ class Broker:
         self.stop()
 
 
-def launch_broker(home: Path, *, host: str = "127.0.0.1", port: int | None = None) -> Broker:
+def launch_broker(
+    home: Path,
+    *,
+    host: str = "127.0.0.1",
+    port: int | None = None,
+    tls: ServerCertificate | None = None,
+    sasl_users: Path | None = None,
+) -> Broker:
     """Start Tansu on ``host:port`` (a free port when None) without waiting for it.
 
     Output goes to ``home/logs/broker.log``. The process has its own session
@@ -149,13 +171,16 @@ def launch_broker(home: Path, *, host: str = "127.0.0.1", port: int | None = Non
     binary = resolve_binary()
     port = port or free_port(host)
     url = f"tcp://{host}:{port}"
+    # Behind the relay, Tansu listens on loopback only and advertises the relay's address.
+    secured = tls is not None or sasl_users is not None
+    listener = f"tcp://127.0.0.1:{free_port()}" if secured else url
     log_path = home / "logs" / "broker.log"
     logf = open_log(log_path)
     argv = [
         binary,
         "broker",
         "--listener-url",
-        url,
+        listener,
         "--advertised-listener-url",
         url,
         # Explicit, so a STORAGE_ENGINE variable in the environment (Tansu reads
@@ -176,14 +201,69 @@ def launch_broker(home: Path, *, host: str = "127.0.0.1", port: int | None = Non
         logf.close()
         raise BrokerError(f"cannot run the broker binary {binary}: {exc}") from exc
     log.info("started the broker (pid %d) on %s:%d, log %s", process.pid, host, port, log_path)
-    return Broker(process=process, host=host, port=port, log_path=log_path, _log=logf)
+    broker = Broker(process=process, host=host, port=port, log_path=log_path, _log=logf)
+    if secured:
+        try:
+            broker.front = _launch_front(f"{host}:{port}", listener.removeprefix("tcp://"), tls, sasl_users, logf)
+        except BrokerError:
+            broker.stop()
+            raise
+        broker.security = front_security(tls, sasl_users)
+    return broker
 
 
-def start_broker(home: Path, *, host: str = "127.0.0.1", port: int | None = None, within: float = 30.0) -> Broker:
+def front_security(tls: ServerCertificate | None, sasl_users: Path | None) -> KafkaSecurity:
+    """How clients log in to a broker behind the relay: its CA, and the (first) user of the file."""
+    from shared.stack.broker_front import read_users
+
+    protocol = ("SASL_SSL" if tls else "SASL_PLAINTEXT") if sasl_users else "SSL"
+    user = read_users(sasl_users)[0] if sasl_users else None
+    return KafkaSecurity(
+        security_protocol=protocol,
+        sasl_mechanism=user.mechanism if user else "PLAIN",
+        sasl_username=user.name if user else None,
+        sasl_password=user.password if user else None,
+        ssl_cafile=tls.ca if tls else None,
+    )
+
+
+def _launch_front(
+    listen: str, target: str, tls: ServerCertificate | None, sasl_users: Path | None, logf: IO[bytes]
+) -> subprocess.Popen[bytes]:
+    import sys
+
+    argv = [sys.executable, "-m", "shared.stack.broker_front", "--listen", listen, "--target", target]
+    if tls is not None:
+        argv += ["--cert", str(tls.cert), "--key", str(tls.key)]
+    if sasl_users is not None:
+        argv += ["--users", str(sasl_users)]
+    try:
+        # Like the broker: a session of its own, dying with its parent where that is safe.
+        return subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=logf,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=parent_death_hook(),
+        )
+    except OSError as exc:
+        raise BrokerError(f"cannot start the relay of the broker: {exc}") from exc
+
+
+def start_broker(
+    home: Path,
+    *,
+    host: str = "127.0.0.1",
+    port: int | None = None,
+    within: float = 30.0,
+    tls: ServerCertificate | None = None,
+    sasl_users: Path | None = None,
+) -> Broker:
     """Start the embedded broker and return once it answers metadata requests."""
     attempts = 1 if port else 3
     for attempt in range(1, attempts + 1):
-        broker = launch_broker(home, host=host, port=port)
+        broker = launch_broker(home, host=host, port=port, tls=tls, sasl_users=sasl_users)
         try:
             broker.wait_ready(within)
             return broker
@@ -199,12 +279,18 @@ def start_broker(home: Path, *, host: str = "127.0.0.1", port: int | None = None
 
 
 async def start_broker_async(
-    home: Path, *, host: str = "127.0.0.1", port: int | None = None, within: float = 30.0
+    home: Path,
+    *,
+    host: str = "127.0.0.1",
+    port: int | None = None,
+    within: float = 30.0,
+    tls: ServerCertificate | None = None,
+    sasl_users: Path | None = None,
 ) -> Broker:
     """:func:`start_broker` for async code (the process is launched from the calling thread)."""
     attempts = 1 if port else 3
     for attempt in range(1, attempts + 1):
-        broker = launch_broker(home, host=host, port=port)
+        broker = launch_broker(home, host=host, port=port, tls=tls, sasl_users=sasl_users)
         try:
             await broker.wait_ready_async(within)
             return broker

@@ -1,9 +1,10 @@
 """The state files of a local stack's home: ``stack.json`` and the ``up`` lock.
 
 ``stack.json``'s four keys ``api_url``, ``bootstrap_servers``, ``database_url``
-and ``token`` are a public contract with clients, documented in docs/contracts.md. The
-other keys are for ``kafkaml down`` and ``kafkaml status``. It holds the API
-token and the owner's database URL, so it is readable by its owner only.
+and ``token`` are a public contract with clients, documented in docs/contracts.md,
+and so is ``kafka_security`` (how to reach the brokers). The other keys are for
+``kafkaml down`` and ``kafkaml status``. It holds the API token, the owner's database
+URL and the Kafka password, so it is readable by its owner only.
 
 The lock (``up.lock``) is an ``flock`` held by the running ``up`` process for
 its whole life: the kernel drops it when that process dies, however it dies, so
@@ -19,7 +20,7 @@ import os
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, TypedDict, cast
+from typing import Any, NotRequired, TypedDict, cast
 
 STACK_FILE = "stack.json"
 LOCK_FILE = "up.lock"
@@ -45,6 +46,9 @@ class StackFile(TypedDict):
     # The `python -m MODULE` of each service, so `down` can check that a pid it
     # is about to kill is still that service and not a recycled pid.
     modules: dict[str, str]
+    # How clients reach the stack's broker (``shared.kafka_security.KafkaSecurity`` fields, the
+    # password included: the file is 0600); absent or PLAINTEXT for a broker without security.
+    kafka_security: NotRequired[dict[str, Any]]
 
 
 class StackFileError(RuntimeError):

@@ -19,6 +19,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from services.trainer.data.errors import DataError
 from shared.control import TopicRange
 from shared.kafka import make_consumer
+from shared.kafka_security import security_options
 from shared.settings import Settings
 
 # Large fetches: reading a data set is a bulk transfer.
@@ -33,7 +34,7 @@ async def check_topics(settings: Settings, ranges: Sequence[TopicRange]) -> None
     Only listing, never describing, a missing topic: a metadata request for a
     missing topic may create it (the embedded broker does).
     """
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.brokers)
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.brokers, **security_options(settings))
     await admin.start()
     try:
         existing = set(await admin.list_topics())

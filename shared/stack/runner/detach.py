@@ -18,7 +18,9 @@ from shared.stack.stackfile import StackFile, StackFileError, holder_pid, logs_d
 _LOG_RECORD = re.compile(r"^\d{4}-\d{2}-\d{2}[ T]\d")
 
 
-def up_detached(settings: Settings, *, timeout: float = 180.0, echo: Echo = echo_line) -> int:
+def up_detached(
+    settings: Settings, *, timeout: float = 180.0, echo: Echo = echo_line, kafka_security: str = "none"
+) -> int:
     """Start ``up`` in the background and return once the API is healthy.
 
     On failure or timeout, prints the end of the logs, stops what was started
@@ -39,7 +41,7 @@ def up_detached(settings: Settings, *, timeout: float = 180.0, echo: Echo = echo
     offset = up_log.stat().st_size if up_log.exists() else 0
     with open(up_log, "ab") as logf:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "shared.cli", "up"],
+            [sys.executable, "-m", "shared.cli", "up", "--kafka-security", kafka_security],
             stdin=subprocess.DEVNULL,
             stdout=logf,
             stderr=subprocess.STDOUT,

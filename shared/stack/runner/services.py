@@ -11,6 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from pydantic import SecretStr
+
 import shared
 from shared.settings import Settings
 from shared.workerenv import worker_environment
@@ -54,23 +56,28 @@ def is_secret_setting(name: str) -> bool:
     return name in SECRET_SETTINGS or any(word in name for word in _SECRET_WORDS)
 
 
+# Every service talks to Kafka: each gets the cluster's credentials (none unless configured).
+KAFKA_SECRETS = frozenset({"sasl_password", "ssl_keyfile"})
+
 SERVICES: tuple[ServiceDef, ...] = (
     # The REST gateway reads through the read-only role and never sees the owner's URL.
-    ServiceDef("api", "services.api", secrets=frozenset({"api_database_url", "api_token"})),
-    ServiceDef("orchestrator", "services.orchestrator", secrets=frozenset({"database_url"})),
+    ServiceDef("api", "services.api", secrets=frozenset({"api_database_url", "api_token"}) | KAFKA_SECRETS),
+    ServiceDef("orchestrator", "services.orchestrator", secrets=frozenset({"database_url"}) | KAFKA_SECRETS),
     # Builds users' model code in sandboxed children: Kafka and its sandbox limits only.
     ServiceDef(
         "validator",
         "services.trainer.validator",
         user_code_settings=("validation_timeout_s", "validation_memory_mb"),
     ),
-    ServiceDef("control-logger", "services.control_logger", secrets=frozenset({"database_url"})),
-    ServiceDef("metrics", "services.metrics", secrets=frozenset({"database_url"})),
+    ServiceDef("control-logger", "services.control_logger", secrets=frozenset({"database_url"}) | KAFKA_SECRETS),
+    ServiceDef("metrics", "services.metrics", secrets=frozenset({"database_url"}) | KAFKA_SECRETS),
 )
 
 
 def setting_value(value: object) -> str:
     """A setting as its environment variable spells it (booleans in lower case)."""
+    if isinstance(value, SecretStr):
+        return value.get_secret_value()
     return ("true" if value else "false") if isinstance(value, bool) else str(value)
 
 

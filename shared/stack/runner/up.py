@@ -21,9 +21,12 @@ from collections.abc import Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TypeVar
 
+from shared.kafka_security import KafkaSecurity
 from shared.process import STOP_SIGNALS, on_stop_signals
 from shared.settings import Settings
 from shared.stack.broker import Broker, BrokerError, start_broker_async
+from shared.stack.broker_front import User, write_users
+from shared.stack.certs import CertificateError, ensure_server_certificate
 from shared.stack.postgres import EmbeddedPostgres, PostgresError, start_postgres
 from shared.stack.runner.common import (
     Echo,
@@ -49,6 +52,13 @@ T = TypeVar("T")
 READONLY_ROLE = "kafkaml_api"
 # The read-only role's password, kept so that restarts reuse it.
 ROLE_PASSWORD_FILE = "api-db-password"
+# How `up --kafka-security` can secure the embedded broker: TLS, SASL/SCRAM, or both.
+EMBEDDED_SECURITY = ("none", "ssl", "sasl", "sasl-ssl")
+# The embedded broker's SCRAM user, its password (kept so that restarts reuse it) and the file
+# the broker's relay reads them from.
+KAFKA_USER = "kafkaml"
+KAFKA_PASSWORD_FILE = "kafka-password"
+KAFKA_USERS_FILE = "kafka-users.json"
 
 
 class _Interrupted(Exception):
@@ -61,8 +71,12 @@ async def run_up(
     echo: Echo = echo_line,
     services: Sequence[ServiceDef] = SERVICES,
     health_timeout: float = 180.0,
+    kafka_security: str = "none",
 ) -> int:
     """Start the stack and supervise it until SIGINT/SIGTERM; returns the exit code.
+
+    ``kafka_security`` (one of :data:`EMBEDDED_SECURITY`) secures the embedded broker; the
+    clients' settings for it go to the services and into ``stack.json``.
 
     Raises :class:`~shared.stack.stackfile.StackLockedError` when an ``up``
     already runs for this home.
@@ -71,7 +85,7 @@ async def run_up(
     home.mkdir(parents=True, exist_ok=True)
     with UpLock(home):
         remove_stack(home)  # left behind by an `up` that died: it describes nothing now
-        return await _Up(settings, home, echo, services, health_timeout).run()
+        return await _Up(settings, home, echo, services, health_timeout, kafka_security).run()
 
 
 class _Up:
@@ -82,8 +96,10 @@ class _Up:
         echo: Echo,
         services: Sequence[ServiceDef],
         health_timeout: float,
+        kafka_security: str = "none",
     ) -> None:
         self.settings = settings
+        self.kafka_security = kafka_security
         self.home = home
         self.echo = echo
         self.services = services
@@ -109,7 +125,7 @@ class _Up:
             except _Interrupted:
                 self.echo("interrupted while starting; stopping what was started")
                 return 130
-            except (StackError, BrokerError, PostgresError) as exc:
+            except (StackError, BrokerError, PostgresError, CertificateError) as exc:
                 self.echo(f"error: {exc}")
                 return 1
             except Exception as exc:
@@ -155,14 +171,25 @@ class _Up:
     async def _start(self) -> None:
         s = self.settings
         check_port_free(s.api_host, s.api_port)
+        if self.kafka_security not in EMBEDDED_SECURITY:
+            choices = ", ".join(EMBEDDED_SECURITY)
+            raise StackError(f"--kafka-security must be one of {choices}, not {self.kafka_security!r}")
+        if self.kafka_security != "none" and s.bootstrap_servers:
+            raise StackError(
+                "--kafka-security secures the embedded broker; for your own brokers "
+                "(KAFKAML_BOOTSTRAP_SERVERS) set KAFKAML_SECURITY_PROTOCOL and the KAFKAML_SASL_/KAFKAML_SSL_ settings"
+            )
         logs_dir(self.home).mkdir(parents=True, exist_ok=True)
 
         async def broker_part() -> None:
             if s.bootstrap_servers:
                 self.echo(f"using the Kafka brokers at {s.bootstrap_servers}")
                 return
-            self.broker = await self._until_stop(start_broker_async(self.home))
-            self.echo(f"broker ready on {self.broker.bootstrap_servers}")
+            tls = ensure_server_certificate(self.home) if self.kafka_security in ("ssl", "sasl-ssl") else None
+            users = self._kafka_users() if self.kafka_security in ("sasl", "sasl-ssl") else None
+            self.broker = await self._until_stop(start_broker_async(self.home, tls=tls, sasl_users=users))
+            secured = f" ({self.broker.security.describe()})" if tls or users else ""
+            self.echo(f"broker ready on {self.broker.bootstrap_servers}{secured}")
 
         async def postgres_part() -> None:
             if s.database_url:
@@ -203,8 +230,11 @@ class _Up:
                 api_database_url = await self._until_stop(ensure_readonly_role(database_url, READONLY_ROLE, password))
             self.echo(f"read-only database role {READONLY_ROLE} ready")
 
+        # The embedded broker's client settings replace the (PLAINTEXT) ones; others stay as set.
+        security = self.broker.security.settings_update() if self.broker else {}
         self.resolved = s.model_copy(
             update={
+                **security,
                 "home": self.home,
                 "bootstrap_servers": bootstrap,
                 "database_url": database_url,
@@ -231,6 +261,12 @@ class _Up:
             )
         self._write_stack()
         self.echo(f"services: {', '.join(s.name for s in self.services)}")
+
+    def _kafka_users(self) -> Path:
+        password = read_or_create_secret(self.home / KAFKA_PASSWORD_FILE)
+        path = self.home / KAFKA_USERS_FILE
+        write_users(path, [User(KAFKA_USER, password, "SCRAM-SHA-512")])
+        return path
 
     async def _serve(self) -> None:
         waited = asyncio.get_running_loop().time()
@@ -290,6 +326,7 @@ class _Up:
             "pgdata": str(self.pg.pgdata) if self.pg else None,
             "services": self.supervisor.pids(),
             "modules": {s.name: s.module for s in self.services},
+            "kafka_security": KafkaSecurity.of(r).as_mapping(),
         }
         write_stack(self.home, data)
         self.stack_written = True

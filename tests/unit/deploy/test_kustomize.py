@@ -174,8 +174,9 @@ def test_secrets_hold_the_credentials_and_configmaps_none(overlay: str, tmp_depl
                     keys.add(ref["key"])
         return keys
 
-    assert secret_keys("kafkaml-api") == {"api-database-url", "api-token"}
-    assert secret_keys("kafkaml-validator") == set()
+    # Every service may log in to a secured Kafka cluster (the optional Secret kafkaml-kafka).
+    assert secret_keys("kafkaml-api") == {"api-database-url", "api-token", "sasl-password"}
+    assert secret_keys("kafkaml-validator") == {"sasl-password"}
     assert "database-url" in secret_keys("kafkaml-orchestrator")
     assert "api-token" not in secret_keys("kafkaml-orchestrator")
 

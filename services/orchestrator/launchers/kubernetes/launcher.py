@@ -33,7 +33,11 @@ from services.orchestrator.launchers.kubernetes.labels import (
     selector,
     training_name,
 )
-from services.orchestrator.launchers.kubernetes.manifests import inference_deployment_manifest, training_job_manifest
+from services.orchestrator.launchers.kubernetes.manifests import (
+    check_kafka_secret,
+    inference_deployment_manifest,
+    training_job_manifest,
+)
 from services.orchestrator.launchers.kubernetes.settings import KubernetesSettings
 from services.orchestrator.launchers.kubernetes.status import describe_job_failure, describe_pod_problem, metadata_of
 from services.orchestrator.launchers.kubernetes.tracking import Workload, WorkloadTracker
@@ -61,6 +65,7 @@ class KubernetesLauncher:
         self.settings = settings
         self.on_failure = on_failure
         self.k8s = k8s or KubernetesSettings()
+        check_kafka_secret(settings, self.k8s)  # now, not at the first launch
         self._client = api_client
         self._owns_client = api_client is None
         self.tracker = WorkloadTracker(self.k8s.progress_deadline_s)

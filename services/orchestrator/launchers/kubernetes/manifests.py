@@ -54,7 +54,30 @@ def _env(settings: Settings, k8s: KubernetesSettings, job_id: str) -> list[dict[
         KERAS_HOME="/tmp/keras",
         TF_CPP_MIN_LOG_LEVEL="2",
     )
-    return [{"name": key, "value": values[key]} for key in sorted(values)]
+    env: list[dict[str, Any]] = [{"name": key, "value": values[key]} for key in sorted(values) if key != _PASSWORD]
+    if _PASSWORD in values:
+        # The password comes from a Secret the pod references, never as a value in the pod's spec.
+        check_kafka_secret(settings, k8s)
+        ref = {"secretKeyRef": {"name": k8s.kafka_secret, "key": "sasl-password"}}
+        env.append({"name": _PASSWORD, "valueFrom": ref})
+    return env
+
+
+_PASSWORD = "KAFKAML_SASL_PASSWORD"
+_KAFKA_TLS = "kafka-tls"
+
+
+def check_kafka_secret(settings: Settings, k8s: KubernetesSettings) -> None:
+    """A Kafka password needs the Secret that worker pods read it from (KAFKAML_K8S_KAFKA_SECRET)."""
+    if settings.sasl_password is not None and not k8s.kafka_secret:
+        raise ValueError(
+            "KAFKAML_SASL_PASSWORD is set: name the Secret that holds it (key sasl-password) in "
+            "KAFKAML_K8S_KAFKA_SECRET, so that worker pods read it from there, never from their spec"
+        )
+
+
+def _tls_mount(k8s: KubernetesSettings) -> list[Manifest]:
+    return [{"name": _KAFKA_TLS, "mountPath": k8s.kafka_tls_mount, "readOnly": True}] if k8s.kafka_tls_secret else []
 
 
 def _security_context() -> Manifest:
@@ -103,6 +126,8 @@ def _pod_spec(
         "containers": [container],
         "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": k8s.tmp_size_limit}}],
     }
+    if k8s.kafka_tls_secret:
+        pod["volumes"].append({"name": _KAFKA_TLS, "secret": {"secretName": k8s.kafka_tls_secret, "optional": True}})
     if k8s.image_pull_secret:
         pod["imagePullSecrets"] = [{"name": k8s.image_pull_secret}]
     if k8s.priority_class:
@@ -125,7 +150,7 @@ def _container(name: str, image: str, args: list[str], env: list[dict[str, Any]]
         "args": args,
         "env": env,
         "securityContext": _security_context(),
-        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}, *_tls_mount(k8s)],
         # A crash's last log lines become the termination message, and so part of the failure reason.
         "terminationMessagePolicy": "FallbackToLogsOnError",
     }

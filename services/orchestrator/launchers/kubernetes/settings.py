@@ -63,6 +63,15 @@ class KubernetesSettings(BaseSettings):
     gpu_runtime_class: str | None = None
     gpu_node_selector: dict[str, str] = Field(default_factory=dict)
 
+    # A secured Kafka cluster (the names deploy/k8s uses). The Secret holding the login's password
+    # (key ``sasl-password``): worker pods read KAFKAML_SASL_PASSWORD from it, so the password is
+    # never part of a pod's spec; empty: none (then a password cannot be used).
+    kafka_secret: str = "kafkaml-kafka"
+    # A Secret with the CA file (and a client certificate and key), mounted read-only (optional: an
+    # empty folder without it) at ``kafka_tls_mount`` in every worker pod, where KAFKAML_SSL_* point.
+    kafka_tls_secret: str | None = "kafkaml-kafka-tls"
+    kafka_tls_mount: str = "/etc/kafkaml/kafka-tls"
+
     # Watching.
     watch_timeout_s: int = Field(default=300, ge=1)
     request_timeout_s: float = Field(default=30.0, gt=0)
