@@ -116,9 +116,12 @@ def zygote_main(conn: Connection, framework: Framework, parent_pid: int) -> None
     jobs: set[int] = set()
 
     def stop() -> None:
-        for pid in jobs:
-            with contextlib.suppress(OSError):
-                os.killpg(pid, signal.SIGKILL)
+        # Everything below, not only the jobs' groups: a process of the code may have left its
+        # group (setsid) and reset its parent-death signal; it is still below its supervisor.
+        with contextlib.suppress(psutil.Error):
+            for process in psutil.Process().children(recursive=True):
+                with contextlib.suppress(psutil.Error):
+                    process.kill()
         os._exit(0)
 
     while True:
