@@ -38,6 +38,7 @@ MAX_ANSWER_BYTES: Final = 16 * 2**20
 UNREADABLE: Final = "the sandbox returned an unreadable answer"
 # How often an idle zygote checks that the service is still there.
 _IDLE_CHECK_S: Final = 1.0
+_MAX_FD: Final = 65536
 
 
 def prepare_child_environment() -> None:
@@ -171,6 +172,10 @@ def _job_main(job_fd: int, confinement: Confinement) -> None:
 
 def _run_job(job_fd: int, confinement: Confinement) -> int:
     """The confined process: receive the definition, build it, answer, exit without clean-up."""
+    # Nothing inherited but the job's pipe and stdio: not the resource tracker's pipe, not
+    # multiprocessing's sentinels (the frameworks hold no descriptor of their own here).
+    os.closerange(3, job_fd)
+    os.closerange(job_fd + 1, _MAX_FD)
     conn = Connection(job_fd)
     try:
         # The supervisor made the session; this process stays in its group.
