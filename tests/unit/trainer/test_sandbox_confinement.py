@@ -208,3 +208,52 @@ async def test_the_validator_confines_as_its_settings_say() -> None:
     assert chosen.run_as == (1234, 1234)
     assert (chosen.limits.processes, chosen.limits.cpu_s) == (9, 7)
     assert confinement_for(Settings(validation_uid=1234, validation_gid=99)).run_as == (1234, 99)
+
+
+ORPHAN_SCRIPT = """\
+import asyncio, sys
+from services.trainer.sandbox import Sandbox
+from shared.events.catalog import ModelDefinition
+
+CODE = '''import ctypes, os, time
+if os.fork() == 0:
+    os.setsid()
+    if os.fork() == 0:
+        ctypes.CDLL(None).prctl(15, NAME, 0, 0, 0)
+        time.sleep(120)
+    os._exit(0)
+ctypes.CDLL(None).prctl(1, 0, 0, 0, 0)  # and no parent-death signal for the job itself
+time.sleep(120)
+'''
+
+async def main():
+    sandbox = Sandbox(timeout_s=100)
+    code = CODE.replace("NAME", repr(sys.argv[1].encode()))
+    await sandbox.validate(ModelDefinition(name="m", framework="pytorch", code=code))
+
+if __name__ == "__main__":
+    asyncio.run(main())
+"""
+
+
+@pytest.mark.asyncio(loop_scope="module")
+async def test_a_killed_validator_leaves_no_process_of_the_code(tmp_path: Path) -> None:
+    # What `kafkaml down` (or a crash) does to a validator in the middle of a validation.
+    name = f"k{uuid.uuid4().hex[:14]}"
+    script = tmp_path / "validator.py"
+    await asyncio.to_thread(script.write_text, ORPHAN_SCRIPT)
+    env = {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": str(ROOT)}
+    process = await asyncio.create_subprocess_exec(sys.executable, str(script), name, env=env, cwd=tmp_path)
+    try:
+        deadline = time.monotonic() + 120
+        while not await asyncio.to_thread(named, name):
+            assert process.returncode is None, "the validator script ended"
+            assert time.monotonic() < deadline, "the grandchild never ran"
+            await asyncio.sleep(0.2)
+        validator = psutil.Process(process.pid)
+        below = validator.children(recursive=True)
+    finally:
+        process.kill()
+        await process.wait()
+    _, alive = await asyncio.to_thread(psutil.wait_procs, below, 10)
+    assert [p.pid for p in alive] == [] and named(name) == []
