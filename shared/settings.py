@@ -82,6 +82,12 @@ class Settings(BaseSettings):
     home: Path = Field(default=Path(".kafkaml"), description="State folder of a local stack")
     log_level: str = "INFO"
 
+    # --- isolation of user code ------------------------------------------------
+    # The uid/gid the processes that run user code (validation children, local trainers and
+    # inferencers) switch to. `kafkaml up` run as root sets them to its `kafkaml-sandbox` user.
+    sandbox_uid: int | None = Field(default=None, ge=1, description="uid user code runs as (not root)")
+    sandbox_gid: int | None = Field(default=None, ge=1, description="gid user code runs as")
+
     @property
     def brokers(self) -> str:
         if not self.bootstrap_servers:

@@ -62,7 +62,7 @@ SERVICES: tuple[ServiceDef, ...] = (
     ServiceDef(
         "validator",
         "services.trainer.validator",
-        user_code_settings=("validation_timeout_s", "validation_memory_mb"),
+        user_code_settings=("validation_timeout_s", "validation_memory_mb", "sandbox_uid", "sandbox_gid"),
     ),
     ServiceDef("control-logger", "services.control_logger", secrets=frozenset({"database_url"})),
     ServiceDef("metrics", "services.metrics", secrets=frozenset({"database_url"})),
