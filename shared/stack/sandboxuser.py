@@ -8,6 +8,11 @@ Keras' and PyTorch's cache paths) and fail without one. The stack's home, logs, 
 and PostgreSQL data are owner-only (``shared.stack.files``), and the kernel refuses another
 uid's ``/proc/<pid>/environ``, so user code learns no token and no database password.
 
+The user must be able to run this Python and import this project: when one of their folders is
+closed to other users (an interpreter under ``/root``), ``up`` opens it for traversal only
+(``o+x``, as the embedded PostgreSQL library does for its own files), checks by running Python
+as that user, and, should that still fail, says so and runs user code as itself.
+
 Not root, the stack cannot switch users: user code then runs as the services' user. What
 does not hold then is said once, in the log and in docs/security.md.
 """
@@ -18,9 +23,14 @@ import logging
 import os
 import pwd
 import shutil
+import stat
 import subprocess
+import sys
+from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
+import shared
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -54,8 +64,58 @@ def sandbox_identity(settings: Settings) -> SandboxIdentity | None:
         log.warning(SAME_USER_WARNING, os.geteuid(), SANDBOX_USER)
         return None
     identity = ensure_user(SANDBOX_USER)
+    open_for_traversal(_code_folders())
+    problem = cannot_run_python(identity)
+    if problem is not None:
+        log.error(
+            "users' model code cannot run as %s: %s; make this Python and project readable to other users. "
+            "Until then: " + SAME_USER_WARNING,
+            SANDBOX_USER, problem, os.geteuid(), SANDBOX_USER,
+        )  # fmt: skip
+        return None
     log.info("users' model code runs as %s (uid %d, gid %d)", SANDBOX_USER, identity.uid, identity.gid)
     return identity
+
+
+def _code_folders() -> list[Path]:
+    """What user code's processes read: the interpreter, its standard library, the packages, this project."""
+    found = [Path(sys.executable).resolve(), Path(sys.base_prefix).resolve(), Path(sys.prefix).resolve()]
+    found += [Path(p).resolve() for p in sys.path if p and Path(p).is_dir()]
+    found.append(Path(shared.__file__).resolve().parent.parent)
+    return found
+
+
+def open_for_traversal(paths: Iterable[Path]) -> None:
+    """Give others ``x`` (pass through, not list) on every folder above ``paths`` that lacks it."""
+    done: set[Path] = set()
+    for path in paths:
+        for folder in path.parents:
+            if folder in done:
+                continue
+            done.add(folder)
+            mode = stat.S_IMODE(folder.stat().st_mode)
+            if not mode & stat.S_IXOTH:
+                os.chmod(folder, mode | stat.S_IXOTH)
+                log.warning("opened %s for traversal (o+x) so that user code can run this Python", folder)
+
+
+def cannot_run_python(identity: SandboxIdentity) -> str | None:
+    """None when ``identity`` can start this Python and import this project, else why not."""
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", "import json, multiprocessing, shared.usercode"],
+            user=identity.uid, group=identity.gid, extra_groups=[], cwd="/", capture_output=True, text=True,
+            timeout=120, check=False, env={"PATH": os.environ.get("PATH", ""), "PYTHONPATH": _project_path()},
+        )  # fmt: skip
+    except (OSError, subprocess.SubprocessError) as exc:
+        return f"{type(exc).__name__}: {exc}"
+    if done.returncode != 0:
+        return (done.stderr.strip().splitlines() or [f"exit code {done.returncode}"])[-1]
+    return None
+
+
+def _project_path() -> str:
+    return str(Path(shared.__file__).resolve().parent.parent)
 
 
 def ensure_user(name: str) -> SandboxIdentity:
