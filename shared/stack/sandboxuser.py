@@ -103,7 +103,7 @@ def cannot_run_python(identity: SandboxIdentity) -> str | None:
     """None when ``identity`` can start this Python and import this project, else why not."""
     try:
         done = subprocess.run(
-            [sys.executable, "-c", "import json, multiprocessing, shared.usercode"],
+            [sys.executable, "-c", "import json, multiprocessing, shared.settings"],
             user=identity.uid, group=identity.gid, extra_groups=[], cwd="/", capture_output=True, text=True,
             timeout=120, check=False, env={"PATH": os.environ.get("PATH", ""), "PYTHONPATH": _project_path()},
         )  # fmt: skip

@@ -98,6 +98,10 @@ def service_env(service: ServiceDef, settings: Settings, base: Mapping[str, str]
             value = getattr(settings, name)
             if value is not None:
                 env[ENV_PREFIX + name.upper()] = setting_value(value)
+        if service.name == "validator" and settings.sandbox_uid is not None:
+            # The names the validator's sandbox reads its confinement's uid/gid by (shared.confine).
+            env[ENV_PREFIX + "VALIDATION_UID"] = str(settings.sandbox_uid)
+            env[ENV_PREFIX + "VALIDATION_GID"] = str(settings.sandbox_gid or settings.sandbox_uid)
     else:
         env = _service_env(service, settings, base)
     env["PYTHONPATH"] = with_project_root(env.get("PYTHONPATH", ""))
