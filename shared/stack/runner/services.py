@@ -62,7 +62,18 @@ SERVICES: tuple[ServiceDef, ...] = (
     ServiceDef(
         "validator",
         "services.trainer.validator",
-        user_code_settings=("validation_timeout_s", "validation_memory_mb", "sandbox_uid", "sandbox_gid"),
+        user_code_settings=(
+            "validation_timeout_s",
+            "validation_memory_mb",
+            "validation_processes",
+            "validation_address_space_mb",
+            "validation_file_size_mb",
+            "validation_open_files",
+            "validation_cpu_s",
+            "validation_uid",
+            "validation_gid",
+            "validation_work_dir",
+        ),
     ),
     ServiceDef("control-logger", "services.control_logger", secrets=frozenset({"database_url"})),
     ServiceDef("metrics", "services.metrics", secrets=frozenset({"database_url"})),
@@ -98,10 +109,6 @@ def service_env(service: ServiceDef, settings: Settings, base: Mapping[str, str]
             value = getattr(settings, name)
             if value is not None:
                 env[ENV_PREFIX + name.upper()] = setting_value(value)
-        if service.name == "validator" and settings.sandbox_uid is not None:
-            # The names the validator's sandbox reads its confinement's uid/gid by (shared.confine).
-            env[ENV_PREFIX + "VALIDATION_UID"] = str(settings.sandbox_uid)
-            env[ENV_PREFIX + "VALIDATION_GID"] = str(settings.sandbox_gid or settings.sandbox_uid)
     else:
         env = _service_env(service, settings, base)
     env["PYTHONPATH"] = with_project_root(env.get("PYTHONPATH", ""))

@@ -221,6 +221,9 @@ class _Up:
             update={
                 "sandbox_uid": sandbox.uid if sandbox else None,
                 "sandbox_gid": sandbox.gid if sandbox else None,
+                # The validator's confinement takes the same user unless told otherwise.
+                "validation_uid": s.validation_uid or (sandbox.uid if sandbox else None),
+                "validation_gid": s.validation_gid or (sandbox.gid if sandbox else None),
                 "home": self.home,
                 "bootstrap_servers": bootstrap,
                 "database_url": database_url,

@@ -21,7 +21,7 @@ import pytest
 from shared import confine
 from shared.confine import Confinement, Limits
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 IS_ROOT = os.geteuid() == 0
 NAMESPACES = confine.probe()
 
