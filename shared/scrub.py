@@ -22,10 +22,10 @@ MASK = "***"
 MAX_LINES = 10
 
 # scheme://user:password@host -> scheme://user:***@host
-_URL_CREDENTIALS = re.compile(r"(?P<head>\b[A-Za-z][A-Za-z0-9+.-]*://[^\s/:@]*):(?P<secret>[^\s@/]*)@")
+_URL_CREDENTIALS = re.compile(r"(?P<head>\b[A-Za-z][A-Za-z0-9+.-]{0,31}://[^\s/:@]{0,256}):(?P<secret>[^\s@/]{0,256})@")
 # password=..., token: ..., "api_key": "...", PGPASSWORD=...
 _ASSIGNMENT = re.compile(
-    r"(?P<head>(?i:[A-Za-z0-9_]*(?:password|passwd|pwd|secret|token|api[_-]?key|access[_-]?key|credential)s?)"
+    r"(?P<head>(?i:(?:password|passwd|pwd|secret|token|api[_-]?key|access[_-]?key|credential)s?)"
     r"[\"']?\s*[=:]\s*[\"']?)(?P<secret>[^\s\"',;&}]+)"
 )
 # Authorization: Bearer <token>
@@ -38,6 +38,8 @@ _OPAQUE = re.compile(r"(?<![A-Za-z0-9+/_=-])[A-Za-z0-9+_-]{32,}={0,2}(?![A-Za-z0
 _SECRET_VARIABLES = ("KAFKAML_API_TOKEN", "KAFKAML_DATABASE_URL", "KAFKAML_API_DATABASE_URL")
 # A known secret shorter than this is not searched for (it would mask ordinary words).
 _MIN_KNOWN = 8
+# Longer text is cut first: an error is read by a person, and the patterns stay linear in time.
+MAX_SCRUBBED = 64 * 1024
 
 
 def known_secrets(environ: dict[str, str] | None = None) -> set[str]:
@@ -60,8 +62,10 @@ def known_secrets(environ: dict[str, str] | None = None) -> set[str]:
 def scrub(text: str, secrets: Iterable[str] | None = None) -> str:
     """``text`` with credentials masked and at most :data:`MAX_LINES` lines.
 
-    ``secrets`` are masked wherever they appear (default: :func:`known_secrets`).
+    ``secrets`` are masked wherever they appear (default: :func:`known_secrets`). Text past
+    :data:`MAX_SCRUBBED` characters is dropped.
     """
+    text = text[:MAX_SCRUBBED]
     for secret in sorted(known_secrets() if secrets is None else set(secrets), key=len, reverse=True):
         if len(secret) >= _MIN_KNOWN:
             text = text.replace(secret, MASK)
