@@ -212,7 +212,7 @@ class _Up:
             self.echo(f"read-only database role {READONLY_ROLE} ready")
 
         try:
-            sandbox = sandbox_identity(s)
+            sandbox = await asyncio.to_thread(sandbox_identity, s)  # may create the user, runs Python as it
         except SandboxUserError as exc:
             raise StackError(str(exc)) from exc
         if sandbox is None:
