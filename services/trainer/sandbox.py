@@ -134,12 +134,21 @@ class Sandbox:
         self._locks: dict[Framework, asyncio.Lock] = {fw: asyncio.Lock() for fw in FRAMEWORKS}
         self._closed = False
         self._warned_root = False
+        self._warming: asyncio.Future[None] | None = None
 
     async def start(self) -> None:
-        """Start a zygote per framework; returns without waiting for their imports."""
+        """Start a zygote per framework; returns without waiting for their imports (a task
+        waits for them, so that the log says at start what isolation this machine gives)."""
         for framework in FRAMEWORKS:
             async with self._locks[framework]:
                 await self._ensure_zygote(framework)
+        self._warming = asyncio.ensure_future(self._warm_in_background())
+
+    async def _warm_in_background(self) -> None:
+        try:
+            await self.warm()
+        except SandboxError as error:  # the next validation tries again, and answers with it
+            log.error("sandbox did not start: %s", error)
 
     async def warm(self, frameworks: Iterable[Framework] = FRAMEWORKS) -> None:
         """Start zygotes if need be and wait until they have imported their frameworks."""
@@ -150,6 +159,10 @@ class Sandbox:
     async def close(self) -> None:
         """Kill every process, warm or running. A validation in progress raises SandboxError."""
         self._closed = True
+        if self._warming is not None:
+            self._warming.cancel()
+            with contextlib.suppress(asyncio.CancelledError, SandboxError):
+                await self._warming
         # A running job belongs to its validate(), which releases it; a signal
         # is enough to make that validation end now.
         await asyncio.gather(*(asyncio.to_thread(job.signal) for job in list(self._running)))

@@ -38,6 +38,7 @@ MAX_ANSWER_BYTES: Final = 16 * 2**20
 UNREADABLE: Final = "the sandbox returned an unreadable answer"
 # How often an idle zygote checks that the service is still there.
 _IDLE_CHECK_S: Final = 1.0
+_MAX_FD: Final = 65536
 
 
 def prepare_child_environment() -> None:
@@ -116,9 +117,12 @@ def zygote_main(conn: Connection, framework: Framework, parent_pid: int) -> None
     jobs: set[int] = set()
 
     def stop() -> None:
-        for pid in jobs:
-            with contextlib.suppress(OSError):
-                os.killpg(pid, signal.SIGKILL)
+        # Everything below, not only the jobs' groups: a process of the code may have left its
+        # group (setsid) and reset its parent-death signal; it is still below its supervisor.
+        with contextlib.suppress(psutil.Error):
+            for process in psutil.Process().children(recursive=True):
+                with contextlib.suppress(psutil.Error):
+                    process.kill()
         os._exit(0)
 
     while True:
@@ -168,6 +172,10 @@ def _job_main(job_fd: int, confinement: Confinement) -> None:
 
 def _run_job(job_fd: int, confinement: Confinement) -> int:
     """The confined process: receive the definition, build it, answer, exit without clean-up."""
+    # Nothing inherited but the job's pipe and stdio: not the resource tracker's pipe, not
+    # multiprocessing's sentinels (the frameworks hold no descriptor of their own here).
+    os.closerange(3, job_fd)
+    os.closerange(job_fd + 1, _MAX_FD)
     conn = Connection(job_fd)
     try:
         # The supervisor made the session; this process stays in its group.

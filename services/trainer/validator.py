@@ -73,7 +73,13 @@ def confinement_for(settings: Settings) -> Confinement:
         open_files=settings.validation_open_files,
         cpu_s=settings.validation_cpu_s,
     )
-    return Confinement(limits=limits, run_as=None if uid is None or gid is None else (uid, gid), network=False)
+    return Confinement(
+        limits=limits,
+        run_as=None if uid is None or gid is None else (uid, gid),
+        network=False,
+        # The stack's state folder holds its token and database URL: model code sees it empty.
+        hidden=(str(settings.home.resolve()),),
+    )
 
 
 async def run(settings: Settings, stop: asyncio.Event) -> None:

@@ -194,3 +194,17 @@ async def test_the_network_is_cut_off_during_validation(box: Sandbox) -> None:
         )
         detail = await error_of(box, code)
     assert "Network is unreachable" in detail, detail
+
+
+@pytest.mark.asyncio(loop_scope="module")
+async def test_the_validator_confines_as_its_settings_say() -> None:
+    from services.trainer.validator import confinement_for
+    from shared.settings import Settings
+
+    default = confinement_for(Settings())
+    assert default.network is False and default.run_as is None
+    assert default.limits == Limits(processes=64, address_space_mb=8192, file_size_mb=64, open_files=256, cpu_s=120)
+    chosen = confinement_for(Settings(validation_uid=1234, validation_processes=9, validation_cpu_s=7))
+    assert chosen.run_as == (1234, 1234)
+    assert (chosen.limits.processes, chosen.limits.cpu_s) == (9, 7)
+    assert confinement_for(Settings(validation_uid=1234, validation_gid=99)).run_as == (1234, 99)
