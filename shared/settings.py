@@ -111,6 +111,11 @@ class Settings(BaseSettings):
     ssl_keyfile: Path | None = None
     # Off only for brokers whose certificates do not name the address clients use (never in production).
     ssl_check_hostname: bool = True
+    # --- isolation of user code ------------------------------------------------
+    # The uid/gid the processes that run user code (validation children, local trainers and
+    # inferencers) switch to. `kafkaml up` run as root sets them to its `kafkaml-sandbox` user.
+    sandbox_uid: int | None = Field(default=None, ge=1, description="uid user code runs as (not root)")
+    sandbox_gid: int | None = Field(default=None, ge=1, description="gid user code runs as")
 
     @property
     def brokers(self) -> str:

@@ -3,7 +3,9 @@
 Trainers, inferencers and the validator's sandbox children run code that
 strangers wrote. They get the Kafka settings a worker needs and the variables
 a Python process and its numeric libraries read, and nothing else: no database
-URL, no API token, no Kubernetes credentials, no state folder.
+URL, no API token, no Kubernetes credentials, no state folder (``KAFKAML_HOME``, ``HOME``).
+On a local stack run as root they also run as another user (``shared.stack.sandboxuser``),
+so what they cannot be given, they cannot read either.
 """
 
 from __future__ import annotations
@@ -74,4 +76,7 @@ def worker_environment(settings: Settings, base: Mapping[str, str] | None = None
         if value is not None:
             env[f"KAFKAML_{name.upper()}"] = str(value).lower() if isinstance(value, bool) else str(value)
     env["PYTHONUNBUFFERED"] = "1"
-    return env
+    # A second guard: no allowed variable may carry a secret setting's value (an owner URL
+    # someone put into PYTHONPATH's neighbours, say); such a variable is dropped, not passed.
+    secrets = [s for s in (settings.api_token, settings.database_url, settings.api_database_url) if s]
+    return {name: value for name, value in env.items() if not any(secret in value for secret in secrets)}

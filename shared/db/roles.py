@@ -1,4 +1,9 @@
-"""The API's read-only role: PostgreSQL itself refuses the API's writes."""
+"""The API's read-only role: PostgreSQL itself refuses the API's writes.
+
+Its password is stored as a SCRAM-SHA-256 verifier, which is what the embedded PostgreSQL's
+``pg_hba.conf`` asks of every role (``shared.stack.postgres``): without the password no local
+process, user code included, logs in as this role or any other.
+"""
 
 from __future__ import annotations
 
@@ -34,6 +39,7 @@ async def ensure_readonly_role(database_url: str, role: str, password: str) -> s
         exists = await connection.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", role)
         verb = "ALTER" if exists else "CREATE"
         # DDL takes no bind parameters; the role is checked above, the password quoted by PostgreSQL.
+        await connection.execute("SET password_encryption = 'scram-sha-256'")
         quoted = await connection.fetchval("SELECT quote_literal($1)", password)
         await connection.execute(f"{verb} ROLE {role} LOGIN PASSWORD {quoted}")
         database = await connection.fetchval("SELECT current_database()")

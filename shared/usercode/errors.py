@@ -10,6 +10,7 @@ from typing import Any, Literal
 
 from shared.errors import KafkaMLError
 from shared.process import truncate
+from shared.scrub import scrub
 
 __all__ = [
     "FILENAMES",
@@ -39,8 +40,9 @@ _CONTROL_CHARACTERS = {c: "\ufffd" for c in range(32) if chr(c) not in "\n\t"} |
 
 
 def readable(text: str) -> str:
-    """``text`` without control characters (newlines and tabs stay), at most MAX_MESSAGE long."""
-    return truncate(text.translate(_CONTROL_CHARACTERS), MAX_MESSAGE)
+    """``text`` without control characters (newlines and tabs stay) and without secrets
+    (``shared.scrub``: every user-code error becomes an answer through here), at most MAX_MESSAGE long."""
+    return truncate(scrub(text.translate(_CONTROL_CHARACTERS)), MAX_MESSAGE)
 
 
 class ModelCodeError(KafkaMLError):

@@ -1,7 +1,8 @@
 """The local launcher: trainers and inferencers as supervised processes of the orchestrator.
 
 Each process gets the workers' environment (``shared.workerenv``: the Kafka
-settings, no database URL, no API token), runs in its own process group (stopping it stops what it
+settings, no database URL, no API token), runs as the stack's sandbox user when it has one
+(``KAFKAML_SANDBOX_UID``), runs in its own process group (stopping it stops what it
 spawned), has a memory limit enforced by watching its process tree, and
 carries PR_SET_PDEATHSIG so that none outlives the orchestrator.
 
@@ -25,6 +26,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import psutil
 
@@ -156,6 +158,7 @@ class LocalLauncher:
                 stdin=asyncio.subprocess.DEVNULL,
                 start_new_session=True,
                 preexec_fn=parent_death_hook(),
+                **sandbox_user(self.settings),
             )
         unit.watcher = asyncio.create_task(self._watch(unit), name=f"watch-{unit.log_path.stem}")
 
@@ -211,6 +214,14 @@ class LocalLauncher:
         now = time.monotonic()
         unit.crashes = [t for t in unit.crashes if now - t < RESTART_WINDOW_S] + [now]
         return len(unit.crashes) <= MAX_RESTARTS
+
+
+def sandbox_user(settings: Settings) -> dict[str, Any]:
+    """Run the worker as the sandbox user when the stack has one (docs/security.md#secrets)."""
+    if settings.sandbox_uid is None:
+        return {}
+    gid = settings.sandbox_gid if settings.sandbox_gid is not None else settings.sandbox_uid
+    return {"user": settings.sandbox_uid, "group": gid, "extra_groups": []}
 
 
 def tree_rss_mb(pid: int) -> float:

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
-import os
 import re
-import secrets
 import socket
 from collections.abc import Callable
 from pathlib import Path
@@ -14,6 +11,23 @@ import httpx
 import psutil
 
 from shared.settings import Settings
+from shared.stack.files import read_or_create_secret
+
+__all__ = [
+    "HEALTH_PATH",
+    "Echo",
+    "StackError",
+    "api_url",
+    "check_port_free",
+    "cmdline_has",
+    "display_path",
+    "echo_line",
+    "health",
+    "health_sync",
+    "read_or_create_secret",
+    "redact_url",
+    "resolve_home",
+]
 
 Echo = Callable[[str], None]
 
@@ -66,19 +80,6 @@ def check_port_free(host: str, port: int) -> None:
                 f"the API port {host}:{port} is not available ({exc.strerror}); is another stack "
                 "running? Stop it with `kafkaml down` or set KAFKAML_API_PORT to a free port"
             ) from exc
-
-
-def read_or_create_secret(path: Path, nbytes: int = 24) -> str:
-    """A secret kept in ``path`` (mode 0600), created on first use."""
-    with contextlib.suppress(FileNotFoundError):
-        value = path.read_text(encoding="utf-8").strip()
-        if value:
-            return value
-    value = secrets.token_urlsafe(nbytes)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write(value + "\n")
-    return value
 
 
 async def health(url: str, *, request_timeout: float = 2.0) -> tuple[int | None, str]:

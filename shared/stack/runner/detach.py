@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from shared.settings import Settings
-from shared.stack.processes import kill_tree, tail
+from shared.stack.processes import kill_tree, open_log, tail
 from shared.stack.runner.common import Echo, display_path, echo_line, health_sync, resolve_home
 from shared.stack.runner.services import ENV_PREFIX, with_project_root
 from shared.stack.stackfile import StackFile, StackFileError, holder_pid, logs_dir, read_stack, stack_path
@@ -32,14 +32,15 @@ def up_detached(
         echo(f"error: a Kafka-ML stack is already running for {home} (process {holder}); stop it with `kafkaml down`")
         return 1
     logs = logs_dir(home)
-    logs.mkdir(parents=True, exist_ok=True)
+    home.mkdir(mode=0o700, parents=True, exist_ok=True)
+    logs.mkdir(mode=0o700, exist_ok=True)
     up_log = logs / "up.log"
     env = dict(os.environ)
     env[ENV_PREFIX + "HOME"] = str(home)  # the same home, whatever the child's working folder
     env["PYTHONPATH"] = with_project_root(env.get("PYTHONPATH", ""))
     env["PYTHONUNBUFFERED"] = "1"
     offset = up_log.stat().st_size if up_log.exists() else 0
-    with open(up_log, "ab") as logf:
+    with open_log(up_log) as logf:  # owner-only, as everything of the home (docs/security.md)
         proc = subprocess.Popen(
             [sys.executable, "-m", "shared.cli", "up", "--kafka-security", kafka_security],
             stdin=subprocess.DEVNULL,

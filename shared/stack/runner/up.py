@@ -27,6 +27,7 @@ from shared.settings import Settings
 from shared.stack.broker import Broker, BrokerError, start_broker_async
 from shared.stack.broker_front import User, write_users
 from shared.stack.certs import CertificateError, ensure_server_certificate
+from shared.stack.files import owner_only_umask, secure_tree
 from shared.stack.postgres import EmbeddedPostgres, PostgresError, start_postgres
 from shared.stack.runner.common import (
     Echo,
@@ -41,6 +42,7 @@ from shared.stack.runner.common import (
     resolve_home,
 )
 from shared.stack.runner.services import SERVICES, ServiceDef, service_env
+from shared.stack.sandboxuser import SAME_USER_WARNING, SANDBOX_USER, SandboxUserError, sandbox_identity
 from shared.stack.stackfile import StackFile, UpLock, logs_dir, remove_stack, stack_path, write_stack
 from shared.stack.supervisor import ChildSpec, Supervisor
 
@@ -83,9 +85,15 @@ async def run_up(
     """
     home = resolve_home(settings)
     home.mkdir(parents=True, exist_ok=True)
-    with UpLock(home):
-        remove_stack(home)  # left behind by an `up` that died: it describes nothing now
-        return await _Up(settings, home, echo, services, health_timeout, kafka_security).run()
+    # Everything the stack and its services write is theirs alone (user code runs on this machine).
+    umask = owner_only_umask()
+    try:
+        secure_tree(home)
+        with UpLock(home):
+            remove_stack(home)  # left behind by an `up` that died: it describes nothing now
+            return await _Up(settings, home, echo, services, health_timeout, kafka_security).run()
+    finally:
+        os.umask(umask)
 
 
 class _Up:
@@ -230,11 +238,22 @@ class _Up:
                 api_database_url = await self._until_stop(ensure_readonly_role(database_url, READONLY_ROLE, password))
             self.echo(f"read-only database role {READONLY_ROLE} ready")
 
+        try:
+            sandbox = await asyncio.to_thread(sandbox_identity, s)  # may create the user, runs Python as it
+        except SandboxUserError as exc:
+            raise StackError(str(exc)) from exc
+        if sandbox is None:
+            self.echo("warning: " + SAME_USER_WARNING % (os.geteuid(), SANDBOX_USER))
         # The embedded broker's client settings replace the (PLAINTEXT) ones; others stay as set.
         security = self.broker.security.settings_update() if self.broker else {}
         self.resolved = s.model_copy(
             update={
                 **security,
+                "sandbox_uid": sandbox.uid if sandbox else None,
+                "sandbox_gid": sandbox.gid if sandbox else None,
+                # The validator's confinement takes the same user unless told otherwise.
+                "validation_uid": s.validation_uid or (sandbox.uid if sandbox else None),
+                "validation_gid": s.validation_gid or (sandbox.gid if sandbox else None),
                 "home": self.home,
                 "bootstrap_servers": bootstrap,
                 "database_url": database_url,

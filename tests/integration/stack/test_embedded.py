@@ -285,7 +285,9 @@ def test_up_writes_the_stack_file_and_honours_the_boundary(up_stack: Stack) -> N
     assert info is not None
     assert oct((home / "stack.json").stat().st_mode & 0o777) == "0o600"
     assert info["api_url"] == f"http://127.0.0.1:{up_stack.settings.api_port}"
-    assert info["database_url"].startswith("postgresql://postgres:@/postgres?host=")
+    # PostgreSQL asks for passwords (SCRAM): the superuser's, generated at the first up, is in the URL.
+    password = (home / "postgres-password").read_text().strip()
+    assert info["database_url"].startswith(f"postgresql://postgres:{password}@/postgres?host=")
     assert info["api_database_url"].startswith("postgresql://kafkaml_api:")
     assert len(info["token"]) >= 32
     assert set(info["services"]) == {"api", "worker"}
