@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 	@echo "installed into $(VENV)"
 
-# System tools some tests drive: headless Chromium (the live view) and kcat (the Kafka client
+# System tools some tests drive: headless Chromium (the browser tests, through Playwright) and kcat (the Kafka client
 # table, docs/clients.md). Installed from Debian when missing and we may (root); otherwise the
 # tests that need them skip or say "not installed". (kubectl, hadolint and the schema validators
 # come from PyPI with the dev extras.)
@@ -25,7 +25,12 @@ APT_TOOLS := $(if $(shell command -v chromium),,chromium) $(if $(shell command -
 # kafka-python 2.0.2 (upstream Kafka-ML's pin) cannot share the venv with the current
 # kafka-python: it gets a folder of its own, which the client table puts on PYTHONPATH.
 OLD_KAFKA_PYTHON := $(VENV)/clients/kafka-python-2.0.2
-tools: $(OLD_KAFKA_PYTHON)
+# axe-core, the accessibility checker the browser tests inject into each page (tests/web.py):
+# pinned by version and by the registry's sha512 of the package, unpacked next to the venv.
+AXE_VERSION := 4.14.1
+AXE_SHA512 := 1477dafa598d8d065f273d6af302aa203c02e83131707b7fa648cd41bd3d6b734f8c22a0dab86ee6a6f64b8afbe804b214d36db85a2826965edfb3a0b9d546b5
+AXE := $(VENV)/clients/axe-core/axe.min.js
+tools: $(OLD_KAFKA_PYTHON) $(AXE)
 	@if [ -n "$(strip $(APT_TOOLS))" ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 		echo "installing $(strip $(APT_TOOLS)) from Debian"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_TOOLS) >/dev/null \
@@ -35,6 +40,16 @@ tools: $(OLD_KAFKA_PYTHON)
 $(OLD_KAFKA_PYTHON): | $(STAMP)
 	$(PY) -m pip install -q --no-deps --target $@ kafka-python==2.0.2 \
 		|| echo "could not install kafka-python 2.0.2: its row of the client table says not installed"
+
+$(AXE):
+	@command -v npm >/dev/null || { echo "npm is missing: the browser tests' accessibility checks will fail (install npm, then make tools)"; exit 0; }; \
+	tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
+	{ (cd "$$tmp" && npm pack --silent axe-core@$(AXE_VERSION) >/dev/null) \
+		|| { echo "could not fetch axe-core: the browser tests' accessibility checks will fail"; exit 0; }; } && \
+	echo "$(AXE_SHA512)  $$tmp/axe-core-$(AXE_VERSION).tgz" | sha512sum -c --quiet - && \
+	tar -xzf "$$tmp/axe-core-$(AXE_VERSION).tgz" -C "$$tmp" package/axe.min.js package/LICENSE && \
+	mkdir -p $(dir $@) && cp "$$tmp/package/axe.min.js" "$$tmp/package/LICENSE" $(dir $@) && \
+	echo "axe-core $(AXE_VERSION) in $(dir $@)"
 
 test: install tools
 	$(PY) -m pytest

@@ -30,6 +30,9 @@ from shared.stack.postgres import EmbeddedPostgres, start_postgres
 
 REPO = Path(__file__).resolve().parents[1]
 
+# The browser fixtures (`browser`, `page`) for any test that drives pages.
+pytest_plugins = ("tests.web",)
+
 
 @pytest.fixture(scope="session")
 def stack_home() -> Iterator[Path]:

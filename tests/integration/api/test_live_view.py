@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import subprocess
 from collections.abc import Callable
-from pathlib import Path
 
 import asyncpg
 import httpx
@@ -20,9 +18,9 @@ from shared.db.roles import plain_url
 from shared.kafka import Producer, create_topics, ensure_topics
 from shared.settings import Settings
 from shared.topics import TopicSpec
-from tests.browser import Browser, chromium
 from tests.integration.api_process import start_api
 from tests.integration.rows import add_result
+from tests.web import PageFactory, screenshot
 
 pytestmark = pytest.mark.integration
 
@@ -79,17 +77,9 @@ async def test_one_feed_serves_every_client(settings: Settings) -> None:
         await feeds.close()
 
 
-def keep_copy(picture: Path, folder: Path) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / picture.name).write_bytes(picture.read_bytes())
-
-
 async def test_live_page_shows_predictions_arriving(
-    settings: Settings, database: str, run_service: Callable[..., subprocess.Popen[bytes]], tmp_path: Path
+    settings: Settings, database: str, run_service: Callable[..., subprocess.Popen[bytes]], page: PageFactory
 ) -> None:
-    executable = chromium()
-    if executable is None:
-        pytest.skip("no chromium on this machine (`make test` installs it from Debian when it runs as root)")
     await ensure_topics(settings)
     topic = f"{settings.topic_prefix}.predictions"
     await create_topics(settings, [TopicSpec(topic, 1)])
@@ -99,30 +89,15 @@ async def test_live_page_shows_predictions_arriving(
         # The page and its stream need the token, in a header or (browsers) in the query.
         assert (await client.get(f"{base}/api/v1/inferences/{inference}/view")).status_code == 401
 
-    browser = Browser(executable)
-    try:
-        await browser.open(f"{base}/api/v1/inferences/{inference}/view?token=page-token")
-        for _ in range(100):
-            if await browser.evaluate("document.getElementById('status').textContent") == "live":
-                break
-            await asyncio.sleep(0.1)
-        await send_predictions(settings, topic, 300)
-        count = 0
-        for _ in range(100):
-            count = int(
-                (await browser.evaluate("document.getElementById('count').textContent") or "0").replace(",", "")
-            )
-            if count >= 300:
-                break
-            await asyncio.sleep(0.1)
-        await asyncio.sleep(0.5)  # one more draw
-        shot = await browser.screenshot(tmp_path / "live-view.png")
-        keep = os.environ.get("KAFKAML_SCREENSHOTS")  # a folder to keep the picture in, for a person to look at
-        if keep:
-            await asyncio.to_thread(keep_copy, shot, Path(keep))
-        current = await browser.evaluate("document.getElementById('current').textContent")
-    finally:
-        await browser.close()
-    assert count == 300
-    assert current in {"Zero", "One", "Two"}, "the config's labels name the classes"
-    assert shot.stat().st_size > 10_000
+    tab = await page()
+    await tab.goto(f"{base}/api/v1/inferences/{inference}/view?token=page-token")
+    status, count, current = tab.locator("#status"), tab.locator("#count"), tab.locator("#current")
+    await status.filter(has_text="live").wait_for(timeout=10_000)
+    await send_predictions(settings, topic, 300)
+    await count.filter(has_text="300").wait_for(timeout=10_000)
+    await asyncio.sleep(0.5)  # one more draw
+    picture = await tab.screenshot()
+    await screenshot(tab, "live-view")
+    assert await count.text_content() == "300"
+    assert await current.text_content() in {"Zero", "One", "Two"}, "the config's labels name the classes"
+    assert len(picture) > 10_000
