@@ -24,6 +24,7 @@ from services.api.routes import (
     models,
     results,
 )
+from services.api.web import pages
 from shared.db.engine import make_engine, make_sessionmaker
 from shared.kafka import Producer
 from shared.settings import Settings
@@ -76,4 +77,6 @@ def create_app(settings: Settings) -> FastAPI:
     for module in (models, configurations, deployments, results, datasources, inferences, commands):
         protected.include_router(module.router)
     app.include_router(protected)
+    app.include_router(pages.router)
+    app.mount("/static", pages.static_files(), name="static")
     return app
