@@ -113,7 +113,7 @@ def run(api: Client) -> int:
     predicted = asyncio.run(predict(info["bootstrap_servers"], held_images))
     hits = sum(int(np.argmax(predicted[i]) == held_labels[i]) for i in range(HELD_OUT) if i in predicted)
     print(f"inference accuracy: {hits / HELD_OUT:.3f} ({len(predicted)} of {HELD_OUT} held-out digits answered)")
-    print(f"live view: {info['api_url']}/api/v1/inferences/{inference['id']}/view?token=<token from stack.json>")
+    print(f"live view: {info['api_url']}/api/v1/inferences/{inference['id']}/view (sign in at /sign-in first)")
     api.call("POST", f"/inferences/{inference['id']}/stop")
     return 0 if len(predicted) == HELD_OUT else 1
 

@@ -61,6 +61,8 @@ class Settings(BaseSettings):
     # Larger request bodies are refused (413) before anything parses them; above the largest
     # valid one (a model's code may be 1,000,000 characters).
     api_max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=2 * 1024 * 1024)
+    # A browser's sign-in (the session cookie) ends this long after it began, or at sign-out.
+    api_session_ttl_s: float = Field(default=12 * 3600.0, gt=0)
 
     # --- validation (the sandbox that runs a model's code before it is stored) ---
     validation_timeout_s: float = 60.0

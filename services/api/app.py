@@ -1,4 +1,4 @@
-"""The FastAPI application: routes under /api/v1, problem details, bearer auth."""
+"""The FastAPI application: routes under /api/v1, problem details, bearer or session auth."""
 
 from __future__ import annotations
 
@@ -23,7 +23,9 @@ from services.api.routes import (
     inferences,
     models,
     results,
+    session,
 )
+from services.api.sessions import Sessions
 from services.api.web import pages
 from shared.db.engine import make_engine, make_sessionmaker
 from shared.kafka import Producer
@@ -64,19 +66,25 @@ def create_app(settings: Settings) -> FastAPI:
         title="Kafka-ML",
         version="0.1.0",
         description="Train and serve TensorFlow and PyTorch models on Kafka streams. "
-        "Every route but /api/v1/health needs `Authorization: Bearer <token>`.",
+        "Every route but /api/v1/health and /api/v1/session needs `Authorization: Bearer <token>`, or a "
+        "browser's session cookie (POST /api/v1/session) with `X-CSRF-Token` on mutations.",
         lifespan=lifespan,
         docs_url="/docs",
         openapi_url="/openapi.json",
     )
     app.state.settings = settings
+    app.state.web_sessions = Sessions(settings.api_session_ttl_s)
     problems.install(app)
     app.add_middleware(BodyLimit, limit=settings.api_max_body_bytes)
     app.include_router(health.router, prefix="/api/v1")
+    app.include_router(session.router, prefix="/api/v1")
     protected = APIRouter(prefix="/api/v1", dependencies=[Depends(require_token)], responses=answers(401))
     for module in (models, configurations, deployments, results, datasources, inferences, commands):
         protected.include_router(module.router)
     app.include_router(protected)
+
+    # ---- the web application's pages and static files (services/api/web) ----
     app.include_router(pages.router)
     app.mount("/static", pages.static_files(), name="static")
+    # ---- end of the web application ----
     return app

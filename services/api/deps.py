@@ -1,4 +1,4 @@
-"""Dependencies of the routes: settings, the read-only session, the command bus, the token."""
+"""Dependencies of the routes: settings, the read-only session, the command bus, the token or sign-in."""
 
 from __future__ import annotations
 
@@ -7,10 +7,11 @@ from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import Depends, Path, Query, Request
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.api.commands import CommandBus
+from services.api.sessions import COOKIE, CSRF_HEADER, csrf_ok, current_session
 from shared.errors import KafkaMLError
 from shared.settings import Settings
 
@@ -20,7 +21,15 @@ class Unauthorized(KafkaMLError):
     title = "Unauthorized"
 
 
+class Forbidden(KafkaMLError):
+    status = 403
+    title = "Forbidden"
+
+
 _bearer = HTTPBearer(auto_error=False, description="The token from `kafkaml up` (stack.json) or KAFKAML_API_TOKEN")
+# Declared for the document only: the session cookie is read by sessions.current_session.
+_cookie = APIKeyCookie(name=COOKIE, auto_error=False, description="A browser's sign-in: POST /api/v1/session")
+MUTATIONS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
 def get_settings(request: Request) -> Settings:
@@ -28,18 +37,30 @@ def get_settings(request: Request) -> Settings:
     return settings
 
 
-async def require_token(
-    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
-) -> None:
+def token_ok(request: Request, given: str) -> bool:
     expected: str = request.app.state.settings.api_token
-    # Browsers cannot set headers on EventSource or on a link: those GETs may carry ?token=.
-    given = credentials.credentials if credentials else None
-    if given is None and request.method == "GET":
-        given = request.query_params.get("token")
-    if given is None:
-        raise Unauthorized("send the API token as `Authorization: Bearer <token>` (it is in .kafkaml/stack.json)")
-    if not secrets.compare_digest(given.encode(), expected.encode()):
-        raise Unauthorized("the bearer token is not valid for this stack")
+    return secrets.compare_digest(given.encode(), expected.encode())
+
+
+async def require_token(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    _: Annotated[str | None, Depends(_cookie)],
+) -> None:
+    """A program sends the bearer token; a browser its session cookie, and on a mutation the
+    session's CSRF token too. The token is never taken from a URL (URLs end up in logs)."""
+    if credentials is not None:
+        if not token_ok(request, credentials.credentials):
+            raise Unauthorized("the bearer token is not valid for this stack")
+        return
+    session = current_session(request)
+    if session is None:
+        raise Unauthorized(
+            "send the API token as `Authorization: Bearer <token>` (it is in .kafkaml/stack.json), "
+            "or sign in (POST /api/v1/session)"
+        )
+    if request.method in MUTATIONS and not csrf_ok(request, session):
+        raise Forbidden(f"a signed-in request that changes something must carry the session's {CSRF_HEADER} header")
 
 
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:

@@ -55,7 +55,8 @@ def _ref(model: type[BaseModel]) -> dict[str, str]:
 WHY: dict[int, str] = {
     400: "The body cannot be read (not UTF-8 text)",
     202: "Accepted, not finished within KAFKAML_COMMAND_TIMEOUT_S; poll the Location",
-    401: "No token, or not this stack's token",
+    401: "No token, or not this stack's token; or not signed in",
+    403: "Signed in by cookie, but without the session's X-CSRF-Token header",
     404: "What the path or the body names does not exist",
     409: "The resource is not in a state that allows this",
     413: "The request body is larger than the API takes",
@@ -93,6 +94,17 @@ def binary(media_type: str, description: str) -> dict[int | str, dict[str, Any]]
 
 # ---------------------------------------------------------------- document
 
+MUTATING = ("post", "put", "patch", "delete")
+
+
+def declare_csrf(document: dict[str, Any]) -> None:
+    """Every mutation that takes the token or a sign-in can be refused for a missing CSRF header."""
+    for operations in document.get("paths", {}).values():
+        for method, operation in operations.items():
+            responses = operation.get("responses", {})
+            if method in MUTATING and "401" in responses and "403" not in responses:
+                responses["403"] = answers(403)[403]
+
 
 class DocumentedAPI(FastAPI):
     """FastAPI whose document carries the schemas ``answers`` refers to."""
@@ -105,5 +117,6 @@ class DocumentedAPI(FastAPI):
                 schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
                 schemas.update(schema.pop("$defs", {}))
                 schemas[model.__name__] = schema
+            declare_csrf(document)
         assert self.openapi_schema is not None  # super().openapi() keeps what it built
         return self.openapi_schema

@@ -114,7 +114,7 @@ async def inference_stats(inference_id: PathId, session: SessionDep, limit: int 
 
 @router.get(
     "/{inference_id}/stream",
-    summary="Live predictions (server-sent events; `?token=` works where headers cannot be set)",
+    summary="Live predictions (server-sent events; a browser is authorised by its session cookie)",
     response_class=StreamingResponse,
     responses=binary("text/event-stream", "Server-sent events: `config`, then `predictions`") | answers(404, 422),
 )

@@ -20,7 +20,7 @@ from shared.settings import Settings
 from shared.topics import TopicSpec
 from tests.integration.api_process import start_api
 from tests.integration.rows import add_result
-from tests.web import PageFactory, screenshot
+from tests.web import PageFactory, screenshot, sign_in
 
 pytestmark = pytest.mark.integration
 
@@ -86,11 +86,14 @@ async def test_live_page_shows_predictions_arriving(
     inference = await add_inference(database, topic)
     base = await start_api(settings, run_service, "page-token")
     async with httpx.AsyncClient() as client:
-        # The page and its stream need the token, in a header or (browsers) in the query.
+        # The page and its stream need the token in a header, or a browser's sign-in; never in the URL.
         assert (await client.get(f"{base}/api/v1/inferences/{inference}/view")).status_code == 401
+        in_url = await client.get(f"{base}/api/v1/inferences/{inference}/stream", params={"token": "page-token"})
+        assert in_url.status_code == 401
 
     tab = await page()
-    await tab.goto(f"{base}/api/v1/inferences/{inference}/view?token=page-token")
+    await sign_in(tab, base, "page-token")
+    await tab.goto(f"{base}/api/v1/inferences/{inference}/view")
     status, count, current = tab.locator("#status"), tab.locator("#count"), tab.locator("#current")
     await status.filter(has_text="live").wait_for(timeout=10_000)
     await send_predictions(settings, topic, 300)
