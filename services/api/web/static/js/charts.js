@@ -87,6 +87,7 @@ export function heatmap(matrix, labels = matrix.map((_, i) => String(i))) {
   const peak = Math.max(1, ...matrix.flat());
   const svg = s("svg", { class: "chart heatmap", viewBox: `0 0 ${width} ${height}`, role: "img",
     "aria-label": `Confusion matrix of ${n} classes; diagonal (correct): ${matrix.map((r, i) => `${labels[i]} ${r[i]}`).join(", ")}` });
+  svg.style.maxWidth = `${width * 1.2}px`;  // drawn about life size, smaller on a phone
   svg.append(s("text", { x: pad.l + (n * cell) / 2, y: 14, "text-anchor": "middle", "font-weight": 600 }, "predicted class"));
   svg.append(s("text", { x: 14, y: pad.t + (n * cell) / 2, "text-anchor": "middle", transform: `rotate(-90 14 ${pad.t + (n * cell) / 2})`, "font-weight": 600 }, "true class"));
   matrix.forEach((row, i) => {

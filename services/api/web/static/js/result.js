@@ -79,10 +79,13 @@ async function main() {
   document.querySelector("h1").textContent = `Result #${id}${model ? " · " + model.name : ""}`;
   drawAbout();
   drawCurves();
-  let timer = null;
+  let timers = [];
   updates([["result", id]], (message) => {
-    if (message.kind === "EpochCompleted") onEpoch(payloadOf(message));
-    else { clearTimeout(timer); timer = setTimeout(refetch, 150); }
+    if (message.kind === "EpochCompleted") { onEpoch(payloadOf(message)); return; }
+    // The event may come before every service has stored its part (metrics, the model):
+    // read again a moment later too.
+    timers.forEach(clearTimeout);
+    timers = [150, 2000, 6000].map((ms) => setTimeout(refetch, ms));
   });
 }
 main();
