@@ -17,9 +17,8 @@ function input(section, name) {
   const key = `${section}.${name}`;
   const [kind, value] = KINDS[name] || ["number"];
   if (kind === "bool") {
-    return h("div", { class: "field" }, h("label", { class: "check" },
-      h("select", { id: key, name: key, "aria-label": name }, h("option", { value: "" }, "default"), h("option", { value: "true" }, "true"), h("option", { value: "false" }, "false")),
-      h("span", {}, name)));
+    return h("div", { class: "field" }, h("label", { for: key }, h("code", {}, name)),
+      h("select", { id: key, name: key }, h("option", { value: "" }, "default"), h("option", { value: "true" }, "true"), h("option", { value: "false" }, "false")));
   }
   return h("div", { class: "field" }, h("label", { for: key }, h("code", {}, name)),
     h("input", { id: key, name: key, type: kind === "number" ? "number" : "text", step: "any", value: section === "fit" ? value : undefined, placeholder: "default" }));
