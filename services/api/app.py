@@ -24,6 +24,7 @@ from services.api.routes import (
     models,
     results,
     session,
+    updates,
 )
 from services.api.sessions import Sessions
 from services.api.web import pages
@@ -79,7 +80,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(health.router, prefix="/api/v1")
     app.include_router(session.router, prefix="/api/v1")
     protected = APIRouter(prefix="/api/v1", dependencies=[Depends(require_token)], responses=answers(401))
-    for module in (models, configurations, deployments, results, datasources, inferences, commands):
+    for module in (models, configurations, deployments, results, datasources, inferences, commands, updates):
         protected.include_router(module.router)
     app.include_router(protected)
 

@@ -1,11 +1,11 @@
-"""Live predictions for browsers: one Kafka consumer per inference, any number of clients.
+"""Live feeds for browsers: one Kafka consumer per topic, any number of clients.
 
-A feed starts with its first client and reads the inference's output topic
-from its end (no consumer group: it must not steal partitions from anyone);
-every client gets the same predictions through its own bounded buffer, and a
-slow client loses its oldest predictions rather than slowing the others (what
-piled up since its last read comes as one batch). The feed stops a while
-after its last client left.
+A feed starts with its first client and reads its topic from the end (no consumer group:
+it must not steal partitions from anyone); every client gets the same items through its own
+bounded buffer, and a slow client loses its oldest items rather than slowing the others (what
+piled up since its last read comes as one batch). The feed stops a while after its last client
+left. An inference's live predictions are one such feed (its output topic), the update hub
+(services/api/hub.py) another (the events topic).
 """
 
 from __future__ import annotations
@@ -16,47 +16,71 @@ import json
 import logging
 import time
 from collections import deque
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any, Generic, TypeVar
 
 from aiokafka import AIOKafkaConsumer
 
-from shared.kafka import make_consumer
+from shared.kafka import make_consumer, wait_for_assignment
 from shared.settings import Settings
 
 log = logging.getLogger("kafkaml.api.live")
 
+T = TypeVar("T")
+# A record's value → the items it carries (none when it is not one the feed understands).
+Decode = Callable[[bytes | None], Sequence[Any]]
+
 # Per client: enough for the page's rolling window, bounded whatever the output topic's rate.
 CLIENT_PREDICTIONS = 1000
 IDLE_STOP_S = 30.0
+# Comments in a stream keep proxies and browsers from closing an idle connection.
+KEEPALIVE_S = 15.0
+# How long a new feed waits for its partitions before its clients are told it is open anyway
+# (a topic created later is picked up when the consumer next refreshes its metadata).
+ASSIGNMENT_WAIT_S = 10.0
 
 
-class Client:
-    """One client's predictions not read yet, the oldest dropped beyond ``CLIENT_PREDICTIONS``."""
+def everything(_: object) -> bool:
+    return True
 
-    def __init__(self) -> None:
-        self.pending: deque[list[float]] = deque(maxlen=CLIENT_PREDICTIONS)
+
+class Client(Generic[T]):
+    """One client's items not read yet, the oldest dropped beyond ``limit``; ``wants`` filters."""
+
+    def __init__(self, limit: int = CLIENT_PREDICTIONS, wants: Callable[[T], bool] = everything) -> None:
+        self.pending: deque[T] = deque(maxlen=limit)
+        self.wants = wants
         self.at = 0.0
         self.ready = asyncio.Event()
 
-    def push(self, predictions: list[list[float]], at: float) -> None:
-        self.pending.extend(predictions)
+    def push(self, items: Sequence[T], at: float) -> None:
+        kept = [item for item in items if self.wants(item)]
+        if not kept:
+            return
+        self.pending.extend(kept)
         self.at = at
         self.ready.set()
 
-    async def next(self) -> dict[str, Any]:
+    async def take(self) -> tuple[list[T], float]:
+        """Everything that came since the last take (waits for something), and when it came."""
         await self.ready.wait()
         self.ready.clear()
-        batch = {"predictions": list(self.pending), "at": self.at}
+        items = list(self.pending)
         self.pending.clear()
-        return batch
+        return items, self.at
+
+    async def next(self) -> dict[str, Any]:
+        """The next batch of predictions, as the stream sends it."""
+        predictions, at = await self.take()
+        return {"predictions": predictions, "at": at}
 
 
 class Feed:
-    def __init__(self, settings: Settings, topic: str) -> None:
+    def __init__(self, settings: Settings, topic: str, decode: Decode) -> None:
         self.settings = settings
         self.topic = topic
-        self.clients: set[Client] = set()
+        self.decode = decode
+        self.clients: set[Client[Any]] = set()
         self.consumer: AIOKafkaConsumer | None = None
         self.task: asyncio.Task[None] | None = None
         self.idle_since: float | None = None
@@ -64,6 +88,13 @@ class Feed:
     async def start(self) -> None:
         self.consumer = make_consumer(self.settings, self.topic, group_id=None, auto_offset_reset="latest")
         await self.consumer.start()
+        try:
+            # Resolve "latest" now: what is produced after a client joined reaches it.
+            await wait_for_assignment(self.consumer, ASSIGNMENT_WAIT_S)
+            for partition in self.consumer.assignment():
+                await self.consumer.position(partition)
+        except TimeoutError:
+            log.warning("live feed of %s: no partitions yet (does the topic exist?)", self.topic)
         self.task = asyncio.create_task(self._read(), name=f"live-{self.topic}")
 
     async def stop(self) -> None:
@@ -74,13 +105,11 @@ class Feed:
         if self.consumer:
             await self.consumer.stop()
 
-    def add(self) -> Client:
-        client = Client()
+    def add(self, client: Client[Any]) -> None:
         self.clients.add(client)
         self.idle_since = None
-        return client
 
-    def remove(self, client: Client) -> None:
+    def remove(self, client: Client[Any]) -> None:
         self.clients.discard(client)
         if not self.clients:
             self.idle_since = time.monotonic()
@@ -89,49 +118,58 @@ class Feed:
         assert self.consumer is not None
         while True:
             batches = await self.consumer.getmany(timeout_ms=500, max_records=1000)
-            predictions = []
+            items: list[Any] = []
             for records in batches.values():
                 for record in records:
-                    values = decode_prediction(record.value)
-                    if values is not None:
-                        predictions.append(values)
-            if predictions:
-                self.broadcast(predictions, time.time())
+                    items.extend(self.decode(record.value))
+            if items:
+                self.broadcast(items, time.time())
 
-    def broadcast(self, predictions: list[list[float]], at: float) -> None:
-        for client in self.clients:
-            client.push(predictions, at)
+    def broadcast(self, items: Sequence[Any], at: float) -> None:
+        for client in list(self.clients):
+            client.push(items, at)
 
 
-def decode_prediction(raw: bytes | None) -> list[float] | None:
+def decode_prediction(raw: bytes | None) -> list[list[float]]:
     try:
         values = json.loads(raw or b"")["values"]
     except (ValueError, KeyError, TypeError):
-        return None
-    return values if isinstance(values, list) else None
+        return []
+    return [values] if isinstance(values, list) else []
 
 
 class LiveFeeds:
+    """The feeds of one API process, by topic and decoder: one consumer each, whatever the clients."""
+
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.feeds: dict[str, Feed] = {}
+        self.feeds: dict[tuple[str, Decode], Feed] = {}
         self.lock = asyncio.Lock()
         self.reaper: asyncio.Task[None] | None = None
 
-    async def subscribe(self, topic: str) -> AsyncIterator[dict[str, Any]]:
-        """Batches of predictions on ``topic`` from now on, until the caller stops iterating."""
+    @contextlib.asynccontextmanager
+    async def open(
+        self,
+        topic: str,
+        decode: Decode = decode_prediction,
+        *,
+        limit: int = CLIENT_PREDICTIONS,
+        wants: Callable[[Any], bool] = everything,
+    ) -> AsyncIterator[Client[Any]]:
+        """A client of the feed of ``topic``: what arrives from now on, until the block ends."""
+        client: Client[Any] = Client(limit, wants)
         async with self.lock:
-            feed = self.feeds.get(topic)
+            feed = self.feeds.get((topic, decode))
             if feed is None:
-                feed = self.feeds[topic] = Feed(self.settings, topic)
+                feed = Feed(self.settings, topic, decode)
                 await feed.start()
+                self.feeds[(topic, decode)] = feed
                 log.info("live feed of %s started", topic)
-            client = feed.add()
+            feed.add(client)
             if self.reaper is None:
                 self.reaper = asyncio.create_task(self._reap(), name="live-reaper")
         try:
-            while True:
-                yield await client.next()
+            yield client
         finally:
             feed.remove(client)
 
@@ -139,11 +177,11 @@ class LiveFeeds:
         while True:
             await asyncio.sleep(5)
             async with self.lock:
-                for topic, feed in list(self.feeds.items()):
+                for key, feed in list(self.feeds.items()):
                     if feed.idle_since is not None and time.monotonic() - feed.idle_since > IDLE_STOP_S:
-                        del self.feeds[topic]
+                        del self.feeds[key]
                         await feed.stop()
-                        log.info("live feed of %s stopped (no client)", topic)
+                        log.info("live feed of %s stopped (no client)", feed.topic)
 
     async def close(self) -> None:
         if self.reaper:

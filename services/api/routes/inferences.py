@@ -13,6 +13,7 @@ from fastapi.responses import HTMLResponse, StreamingResponse
 from sqlalchemy import select
 
 from services.api.deps import BusDep, PathId, SessionDep
+from services.api.live import KEEPALIVE_S
 from services.api.openapi import SENT, SENT_WITH_BODY, answers, binary
 from services.api.outcomes import no_content, pending, raise_if_rejected
 from services.api.routes.listing import LISTED, PageDep, paginate, words
@@ -31,9 +32,6 @@ from shared.events.inference import (
 )
 
 router = APIRouter(prefix="/inferences", tags=["inference"])
-
-# Comments in the stream keep proxies and browsers from closing an idle connection.
-KEEPALIVE_S = 15.0
 
 
 async def one(session: SessionDep, inference_id: int) -> InferenceRecord:
@@ -125,17 +123,14 @@ async def stream(inference_id: PathId, request: Request, session: SessionDep) ->
 
     async def events() -> AsyncIterator[str]:
         yield f"event: config\ndata: {json.dumps({'inference': inference.id, 'visualization': config})}\n\n"
-        batches = feeds.subscribe(inference.output_topic)
-        try:
+        async with feeds.open(inference.output_topic) as client:
             while not await request.is_disconnected():
                 try:
-                    batch = await asyncio.wait_for(anext(batches), KEEPALIVE_S)
+                    batch = await asyncio.wait_for(client.next(), KEEPALIVE_S)
                 except TimeoutError:
                     yield ": keep-alive\n\n"
                     continue
                 yield f"event: predictions\ndata: {json.dumps(batch)}\n\n"
-        finally:
-            await batches.aclose()
 
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
     return StreamingResponse(events(), media_type="text/event-stream", headers=headers)

@@ -63,17 +63,15 @@ async def test_one_feed_serves_every_client(settings: Settings) -> None:
     topic = f"{settings.topic_prefix}.out"
     await create_topics(settings, [TopicSpec(topic, 2)])
     feeds = LiveFeeds(settings)
-    first, second = feeds.subscribe(topic), feeds.subscribe(topic)
     try:
-        reads = [asyncio.ensure_future(anext(first)), asyncio.ensure_future(anext(second))]
-        await asyncio.sleep(1.5)  # both subscribed; the feed holds its partitions
-        assert len(feeds.feeds) == 1, "two clients of one inference share one consumer"
-        await send_predictions(settings, topic, 5)
-        batches = await asyncio.wait_for(asyncio.gather(*reads), 20)
-        assert all(len(b["predictions"][0]) == 3 for b in batches)
+        async with feeds.open(topic) as first, feeds.open(topic) as second:
+            assert len(feeds.feeds) == 1, "two clients of one inference share one consumer"
+            await send_predictions(settings, topic, 5)
+            batches = await asyncio.wait_for(asyncio.gather(first.next(), second.next()), 20)
+            assert all(len(b["predictions"][0]) == 3 for b in batches)
+        feed = next(iter(feeds.feeds.values()))
+        assert not feed.clients, "a client that left is no longer fed"
     finally:
-        await first.aclose()
-        await second.aclose()
         await feeds.close()
 
 

@@ -124,6 +124,10 @@ def schemathesis(base: str, config: Path) -> subprocess.CompletedProcess[str]:
         "--generation-database",
         "none",
         "--no-color",
+        # An endless stream answers nothing a request/response check can wait for: test_updates.py
+        # checks its statuses and content type against the document instead.
+        "--exclude-path",
+        "/api/v1/updates",
     ]
     return subprocess.run(command, capture_output=True, text=True, timeout=110, check=False, cwd=config.parent)
 
