@@ -2,7 +2,7 @@
 // (curves of every result overlaid per metric; final and test metrics in one table).
 import { all, get } from "./api.js";
 import { lineChart, PALETTE } from "./charts.js";
-import { $, badge, destroy, facts, fmt, h, link, pageId, table, updates } from "./ui.js";
+import { $, badge, destroy, facts, fmt, h, link, pageId, table, updates, soonAndLater } from "./ui.js";
 
 const id = pageId();
 
@@ -38,6 +38,5 @@ async function load() {
   ]))));
 }
 
-let timer = null;
 load();
-updates([["result"], ["deployment"]], () => { clearTimeout(timer); timer = setTimeout(load, 300); });
+updates([["result"], ["deployment"]], soonAndLater(load, [300, 2000, 6000]));

@@ -1,6 +1,6 @@
 // Configurations: pick models (the top of a distributed chain brings its chain; the API adds it).
 import { all, post } from "./api.js";
-import { $, h, link, onSubmit, pagedList, updates } from "./ui.js";
+import { $, h, link, onSubmit, pagedList, updates, soonAndLater } from "./ui.js";
 
 let models = [];
 const byId = () => new Map(models.map((m) => [m.id, m]));
@@ -48,4 +48,4 @@ onSubmit($("#configuration-form"), async (data) => {
 
 if (new URLSearchParams(location.search).has("new")) $("#new-wrap").open = true;
 loadChoices();
-updates([["configuration"], ["model"]], () => { list.reload(); loadChoices(); });
+updates([["configuration"], ["model"]], soonAndLater(() => { list.reload(); loadChoices(); }));

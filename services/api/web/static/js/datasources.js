@@ -1,6 +1,6 @@
 // Data sources: what the control topic announced, and re-sending one to another deployment.
 import { all, post } from "./api.js";
-import { $, fmt, h, onSubmit, pagedList, updates } from "./ui.js";
+import { $, fmt, h, onSubmit, pagedList, updates, soonAndLater } from "./ui.js";
 
 const dialog = $("#resend");
 const form = $("#resend-form");
@@ -41,4 +41,4 @@ onSubmit(form, async (data) => {
 $("#resend-cancel").addEventListener("click", () => dialog.close());
 const q = new URLSearchParams(location.search).get("q");
 if (q) { $("#filter").value = q; list.reload(); }
-updates([["datasource"]], () => list.reload());
+updates([["datasource"]], soonAndLater(() => list.reload()));

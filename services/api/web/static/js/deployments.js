@@ -1,6 +1,6 @@
 // Deployments: a configuration deployed for training, one result per model, status live.
 import { all } from "./api.js";
-import { $, badge, h, link, pagedList, updates } from "./ui.js";
+import { $, badge, h, link, pagedList, updates, soonAndLater } from "./ui.js";
 
 let configurations = new Map();
 const list = pagedList($("#list"), {
@@ -17,4 +17,4 @@ const list = pagedList($("#list"), {
     { title: "Created", cell: (d) => new Date(d.created_at).toLocaleString() },
   ],
 });
-updates([["deployment"], ["result"]], () => list.reload());
+updates([["deployment"], ["result"]], soonAndLater(() => list.reload()));

@@ -3,7 +3,7 @@
 // or the regression outputs, over the visualization's average window. Stop and delete.
 import { get, post } from "./api.js";
 import { bars, lineChart, PALETTE } from "./charts.js";
-import { $, badge, confirmAction, destroy, facts, flashError, fmt, h, link, pageId, table, updates } from "./ui.js";
+import { $, badge, confirmAction, destroy, facts, flashError, fmt, h, link, pageId, table, updates, soonAndLater } from "./ui.js";
 
 const id = pageId();
 let inference = null;
@@ -119,10 +119,11 @@ async function main() {
   drawViz();
   await drawStats();
   stream();
-  updates([["inference", id]], async (message) => {
-    if (message.kind === "InferenceStats") { drawStats(); return; }
-    inference = await get(`/inferences/${id}`);
-    drawAbout();
+  const again = soonAndLater(async () => { inference = await get(`/inferences/${id}`); drawAbout(); });
+  updates([["inference", id]], (message) => {
+    if (message.kind === "InferenceStats") drawStats();
+    // Stats say a replica runs even when its status change was stored after it was pushed.
+    if (message.kind !== "InferenceStats" || inference.status === "starting") again();
   });
 }
 main();

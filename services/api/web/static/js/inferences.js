@@ -1,5 +1,5 @@
 // Inferences: trained models served on Kafka topics.
-import { $, badge, h, link, pagedList, updates } from "./ui.js";
+import { $, badge, h, link, pagedList, updates, soonAndLater } from "./ui.js";
 
 const list = pagedList($("#list"), {
   path: "/inferences",
@@ -13,4 +13,4 @@ const list = pagedList($("#list"), {
     { title: "Created", cell: (i) => new Date(i.created_at).toLocaleString() },
   ],
 });
-updates([["inference"]], () => list.reload());
+updates([["inference"]], soonAndLater(() => list.reload()));

@@ -1,6 +1,6 @@
 // Models: framework, parameters, the chain it belongs to, and the configurations using each.
 import { all } from "./api.js";
-import { $, fmt, link, pagedList, updates } from "./ui.js";
+import { $, fmt, link, pagedList, updates, soonAndLater } from "./ui.js";
 
 let names = new Map();
 let usedBy = new Map();
@@ -26,4 +26,4 @@ const list = pagedList($("#list"), {
     { title: "Configurations", cell: (m) => { const used = usedBy.get(m.id) || []; return used.length ? used.flatMap((c, i) => [i ? ", " : "", link(`/configurations/${c.id}`, c.name)]) : "–"; } },
   ],
 });
-updates([["model"], ["configuration"]], () => list.reload());
+updates([["model"], ["configuration"]], soonAndLater(() => list.reload()));

@@ -3,7 +3,7 @@
 // the confusion matrix as a heat map, the test metrics, the download and stop.
 import { get, post } from "./api.js";
 import { heatmap, lineChart } from "./charts.js";
-import { $, badge, confirmAction, facts, flash, flashError, fmt, h, link, pageId, payloadOf, table, updates } from "./ui.js";
+import { $, badge, confirmAction, facts, flash, flashError, fmt, h, link, pageId, payloadOf, table, updates, soonAndLater } from "./ui.js";
 
 const id = pageId();
 let result = null;
@@ -79,13 +79,10 @@ async function main() {
   document.querySelector("h1").textContent = `Result #${id}${model ? " · " + model.name : ""}`;
   drawAbout();
   drawCurves();
-  let timers = [];
+  const again = soonAndLater(refetch);
   updates([["result", id]], (message) => {
-    if (message.kind === "EpochCompleted") { onEpoch(payloadOf(message)); return; }
-    // The event may come before every service has stored its part (metrics, the model):
-    // read again a moment later too.
-    timers.forEach(clearTimeout);
-    timers = [150, 2000, 6000].map((ms) => setTimeout(refetch, ms));
+    if (message.kind === "EpochCompleted") onEpoch(payloadOf(message));
+    else again();
   });
 }
 main();

@@ -1,6 +1,6 @@
 // Results: every trained model's state, moving live as the trainers report.
 import { all } from "./api.js";
-import { $, badge, fmt, h, link, pagedList, updates } from "./ui.js";
+import { $, badge, fmt, h, link, pagedList, updates, soonAndLater } from "./ui.js";
 
 let names = new Map();
 const search = $("#list");
@@ -19,4 +19,4 @@ const list = pagedList(search, {
 });
 const q = new URLSearchParams(location.search).get("q");
 if (q) { $("#filter").value = q; list.reload(); }
-updates([["result"]], () => list.reload());
+updates([["result"]], soonAndLater(() => list.reload()));

@@ -189,6 +189,15 @@ export function updates(filters, handler) {
   return source;
 }
 
+/**
+ * fn, run soon after an update and again a little later: an event can come before every service
+ * has stored its part of it (the orchestrator records a status it heard from a worker).
+ */
+export function soonAndLater(fn, delays = [150, 2000, 6000]) {
+  let timers = [];
+  return () => { timers.forEach(clearTimeout); timers = delays.map((ms) => setTimeout(fn, ms)); };
+}
+
 /** The payload of a pushed event, whichever way the hub wraps it. */
 export const payloadOf = (message) => (message.detail && message.detail.payload) || message.detail || {};
 
