@@ -85,7 +85,7 @@ async def test_every_page_is_accessible_and_fits_a_phone(
         for path in ["/sign-in", *pages(ids)]:
             await tab.goto(base + path)
             await tab.wait_for_selector("main h1")
-            await tab.wait_for_timeout(700)  # the page's module has drawn what it fetched
+            await tab.wait_for_timeout(400)  # the page's module has drawn what it fetched
             nav = await tab.locator("nav[aria-label=Main] a").all_inner_texts()
             assert nav == ["Models", "Configurations", "Deployments", "Results", "Data sources", "Inferences"], path
             serious = [v for v in await axe_violations(tab) if v["impact"] in SERIOUS]
