@@ -17,7 +17,11 @@ function niceTicks(lo, hi, count = 5) {
   const raw = (hi - lo) / count;
   const step = [1, 2, 2.5, 5, 10].map((m) => m * 10 ** Math.floor(Math.log10(raw))).find((v) => v >= raw);
   const ticks = [];
-  for (let v = Math.floor(lo / step) * step; v <= hi + step * 1e-9; v += step) ticks.push(Number(v.toPrecision(12)));
+  // From the step at or below lo to the first at or above hi: every value lies inside the axis.
+  for (let v = Math.floor(lo / step) * step; ; v += step) {
+    ticks.push(Number(v.toPrecision(12)));
+    if (v >= hi - step * 1e-9 || ticks.length > 50) break;
+  }
   return ticks;
 }
 
@@ -65,9 +69,8 @@ export function lineChart(title, series, { xLabel = "epoch", width = 560, height
   series.forEach((x, k) => {
     const item = document.createElement("li");
     const swatch = document.createElement("i");
-    swatch.style.background = x.color || PALETTE[k % PALETTE.length];
-    swatch.style.color = x.color || PALETTE[k % PALETTE.length];
-    if (x.dashed) swatch.className = "dash";
+    const color = x.color || PALETTE[k % PALETTE.length];
+    swatch.style.background = x.dashed ? `repeating-linear-gradient(90deg, ${color} 0 6px, transparent 6px 10px)` : color;
     item.append(swatch, x.name);
     legend.append(item);
   });

@@ -29,9 +29,10 @@ function drawAbout() {
     ["Replicas", String(i.replicas)],
   ]));
   const running = i.status === "running" || i.status === "starting";
-  $("#actions").replaceChildren(
+  $("#actions").replaceChildren(...[
     running ? h("button", { type: "button", class: "danger", id: "stop", onclick: stop }, "Stop inference") : null,
-    h("button", { type: "button", class: "danger", id: "delete", onclick: () => destroy(`inference #${id}`, `/inferences/${id}`, () => location.assign("/inferences")) }, "Delete inference"));
+    h("button", { type: "button", class: "danger", id: "delete", onclick: () => destroy(`inference #${id}`, `/inferences/${id}`, () => location.assign("/inferences")) }, "Delete inference"),
+  ].filter(Boolean));
 }
 
 async function stop() {

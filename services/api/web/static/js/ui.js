@@ -147,11 +147,11 @@ export function pagedList(container, { path, columns, pageSize = 20, empty = "No
     body.replaceChildren(items.length ? table(columns, items, `${label}: ${answer.total} in all`) : h("p", { class: "hint" }, empty));
     body.dataset.total = answer.total;
     const last = Math.min(offset + items.length, answer.total);
-    pager.replaceChildren(
+    pager.replaceChildren(...[
       h("span", {}, answer.total ? `${offset + 1}–${last} of ${answer.total}` : ""),
       offset > 0 ? h("button", { type: "button", class: "quiet small", onclick: () => { offset = Math.max(0, offset - pageSize); refresh(); } }, "Previous") : null,
       last < answer.total ? h("button", { type: "button", class: "quiet small", onclick: () => { offset += pageSize; refresh(); } }, "Next") : null,
-    );
+    ].filter(Boolean));
   }
   function refresh() {
     // One reload at a time; a burst of live updates folds into the next one.
