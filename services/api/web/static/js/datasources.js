@@ -1,6 +1,6 @@
 // Data sources: what the control topic announced, and re-sending one to another deployment.
 import { all, post } from "./api.js";
-import { $, fmt, h, onSubmit, pagedList, updates, soonAndLater } from "./ui.js";
+import { $, flash, fmt, h, onSubmit, pagedList, updates, soonAndLater } from "./ui.js";
 
 const dialog = $("#resend");
 const form = $("#resend-form");
@@ -36,7 +36,7 @@ onSubmit(form, async (data) => {
   const deployment = Number(data.get("deployment_id"));
   await post(`/datasources/${chosen.id}/send`, { deployment_id: deployment });
   dialog.close();
-  $("#flash").textContent = `Data source #${chosen.id} sent to deployment #${deployment}.`;
+  flash(`Data source #${chosen.id} sent to deployment #${deployment}.`);
 });
 $("#resend-cancel").addEventListener("click", () => dialog.close());
 const q = new URLSearchParams(location.search).get("q");

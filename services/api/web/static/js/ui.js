@@ -30,7 +30,7 @@ export function fmt(value, digits = 4) {
 
 export function flash(message) {
   const box = $("#flash");
-  if (box) box.textContent = message;
+  if (box) { box.classList.remove("error"); box.textContent = message; }
 }
 
 export function facts(pairs) {
@@ -121,6 +121,7 @@ export async function destroy(what, path, then) {
 export function flashError(error) {
   const box = $("#flash");
   box.textContent = "";
+  box.classList.add("error");
   box.append(h("span", { class: "form-error", role: "alert" }, `${error.title ? error.title + ": " : ""}${error.message}`));
 }
 
@@ -210,3 +211,9 @@ if (signOut) {
     location.assign("/sign-in");
   });
 }
+
+// A page whose data cannot be read (say, a model that does not exist) says why instead of staying blank.
+window.addEventListener("unhandledrejection", (event) => {
+  if (event.reason && event.reason.status === 401) return;  // on its way to the sign-in page
+  flashError(event.reason instanceof Error ? event.reason : new Error(String(event.reason)));
+});
