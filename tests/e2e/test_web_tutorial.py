@@ -103,7 +103,7 @@ async def confirm(tab: Page, button: str) -> None:
     await tab.click("#confirm-ok")
 
 
-@pytest.mark.timeout(900)
+@pytest.mark.timeout(1200)
 async def test_the_tutorial_in_the_browser(stack: dict[str, Any], page: PageFactory, tmp_path: Path) -> None:
     base, started = stack["api_url"], time.monotonic()
     tab = await page(DESKTOP)
