@@ -11,6 +11,7 @@ from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBea
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.api.commands import CommandBus
+from services.api.openapi import MUTATING
 from services.api.sessions import COOKIE, CSRF_HEADER, csrf_ok, current_session
 from shared.errors import KafkaMLError
 from shared.settings import Settings
@@ -29,7 +30,6 @@ class Forbidden(KafkaMLError):
 _bearer = HTTPBearer(auto_error=False, description="The token from `kafkaml up` (stack.json) or KAFKAML_API_TOKEN")
 # Declared for the document only: the session cookie is read by sessions.current_session.
 _cookie = APIKeyCookie(name=COOKIE, auto_error=False, description="A browser's sign-in: POST /api/v1/session")
-MUTATIONS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
 def get_settings(request: Request) -> Settings:
@@ -59,7 +59,7 @@ async def require_token(
             "send the API token as `Authorization: Bearer <token>` (it is in .kafkaml/stack.json), "
             "or sign in (POST /api/v1/session)"
         )
-    if request.method in MUTATIONS and not csrf_ok(request, session):
+    if request.method in MUTATING and not csrf_ok(request, session):
         raise Forbidden(f"a signed-in request that changes something must carry the session's {CSRF_HEADER} header")
 
 

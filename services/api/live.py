@@ -87,14 +87,17 @@ class Feed:
 
     async def start(self) -> None:
         self.consumer = make_consumer(self.settings, self.topic, group_id=None, auto_offset_reset="latest")
-        await self.consumer.start()
         try:
+            await self.consumer.start()
             # Resolve "latest" now: what is produced after a client joined reaches it.
             await wait_for_assignment(self.consumer, ASSIGNMENT_WAIT_S)
             for partition in self.consumer.assignment():
                 await self.consumer.position(partition)
         except TimeoutError:
             log.warning("live feed of %s: no partitions yet (does the topic exist?)", self.topic)
+        except BaseException:
+            await self.consumer.stop()  # the broker is away: the client's retry starts a new feed
+            raise
         self.task = asyncio.create_task(self._read(), name=f"live-{self.topic}")
 
     async def stop(self) -> None:

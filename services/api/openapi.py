@@ -94,16 +94,16 @@ def binary(media_type: str, description: str) -> dict[int | str, dict[str, Any]]
 
 # ---------------------------------------------------------------- document
 
-MUTATING = ("post", "put", "patch", "delete")
+MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
 def declare_csrf(document: dict[str, Any]) -> None:
-    """Every mutation that takes the token or a sign-in can be refused for a missing CSRF header."""
+    """Every mutation behind the token or a sign-in (a route that declares security) can be
+    refused for a missing CSRF header."""
     for operations in document.get("paths", {}).values():
         for method, operation in operations.items():
-            responses = operation.get("responses", {})
-            if method in MUTATING and "401" in responses and "403" not in responses:
-                responses["403"] = answers(403)[403]
+            if method.upper() in MUTATING and operation.get("security"):
+                operation.setdefault("responses", {}).setdefault("403", answers(403)[403])
 
 
 class DocumentedAPI(FastAPI):

@@ -11,6 +11,7 @@ from collections.abc import Callable
 import httpx
 import pytest
 
+from services.api.app import create_app
 from services.api.problems import PROBLEM
 from services.api.sessions import COOKIE, CSRF_HEADER
 from shared.kafka import ensure_topics
@@ -70,6 +71,11 @@ async def test_a_browser_session_by_cookie_with_csrf(
         assert (await program.get("/api/v1/models", headers={"Authorization": "Bearer nope"})).status_code == 401
         assert (await program.get("/api/v1/models", params={"token": TOKEN})).status_code == 401, "never in a URL"
 
+        paths = (await program.get("/openapi.json")).json()["paths"]
+        assert "403" in paths["/api/v1/models/{model_id}"]["delete"]["responses"], "the refusal is declared"
+        assert "403" not in paths["/api/v1/models"]["get"]["responses"], "a read is never refused for CSRF"
+        assert "403" not in paths["/api/v1/session"]["post"]["responses"]
+
         old = browser.cookies[COOKIE]
         assert (await browser.delete("/api/v1/session")).status_code == 403, "signing out needs the CSRF header"
         assert (await browser.delete("/api/v1/session", headers={CSRF_HEADER: csrf})).status_code == 204
@@ -93,3 +99,12 @@ async def test_a_new_sign_in_gets_a_new_session(
         assert browser.cookies[COOKIE] != old
         async with httpx.AsyncClient(base_url=base, cookies={COOKIE: old}) as replay:
             assert (await replay.get("/api/v1/session")).status_code == 401, "the replaced session ended"
+
+
+async def test_the_cookie_is_secure_over_https() -> None:
+    # Signing in touches neither Kafka nor PostgreSQL: the app is called in-process without its lifespan.
+    app = create_app(Settings(api_token=TOKEN, api_database_url="postgresql+asyncpg://nobody@127.0.0.1:1/none"))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="https://api") as client:
+        answer = await client.post("/api/v1/session", json={"token": TOKEN})
+    assert answer.status_code == 204
+    assert "secure" in [part.strip().lower() for part in answer.headers["set-cookie"].split(";")]
