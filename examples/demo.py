@@ -42,12 +42,15 @@ def main() -> int:
     if not already_up and kafkaml("up", "--detach") != 0:
         print("could not start the stack; see .kafkaml/logs/")
         return 1
+    address = stack_info()["api_url"]
     try:
         return run(Client(stack_info()))
     finally:
         if not already_up:
             kafkaml("down")
         print(f"demo took {time.monotonic() - started:.0f} s")
+        again = "" if already_up else "; `kafkaml up --detach` starts it again"
+        print(f"Web UI: {address}/ (sign in with the token in .kafkaml/stack.json{again})")
 
 
 def run(api: Client) -> int:

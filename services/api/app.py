@@ -27,6 +27,7 @@ from services.api.routes import (
     updates,
 )
 from services.api.sessions import Sessions
+from services.api.web import pages
 from shared.db.engine import make_engine, make_sessionmaker
 from shared.kafka import Producer
 from shared.settings import Settings
@@ -84,6 +85,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(protected)
 
     # ---- the web application's pages and static files (services/api/web) ----
-
+    app.include_router(pages.router)
+    app.mount("/static", pages.static_files(), name="static")
     # ---- end of the web application ----
     return app

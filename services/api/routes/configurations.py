@@ -9,6 +9,7 @@ from fastapi import APIRouter, Response
 from services.api.deps import BusDep, PathId, SessionDep
 from services.api.openapi import SENT, SENT_WITH_BODY, answers
 from services.api.outcomes import no_content, pending, raise_if_rejected
+from services.api.routes.listing import LISTED, PageDep, paginate, words
 from shared.db.records import configuration_record
 from shared.db.repositories import ConfigurationRepository
 from shared.errors import NotFound
@@ -41,12 +42,15 @@ async def create_configuration(body: ConfigurationDefinition, bus: BusDep) -> An
     return outcome.payload
 
 
-@router.get("", response_model=list[ConfigurationRecord], summary="List configurations")
-async def list_configurations(session: SessionDep) -> list[ConfigurationRecord]:
+@router.get(
+    "", response_model=list[ConfigurationRecord], summary="List configurations", responses=LISTED | answers(422)
+)
+async def list_configurations(session: SessionDep, response: Response, page: PageDep) -> list[ConfigurationRecord]:
     repository = ConfigurationRepository(session)
     configurations = await repository.all()
     model_ids = await repository.model_ids([c.id for c in configurations])
-    return [configuration_record(c, model_ids[c.id]) for c in configurations]
+    found = [configuration_record(c, model_ids[c.id]) for c in configurations]
+    return paginate(response, found, page, lambda c: words(c.id, c.name, c.description))
 
 
 @router.get(

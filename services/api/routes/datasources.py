@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Response
 from pydantic import BaseModel, Field
 
 from services.api.deps import BIGINT_MAX, BIGINT_MIN, BusDep, PathId, SessionDep
 from services.api.openapi import SENT_WITH_BODY, answers
 from services.api.outcomes import pending, raise_if_rejected
+from services.api.routes.listing import LISTED, PageDep, paginate, words
 from shared.db.repositories import DatasourceRepository
 from shared.db.tables import Datasource
 from shared.events.datasources import DatasourceRecord, SendDatasource, SendDatasourcePayload
@@ -25,9 +26,17 @@ def record(row: Datasource) -> DatasourceRecord:
     return DatasourceRecord.model_validate(row, from_attributes=True)
 
 
-@router.get("", response_model=list[DatasourceRecord], summary="Data sources the control topic announced")
-async def list_datasources(session: SessionDep) -> list[DatasourceRecord]:
-    return [record(row) for row in await DatasourceRepository(session).all()]
+@router.get(
+    "",
+    response_model=list[DatasourceRecord],
+    summary="Data sources the control topic announced",
+    responses=LISTED | answers(422),
+)
+async def list_datasources(session: SessionDep, response: Response, page: PageDep) -> list[DatasourceRecord]:
+    found = [record(row) for row in await DatasourceRepository(session).all()]
+    return paginate(
+        response, found, page, lambda d: words(d.id, d.topic, d.input_format, d.description, d.deployment_id)
+    )
 
 
 @router.post(

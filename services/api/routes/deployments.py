@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Response
 
 from services.api import queries
 from services.api.deps import BusDep, PathId, SessionDep
 from services.api.openapi import SENT_WITH_BODY, answers
 from services.api.outcomes import pending, raise_if_rejected
+from services.api.routes.listing import LISTED, PageDep, paginate, words
 from shared.errors import NotFound
 from shared.events.training import DeploymentCreated, DeploymentRecord, DeployTraining, TrainingParams
 
@@ -33,9 +34,10 @@ async def create_deployment(body: TrainingParams, bus: BusDep) -> Any:
     return outcome.payload
 
 
-@router.get("", response_model=list[DeploymentRecord], summary="List deployments")
-async def list_deployments(session: SessionDep) -> list[DeploymentRecord]:
-    return await queries.deployments(session)
+@router.get("", response_model=list[DeploymentRecord], summary="List deployments", responses=LISTED | answers(422))
+async def list_deployments(session: SessionDep, response: Response, page: PageDep) -> list[DeploymentRecord]:
+    found = await queries.deployments(session)
+    return paginate(response, found, page, lambda d: words(d.id, d.status, f"configuration {d.configuration_id}"))
 
 
 @router.get(

@@ -16,6 +16,7 @@ from services.api.deps import BusDep, PathId, SessionDep
 from services.api.live import KEEPALIVE_S
 from services.api.openapi import SENT, SENT_WITH_BODY, answers, binary
 from services.api.outcomes import no_content, pending, raise_if_rejected
+from services.api.routes.listing import LISTED, PageDep, paginate, words
 from shared.db.records import inference_record
 from shared.db.repositories import InferenceRepository
 from shared.db.tables import InferenceStat
@@ -57,9 +58,12 @@ async def create_inference(body: InferenceParams, bus: BusDep) -> Any:
     return outcome.payload
 
 
-@router.get("", response_model=list[InferenceRecord], summary="List inferences")
-async def list_inferences(session: SessionDep) -> list[InferenceRecord]:
-    return [inference_record(i) for i in await InferenceRepository(session).all()]
+@router.get("", response_model=list[InferenceRecord], summary="List inferences", responses=LISTED | answers(422))
+async def list_inferences(session: SessionDep, response: Response, page: PageDep) -> list[InferenceRecord]:
+    found = [inference_record(i) for i in await InferenceRepository(session).all()]
+    return paginate(
+        response, found, page, lambda i: words(i.id, i.status, i.input_topic, i.output_topic, f"result {i.result_id}")
+    )
 
 
 @router.get("/{inference_id}", response_model=InferenceRecord, summary="Get an inference", responses=answers(404, 422))

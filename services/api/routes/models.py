@@ -9,6 +9,7 @@ from fastapi import APIRouter, Body, Response
 from services.api.deps import BusDep, PathId, SessionDep
 from services.api.openapi import SENT, SENT_WITH_BODY, answers
 from services.api.outcomes import no_content, pending, raise_if_rejected
+from services.api.routes.listing import LISTED, PageDep, paginate, words
 from shared.db.records import model_record
 from shared.db.repositories import ModelRepository
 from shared.errors import NotFound
@@ -50,9 +51,10 @@ async def create_model(
     return outcome.payload
 
 
-@router.get("", response_model=list[ModelRecord], summary="List models")
-async def list_models(session: SessionDep) -> list[ModelRecord]:
-    return [model_record(m) for m in await ModelRepository(session).all()]
+@router.get("", response_model=list[ModelRecord], summary="List models", responses=LISTED | answers(422))
+async def list_models(session: SessionDep, response: Response, page: PageDep) -> list[ModelRecord]:
+    found = [model_record(m) for m in await ModelRepository(session).all()]
+    return paginate(response, found, page, lambda m: words(m.id, m.name, m.framework, m.description))
 
 
 @router.get("/{model_id}", response_model=ModelRecord, summary="Get a model", responses=answers(404, 422))

@@ -12,6 +12,7 @@ from services.api.deps import BusDep, PathId, QueryId, SessionDep
 from services.api.openapi import SENT, answers, binary
 from services.api.outcomes import pending, raise_if_rejected
 from services.api.queries import ResultPublic
+from services.api.routes.listing import LISTED, PageDep, paginate, words
 from shared.db.tables import Artifact, FinalMetrics, TrainingResult
 from shared.errors import Conflict, NotFound
 from shared.events.training import StopTraining, StopTrainingPayload
@@ -28,9 +29,14 @@ async def one(session: SessionDep, result_id: int) -> ResultPublic:
     return found[0]
 
 
-@router.get("", response_model=list[ResultPublic], summary="List training results", responses=answers(422))
-async def list_results(session: SessionDep, deployment_id: QueryId = None) -> list[ResultPublic]:
-    return await queries.results(session, deployment_id=deployment_id)
+@router.get("", response_model=list[ResultPublic], summary="List training results", responses=LISTED | answers(422))
+async def list_results(
+    session: SessionDep, response: Response, page: PageDep, deployment_id: QueryId = None
+) -> list[ResultPublic]:
+    found = await queries.results(session, deployment_id=deployment_id)
+    return paginate(
+        response, found, page, lambda r: words(r.id, r.status, f"model {r.model_id}", f"deployment {r.deployment_id}")
+    )
 
 
 @router.get("/{result_id}", response_model=ResultPublic, summary="Get a training result", responses=answers(404, 422))
