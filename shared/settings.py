@@ -82,6 +82,14 @@ class Settings(BaseSettings):
     home: Path = Field(default=Path(".kafkaml"), description="State folder of a local stack")
     log_level: str = "INFO"
 
+    # --- the bus: signed messages (shared.events.signing) ----------------------
+    # The key every service signs and verifies messages with; users who publish commands
+    # sign them with it too. Comma-separated while a key is rotated: the first signs, all verify.
+    bus_key: str | None = Field(default=None, repr=False)
+    # The validator's own key (hex of HMAC(bus key, "validator")): `kafkaml up` derives it, so
+    # the validator, which runs users' code in its children, never holds the bus key.
+    validator_key: str | None = Field(default=None, repr=False)
+
     @property
     def brokers(self) -> str:
         if not self.bootstrap_servers:

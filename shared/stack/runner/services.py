@@ -56,16 +56,18 @@ def is_secret_setting(name: str) -> bool:
 
 SERVICES: tuple[ServiceDef, ...] = (
     # The REST gateway reads through the read-only role and never sees the owner's URL.
-    ServiceDef("api", "services.api", secrets=frozenset({"api_database_url", "api_token"})),
-    ServiceDef("orchestrator", "services.orchestrator", secrets=frozenset({"database_url"})),
-    # Builds users' model code in sandboxed children: Kafka and its sandbox limits only.
+    ServiceDef("api", "services.api", secrets=frozenset({"api_database_url", "api_token", "bus_key"})),
+    ServiceDef("orchestrator", "services.orchestrator", secrets=frozenset({"database_url", "bus_key"})),
+    # Builds users' model code in sandboxed children: Kafka, its sandbox limits and its own
+    # signing key only (the validator drops the key from its environment before any child starts).
     ServiceDef(
         "validator",
         "services.trainer.validator",
+        secrets=frozenset({"validator_key"}),
         user_code_settings=("validation_timeout_s", "validation_memory_mb"),
     ),
-    ServiceDef("control-logger", "services.control_logger", secrets=frozenset({"database_url"})),
-    ServiceDef("metrics", "services.metrics", secrets=frozenset({"database_url"})),
+    ServiceDef("control-logger", "services.control_logger", secrets=frozenset({"database_url", "bus_key"})),
+    ServiceDef("metrics", "services.metrics", secrets=frozenset({"database_url", "bus_key"})),
 )
 
 
@@ -94,7 +96,7 @@ def service_env(service: ServiceDef, settings: Settings, base: Mapping[str, str]
     base = os.environ if base is None else base
     if service.user_code_settings is not None:
         env = worker_environment(settings, base)
-        for name in service.user_code_settings:
+        for name in (*service.user_code_settings, *sorted(service.secrets)):
             value = getattr(settings, name)
             if value is not None:
                 env[ENV_PREFIX + name.upper()] = setting_value(value)

@@ -203,6 +203,9 @@ class _Up:
                 api_database_url = await self._until_stop(ensure_readonly_role(database_url, READONLY_ROLE, password))
             self.echo(f"read-only database role {READONLY_ROLE} ready")
 
+        from shared.events.signing import validator_key
+
+        bus_key = s.bus_key or secrets.token_urlsafe(32)
         self.resolved = s.model_copy(
             update={
                 "home": self.home,
@@ -210,6 +213,8 @@ class _Up:
                 "database_url": database_url,
                 "api_database_url": api_database_url,
                 "api_token": s.api_token or secrets.token_urlsafe(32),
+                "bus_key": bus_key,
+                "validator_key": validator_key(bus_key),
             }
         )
 
@@ -281,6 +286,7 @@ class _Up:
             "bootstrap_servers": r.bootstrap_servers or "",
             "database_url": r.database_url or "",
             "token": r.api_token or "",
+            "bus_key": (r.bus_key or "").split(",")[0],
             "pid": os.getpid(),
             "home": str(self.home),
             "api_database_url": r.api_database_url or "",
