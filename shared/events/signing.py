@@ -19,8 +19,8 @@ The signer names the key, and so what it may say:
 
 A key derived for a signer cannot sign as another (it would need the bus key),
 so the verifier reads what a key may do from the signer it claims. ``kid`` (the
-first 8 hex digits of the bus key's SHA-256) picks the bus key among those
-configured, so a key can be rotated while old messages are still read.
+first 8 hex digits of the signing key's SHA-256) tells which of the configured
+bus keys it comes from, so a key can be rotated while old messages are still read.
 Verification is one function, :meth:`Keyring.open`, which every consumer calls.
 """
 
@@ -85,8 +85,9 @@ def header_schema() -> dict[str, object]:
             "topics carries. sig is the lowercase hex HMAC-SHA256 of the record's value bytes, exactly "
             "as sent, keyed with the signer's key; for signer=bus that key is the UTF-8 bytes of the "
             "bus key (KAFKAML_BUS_KEY, stack.json's bus_key), and kid is the first 8 hex digits of "
-            "SHA-256 of those bytes. Other signers use HMAC-SHA256(bus key, signer) as key. A "
-            "message without a valid signature from a key allowed to say it is dead-lettered."
+            "SHA-256 of the key (for bus: of those bytes). Other signers use HMAC-SHA256(bus key, "
+            "signer) as key. A message without a valid signature from a key allowed to say it is "
+            "dead-lettered."
         ),
         "type": "string",
         "pattern": SIGNATURE_PATTERN,
@@ -106,12 +107,12 @@ class SigningKey(Payload):
     """A derived key as a job spec carries it to its worker (the bus key never leaves the services)."""
 
     signer: str = Field(description="what the key may sign, e.g. job:<job id>:results:1,2")
-    kid: str = Field(description="id of the bus key it was derived from")
+    kid: str = Field(description="id of the key: the first 8 hex digits of its SHA-256")
     key: str = Field(description="the derived key, hex", repr=False)
 
 
-def key_id(bus_key: bytes) -> str:
-    return hashlib.sha256(bus_key).hexdigest()[:8]
+def key_id(key: bytes) -> str:
+    return hashlib.sha256(key).hexdigest()[:8]
 
 
 def derive(bus_key: bytes, signer: str) -> bytes:
@@ -140,13 +141,16 @@ class Signs(Protocol):
 class Key:
     """One key that signs as one signer."""
 
-    kid: str
     signer: str
     secret: bytes = field(repr=False)
 
+    @property
+    def kid(self) -> str:
+        return key_id(self.secret)
+
     @classmethod
     def of(cls, spec: SigningKey) -> Key:
-        return cls(spec.kid, spec.signer, bytes.fromhex(spec.key))
+        return cls(spec.signer, bytes.fromhex(spec.key))
 
     def header(self, message: Envelope, value: bytes) -> Header:
         sig = hmac.new(self.secret, value, hashlib.sha256).hexdigest()
@@ -198,8 +202,7 @@ class Keyring:
     (the validator's). Signs what the process publishes and verifies what it consumes."""
 
     def __init__(self, bus_keys: Sequence[str] = (), own: Key | None = None) -> None:
-        self._roots = {key_id(k.encode()): k.encode() for k in bus_keys}
-        self._signing = [key_id(k.encode()) for k in bus_keys][:1]
+        self._roots = [k.encode() for k in bus_keys]  # the first signs
         self._own = own
 
     @classmethod
@@ -209,7 +212,7 @@ class Keyring:
         roots = [k.strip() for k in (settings.bus_key or "").split(",") if k.strip()]
         own = None
         if not roots and settings.validator_key:
-            own = Key(kid="", signer=VALIDATOR, secret=bytes.fromhex(settings.validator_key))
+            own = Key(VALIDATOR, bytes.fromhex(settings.validator_key))
         if required and not roots and own is None:
             raise RuntimeError(
                 "KAFKAML_BUS_KEY is not set: the services sign and verify every message with it "
@@ -219,16 +222,15 @@ class Keyring:
 
     @property
     def can_sign(self) -> bool:
-        return bool(self._signing) or self._own is not None
+        return bool(self._roots) or self._own is not None
 
     def key(self, signer: str = BUS) -> Key:
         """The key that signs as ``signer``, derived from the current bus key."""
-        if not self._signing:
+        if not self._roots:
             if self._own is not None and self._own.signer == signer:
                 return self._own
             raise RuntimeError(f"no bus key here to sign as {signer}")
-        kid = self._signing[0]
-        return Key(kid, signer, derive(self._roots[kid], signer))
+        return Key(signer, derive(self._roots[0], signer))
 
     def signing_key(self, signer: str) -> SigningKey:
         """A derived key as a job spec carries it."""
@@ -237,18 +239,18 @@ class Keyring:
 
     def header(self, message: Envelope, value: bytes) -> Header:
         # Validation requests are signed with the validator's key: the validator holds only that one.
-        signer = VALIDATOR if message.topic == "validation" or not self._signing else BUS
+        signer = VALIDATOR if message.topic == "validation" or not self._roots else BUS
         return self.key(signer).header(message, value)
 
     def verify(self, message: Envelope, value: bytes, headers: Sequence[tuple[str, bytes]]) -> None:
         """Raises ``Forged`` unless ``message`` carries a valid signature of a key that may say it."""
         fields = parse_header(headers)
         signer = fields["signer"]
+        candidates = [derive(root, signer) for root in self._roots]
         if self._own is not None and signer == self._own.signer:
-            secret = self._own.secret
-        elif fields["kid"] in self._roots:
-            secret = derive(self._roots[fields["kid"]], signer)
-        else:
+            candidates.append(self._own.secret)
+        secret = next((key for key in candidates if key_id(key) == fields["kid"]), None)
+        if secret is None:
             raise Forged(f"signed with an unknown key (kid {fields['kid']!r}) as {signer!r}")
         expected = hmac.new(secret, value, hashlib.sha256).hexdigest()
         if not hmac.compare_digest(expected, fields["sig"]):
