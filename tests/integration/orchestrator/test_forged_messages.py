@@ -29,6 +29,7 @@ from shared.kafka import Producer, ensure_topics, make_consumer
 from shared.settings import Settings
 from shared.topics import topics_for
 from tests.conftest import REPO, service_env
+from tests.integration.orchestrator.test_result_ownership import logged
 from tests.integration.rows import SUMMARY, add_result
 
 pytestmark = pytest.mark.integration
@@ -68,13 +69,6 @@ async def dead_letters(settings: Settings, count: int, timeout_s: float = 60) ->
         kind = next(t for t in ("DeleteModel", "TrainingFailed", "ArtifactChunk") if t.encode() in record.value)
         reasons.setdefault(kind, []).append(dict(record.headers)["kafkaml-dlq-reason"].decode())
     return reasons
-
-
-async def logged(path: Path, line: str, timeout_s: float = 60) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not (path.exists() and line in path.read_text(errors="replace")):
-        assert time.monotonic() < deadline, f"{path.name} never said {line!r}"
-        await asyncio.sleep(0.2)
 
 
 async def forge(producer: Producer, message: Envelope, other_job: Key) -> None:
