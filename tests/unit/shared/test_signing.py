@@ -3,6 +3,7 @@ processes hold which key (shared.events.signing, shared.workerenv, the stack's s
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import uuid
 from pathlib import Path
@@ -11,12 +12,14 @@ from types import ModuleType
 import jsonschema
 import pytest
 
+from services.api.commands import CommandBus
 from shared.artifacts import chunk_artifact
 from shared.events import (
     DeleteModel,
     Envelope,
     InferenceStats,
     ModelDefinition,
+    ModelDeleted,
     ModelValidationFailed,
     TrainingFailed,
     ValidateModel,
@@ -35,6 +38,7 @@ from shared.events.signing import (
 )
 from shared.events.training import Failure
 from shared.events.validation import ValidateModelPayload, ValidationError
+from shared.kafka import Producer
 from shared.settings import Settings
 from shared.stack.runner import SERVICES, service_env
 from shared.workerenv import worker_environment
@@ -163,3 +167,18 @@ def test_no_key_reaches_a_process_that_runs_user_code() -> None:
     assert "KAFKAML_BUS_KEY" not in envs["validator"]
     for name in ("api", "orchestrator", "metrics", "control-logger"):
         assert envs[name]["KAFKAML_BUS_KEY"] == BUS and "KAFKAML_VALIDATOR_KEY" not in envs[name]
+
+
+async def test_the_api_takes_an_outcome_only_when_it_verifies() -> None:
+    """A worker can read a command's id on the commands topic and forge its answer: the API's
+    outcome listener resolves the waiting request with signed outcomes only."""
+    settings = Settings(bus_key=BUS, bootstrap_servers="localhost:1")
+    bus = CommandBus(settings, Producer(settings))  # neither is started: nothing is sent here
+    waiting: asyncio.Future[Envelope] = asyncio.get_running_loop().create_future()
+    bus._waiting[DELETE.event_id] = waiting
+    outcome = DELETE.reply(ModelDeleted(payload=DeleteModelPayload(model_id=7)))
+    bus._resolve(outcome.to_bytes(), [])
+    bus._resolve(*signed(outcome, KEYS.key(job_signer(JOB, [7]))))
+    assert not waiting.done()
+    bus._resolve(*signed(outcome))
+    assert waiting.result() == outcome
