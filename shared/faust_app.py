@@ -27,6 +27,7 @@ from shared.alive import AliveFile
 from shared.db.engine import make_engine, make_sessionmaker
 from shared.db.repositories import Housekeeping
 from shared.events import Envelope
+from shared.events.signing import Keyring
 from shared.kafka import Handle, Producer, Received, deliver, ensure_topics
 from shared.kafka_security import KafkaSecurityError, check_connection, faust_credentials
 from shared.process import every, setup_logging
@@ -93,7 +94,9 @@ class Service:
         self.topics = topics_for(settings)
         self.engine = make_engine(settings.db_url)
         self.sessions = make_sessionmaker(self.engine)
-        self.producer = Producer(settings)
+        # Verifies every message the service reads (``keyring.open``); the producer signs with it.
+        self.keyring = Keyring.of(settings, required=True)
+        self.producer = Producer(settings, signer=self.keyring)
         self._started = asyncio.Event()
         self._starting = False
         self._housekeeping: asyncio.Task[None] | None = None

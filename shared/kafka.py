@@ -31,6 +31,7 @@ from aiokafka.structs import RecordMetadata
 from shared.alive import AliveFile
 from shared.errors import KafkaMLError, TooLarge
 from shared.events import Envelope
+from shared.events.signing import Keyring, Signs
 from shared.kafka_security import security_options
 from shared.limits import DEAD_LETTER_HEADROOM_BYTES
 from shared.process import Backoff
@@ -124,7 +125,7 @@ def too_large(what: str, size: int, limit: int) -> str:
 class Producer:
     """Publishes and waits for the broker's acknowledgement: a send either lands or raises."""
 
-    def __init__(self, settings: Settings, **overrides: Any) -> None:
+    def __init__(self, settings: Settings, *, signer: Signs | None = None, **overrides: Any) -> None:
         options: dict[str, Any] = {
             "bootstrap_servers": settings.brokers,
             "acks": "all",
@@ -138,6 +139,10 @@ class Producer:
         self._client: AIOKafkaProducer | None = None
         self.topics = topics_for(settings)
         self.max_message_bytes: int = options["max_request_size"]
+        # Messages are signed (shared.events.signing) with the given key, else the settings' bus
+        # or validator key; a worker passes its job's key to ``publish``.
+        keyring = Keyring.of(settings)
+        self.signer: Signs | None = signer or (keyring if keyring.can_sign else None)
 
     @property
     def _producer(self) -> AIOKafkaProducer:
@@ -160,13 +165,16 @@ class Producer:
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
 
-    async def publish(self, message: Envelope) -> RecordMetadata:
-        """Sends a message to the topic its class names, keyed by the entity it is about;
-        one larger than a message may be is refused (``TooLarge``, 413) before it is sent."""
+    async def publish(self, message: Envelope, *, signer: Signs | None = None) -> RecordMetadata:
+        """Sends a message to the topic its class names, keyed by the entity it is about, signed
+        (``signer``, default the producer's); one larger than a message may be is refused
+        (``TooLarge``, 413) before it is sent."""
         data = message.to_bytes()
         if len(data) > self.max_message_bytes:
             raise TooLarge(too_large(message.type, len(data), self.max_message_bytes))
-        return await self.send(self.topics.of(message), data, key=message.key())
+        signer = signer or self.signer
+        headers = [signer.header(message, data)] if signer is not None else None
+        return await self.send(self.topics.of(message), data, key=message.key(), headers=headers)
 
     async def send(
         self, topic: str, value: bytes | None, *, key: bytes | None = None, headers: Headers | None = None

@@ -116,6 +116,13 @@ class Settings(BaseSettings):
     # inferencers) switch to. `kafkaml up` run as root sets them to its `kafkaml-sandbox` user.
     sandbox_uid: int | None = Field(default=None, ge=1, description="uid user code runs as (not root)")
     sandbox_gid: int | None = Field(default=None, ge=1, description="gid user code runs as")
+    # --- the bus: signed messages (shared.events.signing) ----------------------
+    # The key every service signs and verifies messages with; users who publish commands
+    # sign them with it too. Comma-separated while a key is rotated: the first signs, all verify.
+    bus_key: str | None = Field(default=None, repr=False)
+    # The validator's own key (hex of HMAC(bus key, "validator")): `kafkaml up` derives it, so
+    # the validator, which runs users' code in its children, never holds the bus key.
+    validator_key: str | None = Field(default=None, repr=False)
 
     @property
     def brokers(self) -> str:

@@ -24,11 +24,14 @@ import pytest
 
 from shared.db.migrate import upgrade
 from shared.db.roles import plain_url
+from shared.events.signing import VALIDATOR, derive
 from shared.settings import Settings
 from shared.stack.broker import Broker, start_broker
 from shared.stack.postgres import EmbeddedPostgres, start_postgres
 
 REPO = Path(__file__).resolve().parents[1]
+# The bus key of the tests' services (every message they read must be signed with it).
+BUS_KEY = "test-bus-key"
 
 # The browser fixtures (`browser`, `page`) for any test that drives pages.
 pytest_plugins = ("tests.web",)
@@ -85,11 +88,13 @@ def settings(broker: Broker, database: str, stack_home: Path) -> Settings:
         topic_prefix=prefix,
         control_topic=f"{prefix}.control",
         api_token="test-token",
+        bus_key=BUS_KEY,
     )
 
 
 def service_env(settings: Settings, *, database: bool) -> dict[str, str]:
-    """The environment a service process gets: the database URL only where it may have it."""
+    """The environment a service process gets: the database URL and the bus key only where it may
+    have them."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("KAFKAML_")}
     env.update(
         KAFKAML_BOOTSTRAP_SERVERS=settings.brokers,
@@ -100,6 +105,9 @@ def service_env(settings: Settings, *, database: bool) -> dict[str, str]:
     )
     if database:
         env["KAFKAML_DATABASE_URL"] = settings.db_url
+        env["KAFKAML_BUS_KEY"] = settings.bus_key or BUS_KEY
+    else:  # a worker never sees the bus key; the validator gets its own key, as `kafkaml up` gives it
+        env["KAFKAML_VALIDATOR_KEY"] = derive((settings.bus_key or BUS_KEY).encode(), VALIDATOR).hex()
     return env
 
 

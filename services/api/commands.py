@@ -2,7 +2,9 @@
 
 One consumer per API process reads the events topic from its end (no
 consumer group: every API replica sees every outcome) and resolves the
-waiting requests by correlation id.
+waiting requests by correlation id. Commands go out signed with the bus key
+(``Producer``); an outcome resolves a request only if its signature verifies,
+since a worker can read a command's id on the topic and forge its answer.
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ import uuid
 from aiokafka import AIOKafkaConsumer
 
 from shared.errors import Undecodable
-from shared.events import Envelope, decode
+from shared.events import Envelope
+from shared.events.signing import Forged, Keyring
 from shared.kafka import Producer, make_consumer, wait_for_assignment
 from shared.settings import Settings
 from shared.topics import topics_for
@@ -27,6 +30,7 @@ class CommandBus:
         self.settings = settings
         self.topics = topics_for(settings)
         self.producer = producer
+        self.keyring = Keyring.of(settings, required=True)
         self._waiting: dict[uuid.UUID, asyncio.Future[Envelope]] = {}
         self._consumer: AIOKafkaConsumer | None = None
         self._task: asyncio.Task[None] | None = None
@@ -69,14 +73,17 @@ class CommandBus:
             batches = await self._consumer.getmany(timeout_ms=500, max_records=500)
             for records in batches.values():
                 for record in records:
-                    self._resolve(record.value)
+                    self._resolve(record.value, list(record.headers or []))
 
-    def _resolve(self, raw: bytes | None) -> None:
+    def _resolve(self, raw: bytes | None, headers: list[tuple[str, bytes]]) -> None:
         try:
-            event = decode(raw)
+            event = self.keyring.open(raw, headers, lambda e: e.outcome and e.correlation_id is not None)
         except Undecodable:
             return  # not ours to judge: the owning consumers dead-letter it
-        if not event.outcome or event.correlation_id is None:
+        except Forged as exc:
+            log.warning("ignoring an outcome that does not verify: %s", exc.detail)
+            return
+        if event is None or event.correlation_id is None:
             return
         future = self._waiting.get(event.correlation_id)
         if future is not None and not future.done():

@@ -13,6 +13,7 @@ from shared.events.inference import (
     InferenceStatusChanged,
     ServeSpec,
 )
+from shared.events.signing import Key
 from shared.kafka import Producer
 from shared.process import truncate
 from shared.settings import Settings
@@ -32,6 +33,8 @@ class ReplicaEvents:
         self.producer = producer
         self.spec = spec
         self.replica = replica
+        # The inference's own key (from its spec): consumers refuse our events without it.
+        self.signer = Key.of(spec.signing_key) if spec.signing_key is not None else None
 
     async def status(self, status: InferenceStatus, error: str | None = None) -> None:
         change = InferenceStatusChange(
@@ -40,12 +43,12 @@ class ReplicaEvents:
             replica=self.replica,
             error=None if error is None else truncate(error, MAX_ERROR),
         )
-        await self.producer.publish(InferenceStatusChanged(payload=change))
+        await self.producer.publish(InferenceStatusChanged(payload=change), signer=self.signer)
         log.info("status %s%s", status, f": {error}" if error else "")
 
     async def stats(self, window: StatsWindow, lag: int | None) -> None:
         stats = window.take(self.spec.inference_id, self.replica, lag)
-        await self.producer.publish(InferenceStats(payload=stats))
+        await self.producer.publish(InferenceStats(payload=stats), signer=self.signer)
 
         def ms(value: float | None) -> str:
             return "-" if value is None else f"{value:.1f}"

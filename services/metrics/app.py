@@ -8,8 +8,8 @@ when the agent asks for the next batch, i.e. after the transaction committed
 (or a record was dead-lettered), so an offset is committed only once its effect
 is durable.
 
-Per batch: each record is decoded through ``deliver`` (an undecodable record is
-dead-lettered and the batch goes on); the batch is applied, retrying transient
+Per batch: each record is decoded and verified through ``deliver`` (an undecodable or
+unsigned record is dead-lettered and the batch goes on); the batch is applied, retrying transient
 failures; if it fails for another reason, its messages are applied one by one
 through ``deliver``, so only the one at fault is dead-lettered.
 """
@@ -24,7 +24,7 @@ from datetime import timedelta
 from services.metrics.handlers import ROUTER
 from services.metrics.uow import SqlMetricsUnitOfWork
 from shared.db.repositories import Housekeeping
-from shared.events import Envelope, decode
+from shared.events import Envelope
 from shared.faust_app import Service
 from shared.handling import handle_batch_once
 from shared.kafka import Received, is_transient
@@ -73,8 +73,10 @@ class MetricsService(Service):
         wanted: list[tuple[Received, Envelope]] = []
 
         async def take(received: Received) -> None:
-            message = decode(received.value)  # raises Undecodable: ``deliver`` dead-letters the record
-            if ROUTER.handles(message):  # the events topic carries every other service's events too
+            # Raises Undecodable or Forged: ``deliver`` dead-letters the record. The events topic
+            # carries every other service's events too: only ours are kept (and verified).
+            message = self.keyring.open(received.value, received.headers, ROUTER.handles)
+            if message is not None:
                 wanted.append((received, message))
 
         for received in records:

@@ -37,8 +37,8 @@ from shared.events import (
     TrainingFailed,
     TrainingStopped,
     TrainJob,
-    decode,
 )
+from shared.events.signing import Forged
 from shared.faust_app import Service
 from shared.handling import handle_once
 from shared.kafka import Received, create_topics, existing_topics
@@ -61,7 +61,9 @@ class Orchestrator(Service):
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings)
         self.launcher: Launcher = make_launcher(settings, self.report_failure)
-        self.router = make_router(JobDefaults.of(settings), self.topics, answer_within_s=settings.command_deadline_s)
+        self.router = make_router(
+            JobDefaults.of(settings, self.keyring), self.topics, answer_within_s=settings.command_deadline_s
+        )
         self._reaper: asyncio.Task[None] | None = None
 
     def inbox(self) -> list[str]:
@@ -76,8 +78,9 @@ class Orchestrator(Service):
         log.info("orchestrator ready: consuming %s and %s", self.topics.commands, self.topics.events)
 
     async def process(self, received: Received) -> None:
-        message = decode(received.value)
-        if not self.router.handles(message):
+        # Undecodable or Forged: ``deliver`` dead-letters it with the reason.
+        message = self.keyring.open(received.value, received.headers, self.router.handles)
+        if message is None:
             return  # another service's event
         outgoing = await handle_once(message, self.router, uow=SqlUnitOfWork(self.sessions), consumer=self.name)
         await self.publish(outgoing)
@@ -89,9 +92,9 @@ class Orchestrator(Service):
         """A command, or a message answering one, could not be processed: the command ends
         rejected with that reason instead of staying pending for ever (unless it already ended)."""
         try:
-            message = decode(received.value)
-        except Undecodable:
-            return  # nothing says which command it was
+            message = self.keyring.open(received.value, received.headers)
+        except (Undecodable, Forged):
+            return  # nothing says which command it was, or a forger named one: it ends nothing
         command_id = message.event_id if isinstance(message, Command) else message.correlation_id
         if command_id is None:
             return

@@ -27,6 +27,7 @@ from shared.events.inference import (
     ServeSpec,
     StopInference,
 )
+from shared.events.signing import inference_signer
 from shared.settings import Settings
 from shared.topics import Topics
 
@@ -174,7 +175,8 @@ async def deploy_inference(
             command_id=command.event_id,
         )
     )
-    spec = spec.model_copy(update={"inference_id": inference.id})
+    key = jobs.signing_key(inference_signer(str(job_id), inference.id))
+    spec = spec.model_copy(update={"inference_id": inference.id, "signing_key": key})
     inference.spec = spec.model_dump(mode="json")
     return [
         command.reply(InferenceCreated(payload=inference_record(inference))),

@@ -11,6 +11,7 @@ from shared.db.uow import UnitOfWork
 from shared.errors import Rejected, TooLarge
 from shared.events import Envelope
 from shared.events.datasources import DatasourceResent, DatasourceSent, SendDatasource
+from shared.events.signing import Keyring, SigningKey, job_signer
 from shared.events.training import (
     TERMINAL_STATUSES,
     ArtifactRejected,
@@ -44,14 +45,21 @@ class JobDefaults:
     cache_mb: int = 2048
     # A spec must fit one Kafka message (it carries the models' code).
     max_message_bytes: int = 1024 * 1024
+    # Derives each job's signing key (shared.events.signing); None: specs carry no key.
+    keys: Keyring | None = None
 
     @classmethod
-    def of(cls, settings: Settings) -> JobDefaults:
+    def of(cls, settings: Settings, keys: Keyring | None = None) -> JobDefaults:
         return cls(
             data_timeout_s=settings.data_timeout_s,
             cache_mb=settings.trainer_cache_mb,
             max_message_bytes=settings.message_max_bytes,
+            keys=keys,
         )
+
+    def signing_key(self, signer: str) -> SigningKey | None:
+        """The key a job's worker signs its events with, for its spec."""
+        return self.keys.signing_key(signer) if self.keys is not None else None
 
     def check_fits(self, message: Envelope) -> None:
         """Refuses (413) a job whose spec would not fit one message: checked before anything
@@ -188,6 +196,7 @@ def job_spec(
         distributed=params.distributed if len(chain) > 1 else None,
         data_timeout_s=defaults.data_timeout_s,
         cache_mb=defaults.cache_mb,
+        signing_key=defaults.signing_key(job_signer(job_id, result_ids)),
     )
 
 

@@ -24,6 +24,7 @@ import numpy as np
 from shared.artifacts import chunk_artifact
 from shared.errors import WorkloadFailed
 from shared.events import Envelope
+from shared.events.signing import Key, SigningKey
 from shared.events.training import (
     ArtifactRef,
     DatasourceRef,
@@ -127,13 +128,17 @@ class ModelResult:
 class Publisher:
     """Progress and outcome events of one job's results (one deployment)."""
 
-    def __init__(self, producer: Producer, deployment_id: int) -> None:
+    def __init__(self, producer: Producer, deployment_id: int, signing_key: SigningKey | None = None) -> None:
         self.producer = producer
         self.deployment_id = deployment_id
+        # The job's own key (from its spec): consumers refuse our events without it.
+        self.signer = Key.of(signing_key) if signing_key is not None else None
+        if self.signer is None:
+            log.warning("the job spec carries no signing key: the services will refuse this job's events")
         self._loop: asyncio.AbstractEventLoop | None = None
 
     async def publish(self, message: Envelope) -> None:
-        await self.producer.publish(message)
+        await self.producer.publish(message, signer=self.signer)
 
     def bind_loop(self) -> None:
         """Remembers the running loop, for :meth:`publish_from_thread`."""

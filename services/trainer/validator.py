@@ -3,13 +3,17 @@
     KAFKAML_BOOTSTRAP_SERVERS=… python -m services.trainer.validator
 
 It has no database credentials: the model definition arrives in the
-command, the summary or the error leaves as an event.
+command, the summary or the error leaves as an event. It holds one key, the
+validator's (``KAFKAML_VALIDATOR_KEY``, never the bus key): it verifies each
+request with it and signs each answer; the key leaves this process's
+environment before any sandbox child starts, so users' code never sees it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 
 from aiokafka.errors import MessageSizeTooLargeError
 
@@ -17,7 +21,8 @@ from services.trainer.sandbox import ModelCodeError, Sandbox, SandboxError
 from shared.alive import AliveFile
 from shared.confine import Confinement, Limits
 from shared.errors import TooLarge
-from shared.events import Envelope, ModelValidated, ModelValidationFailed, ValidateModel, decode
+from shared.events import Envelope, ModelValidated, ModelValidationFailed, ValidateModel
+from shared.events.signing import Keyring
 from shared.events.validation import ValidationError, ValidationPassed
 from shared.kafka import Producer, Received, consume, ensure_topics, make_consumer
 from shared.process import on_stop_signals, setup_logging
@@ -84,6 +89,8 @@ def confinement_for(settings: Settings) -> Confinement:
 
 async def run(settings: Settings, stop: asyncio.Event) -> None:
     topics = topics_for(settings)
+    keyring = Keyring.of(settings, required=True)
+    forget_keys()
     await ensure_topics(settings)
     sandbox = Sandbox(
         timeout_s=settings.validation_timeout_s,
@@ -96,10 +103,10 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
     consumer = make_consumer(
         settings, topics.validation, group_id=f"{settings.topic_prefix}-validator", fetch_max_wait_ms=100
     )
-    async with Producer(settings) as producer:
+    async with Producer(settings, signer=keyring) as producer:
 
         async def on_record(received: Received) -> None:
-            message = decode(received.value)
+            message = keyring.open(received.value, received.headers)  # Undecodable, Forged: dead-lettered
             if not isinstance(message, ValidateModel):
                 raise ValueError(f"the validation topic takes ValidateModel, not {message.type}")
             await answer(message, sandbox, producer)
@@ -119,6 +126,12 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
         finally:
             await consumer.stop()
             await sandbox.close()
+
+
+def forget_keys() -> None:
+    """Drops the keys from our environment: sandbox children inherit it when they start."""
+    for name in [n for n in os.environ if n.upper() in ("KAFKAML_VALIDATOR_KEY", "KAFKAML_BUS_KEY")]:
+        del os.environ[name]
 
 
 def main() -> None:

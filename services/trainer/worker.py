@@ -74,7 +74,7 @@ async def train_job(
 ) -> dict[int, ResultStatus]:
     """Trains a job whose spec is known; publishes its progress and outcome."""
     async with Producer(settings) as producer:
-        publisher = Publisher(producer, spec.deployment_id)
+        publisher = Publisher(producer, spec.deployment_id, spec.signing_key)
         publisher.bind_loop()
         for model in spec.models:
             await publisher.status(model.result_id, "waiting_data")

@@ -17,6 +17,7 @@ from pydantic import Field
 
 from shared.events.catalog import Framework
 from shared.events.envelope import Command, Event, Payload
+from shared.events.signing import SigningKey
 
 InferenceStatus = Literal["starting", "running", "stopped", "failed"]
 
@@ -129,6 +130,9 @@ class ServeSpec(Payload):
     max_batch: int = 512
     max_wait_ms: float = 5.0
     stats_interval_s: float = 5.0
+    # The key every replica signs its events with (only about this inference); set by the
+    # orchestrator, never the bus key. Whoever reads the spec can speak for the inference.
+    signing_key: SigningKey | None = None
 
     def partition_key(self) -> str:
         return self.job_id

@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 
 from shared.events import MESSAGE_ADAPTER
+from shared.events.signing import header_schema
 
 SCHEMA_DIR = Path(__file__).with_name("schemas")
 
@@ -16,7 +17,11 @@ SCHEMA_DIR = Path(__file__).with_name("schemas")
 def render() -> dict[str, str]:
     """File name → JSON text of every schema file."""
     schema = MESSAGE_ADAPTER.json_schema(mode="validation")
-    return {"messages.schema.json": json.dumps(schema, indent=2, sort_keys=True) + "\n"}
+    return {
+        "messages.schema.json": json.dumps(schema, indent=2, sort_keys=True) + "\n",
+        # The header every message carries (shared.events.signing; docs/contracts.md, Signing).
+        "signature.schema.json": json.dumps(header_schema(), indent=2, sort_keys=True) + "\n",
+    }
 
 
 def main() -> None:

@@ -18,6 +18,7 @@ from pydantic import Field
 
 from shared.events.catalog import Framework
 from shared.events.envelope import Command, Event, Payload
+from shared.events.signing import SigningKey
 
 ResultStatus = Literal["created", "waiting_data", "training", "finished", "failed", "stopped"]
 TERMINAL_STATUSES: frozenset[str] = frozenset({"finished", "failed", "stopped"})
@@ -133,6 +134,9 @@ class JobSpec(Payload):
     data_timeout_s: float = 3600.0
     # Above this, the trainer re-reads its data from Kafka each epoch (KAFKAML_TRAINER_CACHE_MB).
     cache_mb: int = Field(default=2048, ge=0)
+    # The key this job's trainer signs its events with (only about this job's results); set by
+    # the orchestrator, never the bus key. Whoever reads the spec can speak for the job.
+    signing_key: SigningKey | None = None
 
     def partition_key(self) -> str:
         return self.job_id

@@ -1,10 +1,10 @@
 """The state files of a local stack's home: ``stack.json`` and the ``up`` lock.
 
-``stack.json``'s four keys ``api_url``, ``bootstrap_servers``, ``database_url``
-and ``token`` are a public contract with clients, documented in docs/contracts.md,
+``stack.json``'s five keys ``api_url``, ``bootstrap_servers``, ``database_url``,
+``token`` and ``bus_key`` are a public contract with clients, documented in docs/contracts.md,
 and so is ``kafka_security`` (how to reach the brokers). The other keys are for
-``kafkaml down`` and ``kafkaml status``. It holds the API token, the owner's database
-URL and the Kafka password, so it is readable by its owner only.
+``kafkaml down`` and ``kafkaml status``. It holds the API token, the bus key, the owner's
+database URL and the Kafka password, so it is readable by its owner only.
 
 The lock (``up.lock``) is an ``flock`` held by the running ``up`` process for
 its whole life: the kernel drops it when that process dies, however it dies, so
@@ -28,12 +28,14 @@ LOGS_DIR = "logs"
 
 
 class StackFile(TypedDict):
-    """What ``up`` writes; the first four keys are the public contract."""
+    """What ``up`` writes; the first five keys are the public contract."""
 
     api_url: str
     bootstrap_servers: str
     database_url: str
     token: str
+    # The key commands are signed with (docs/contracts.md, Signing); the first of KAFKAML_BUS_KEY.
+    bus_key: str
     # --- for `down` and `status` ---
     pid: int
     home: str
@@ -64,7 +66,7 @@ def logs_dir(home: Path) -> Path:
 
 
 def write_stack(home: Path, data: StackFile) -> Path:
-    """Write ``stack.json`` atomically with mode 0600 (it holds the token)."""
+    """Write ``stack.json`` atomically with mode 0600 (it holds the token and the bus key)."""
     home.mkdir(parents=True, exist_ok=True)
     target = stack_path(home)
     # mkstemp creates the file 0600 from the start, so the token is never

@@ -61,12 +61,16 @@ KAFKA_SECRETS = frozenset({"sasl_password", "ssl_keyfile"})
 
 SERVICES: tuple[ServiceDef, ...] = (
     # The REST gateway reads through the read-only role and never sees the owner's URL.
-    ServiceDef("api", "services.api", secrets=frozenset({"api_database_url", "api_token"}) | KAFKA_SECRETS),
-    ServiceDef("orchestrator", "services.orchestrator", secrets=frozenset({"database_url"}) | KAFKA_SECRETS),
-    # Builds users' model code in sandboxed children: Kafka and its sandbox limits only.
+    ServiceDef(
+        "api", "services.api", secrets=frozenset({"api_database_url", "api_token", "bus_key"}) | KAFKA_SECRETS
+    ),
+    ServiceDef("orchestrator", "services.orchestrator", secrets=frozenset({"database_url", "bus_key"}) | KAFKA_SECRETS),
+    # Builds users' model code in sandboxed children: Kafka, its sandbox limits and its own
+    # signing key only (the validator drops the key from its environment before any child starts).
     ServiceDef(
         "validator",
         "services.trainer.validator",
+        secrets=frozenset({"validator_key"}) | KAFKA_SECRETS,
         user_code_settings=(
             "validation_timeout_s",
             "validation_memory_mb",
@@ -80,8 +84,10 @@ SERVICES: tuple[ServiceDef, ...] = (
             "validation_work_dir",
         ),
     ),
-    ServiceDef("control-logger", "services.control_logger", secrets=frozenset({"database_url"}) | KAFKA_SECRETS),
-    ServiceDef("metrics", "services.metrics", secrets=frozenset({"database_url"}) | KAFKA_SECRETS),
+    ServiceDef(
+        "control-logger", "services.control_logger", secrets=frozenset({"database_url", "bus_key"}) | KAFKA_SECRETS
+    ),
+    ServiceDef("metrics", "services.metrics", secrets=frozenset({"database_url", "bus_key"}) | KAFKA_SECRETS),
 )
 
 
@@ -112,7 +118,7 @@ def service_env(service: ServiceDef, settings: Settings, base: Mapping[str, str]
     base = os.environ if base is None else base
     if service.user_code_settings is not None:
         env = worker_environment(settings, base)
-        for name in service.user_code_settings:
+        for name in (*service.user_code_settings, *sorted(service.secrets)):
             value = getattr(settings, name)
             if value is not None:
                 env[ENV_PREFIX + name.upper()] = setting_value(value)

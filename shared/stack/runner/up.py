@@ -246,6 +246,9 @@ class _Up:
             self.echo("warning: " + SAME_USER_WARNING % (os.geteuid(), SANDBOX_USER))
         # The embedded broker's client settings replace the (PLAINTEXT) ones; others stay as set.
         security = self.broker.security.settings_update() if self.broker else {}
+        from shared.events.signing import validator_key
+
+        bus_key = s.bus_key or secrets.token_urlsafe(32)
         self.resolved = s.model_copy(
             update={
                 **security,
@@ -259,6 +262,8 @@ class _Up:
                 "database_url": database_url,
                 "api_database_url": api_database_url,
                 "api_token": s.api_token or secrets.token_urlsafe(32),
+                "bus_key": bus_key,
+                "validator_key": validator_key(bus_key),
             }
         )
 
@@ -336,6 +341,7 @@ class _Up:
             "bootstrap_servers": r.bootstrap_servers or "",
             "database_url": r.database_url or "",
             "token": r.api_token or "",
+            "bus_key": (r.bus_key or "").split(",")[0],
             "pid": os.getpid(),
             "home": str(self.home),
             "api_database_url": r.api_database_url or "",

@@ -151,7 +151,9 @@ def test_secrets_hold_the_credentials_and_configmaps_none(overlay: str, tmp_depl
     objects = render(overlay, tmp_deploy)
     secrets = [o for o in objects if o["kind"] == "Secret"]
     assert len(secrets) == 1 and secrets[0]["metadata"]["name"].startswith("kafkaml-secrets")
-    assert {"database-url", "api-database-url", "api-token", "grafana-db-password"} <= set(secrets[0]["data"])
+    assert {"database-url", "api-database-url", "api-token", "grafana-db-password", "bus-key", "validator-key"} <= set(
+        secrets[0]["data"]
+    )
     for cm in (o for o in objects if o["kind"] == "ConfigMap"):
         for key, value in (cm.get("data") or {}).items():
             assert not SECRET_WORDS.search(key), f"ConfigMap {cm['metadata']['name']} has {key}"
@@ -175,8 +177,10 @@ def test_secrets_hold_the_credentials_and_configmaps_none(overlay: str, tmp_depl
         return keys
 
     # Every service may log in to a secured Kafka cluster (the optional Secret kafkaml-kafka).
-    assert secret_keys("kafkaml-api") == {"api-database-url", "api-token", "sasl-password"}
-    assert secret_keys("kafkaml-validator") == {"sasl-password"}
+    assert secret_keys("kafkaml-api") == {"api-database-url", "api-token", "bus-key", "sasl-password"}
+    assert secret_keys("kafkaml-validator") == {"validator-key", "sasl-password"}  # never the bus key
+    for service in ("kafkaml-orchestrator", "kafkaml-metrics", "kafkaml-control-logger"):
+        assert "bus-key" in secret_keys(service)
     assert "database-url" in secret_keys("kafkaml-orchestrator")
     assert "api-token" not in secret_keys("kafkaml-orchestrator")
 

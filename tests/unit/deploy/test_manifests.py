@@ -21,6 +21,7 @@ from services.orchestrator.launchers.kubernetes import (
     training_job_manifest,
 )
 from shared.events.inference import ServeSpec
+from shared.events.signing import Keyring
 from shared.events.training import JobModel, JobSpec
 from shared.settings import Settings
 
@@ -261,3 +262,12 @@ def test_failure_reasons_are_readable() -> None:
     }
     text = describe_job_failure(deadline, "pod p cannot be scheduled: 0/3 nodes: gpu")
     assert "deadline of 60 s" in text and "cannot be scheduled" in text
+
+
+def test_a_workload_manifest_does_not_carry_the_jobs_signing_key() -> None:
+    key = Keyring(["manifest-bus-key"]).signing_key("job:x:results:100")
+    for manifest in (
+        training_job_manifest(job().model_copy(update={"signing_key": key}), SETTINGS, KubernetesSettings()),
+        inference_deployment_manifest(serve().model_copy(update={"signing_key": key}), SETTINGS, KubernetesSettings()),
+    ):
+        assert key.key not in json.dumps(manifest)

@@ -97,8 +97,9 @@ def workload_labels(settings: Settings, component: str, job_id: str, **ids: int 
 
 
 def spec_annotation(spec: JobSpec | ServeSpec) -> str:
-    """The spec without the model code: enough to adopt the workload and report on it."""
-    data = spec.model_dump(mode="json")
+    """The spec without the model code and the job's signing key (annotations are readable far
+    more widely than the job): enough to adopt the workload and report on it."""
+    data = spec.model_dump(mode="json", exclude={"signing_key"})
     if isinstance(spec, JobSpec):
         for model in data["models"]:
             model["code"] = ""
