@@ -122,8 +122,10 @@ async def stream(inference_id: PathId, request: Request, session: SessionDep) ->
     config = inference.visualization.model_dump(mode="json") if inference.visualization else None
 
     async def events() -> AsyncIterator[str]:
-        yield f"event: config\ndata: {json.dumps({'inference': inference.id, 'visualization': config})}\n\n"
         async with feeds.open(inference.output_topic) as client:
+            # Only once the feed reads from a known position: pages say "live" on this event, and
+            # what is produced after it reaches them.
+            yield f"event: config\ndata: {json.dumps({'inference': inference.id, 'visualization': config})}\n\n"
             while not await request.is_disconnected():
                 try:
                     batch = await asyncio.wait_for(client.next(), KEEPALIVE_S)

@@ -101,10 +101,11 @@ function drawViz() {
 function stream() {
   const source = new EventSource(`/api/v1/inferences/${id}/stream`, { withCredentials: true });
   const state = $("#live-state");
-  source.onopen = () => { state.textContent = "live"; };
+  source.onopen = () => { state.textContent = "connecting…"; };
   source.onerror = () => { state.textContent = "disconnected, retrying…"; };
   source.addEventListener("config", (event) => {
     const data = JSON.parse(event.data);
+    state.textContent = "live";  // the feed is positioned: nothing sent from now on is missed
     if (data.visualization) config = Object.assign(config, data.visualization);
     $("#viz-title").textContent = config.type === "regression" ? "Live predictions (values)" : "Live predictions (classes)";
     drawViz();
