@@ -21,6 +21,7 @@ WORKER_SETTINGS = (
     "control_topic",
     "enable_idempotence",
     "fetch_max_wait_ms",
+    "fetch_idle_wait_ms",
     "message_max_bytes",
     "log_level",
 )
