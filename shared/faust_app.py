@@ -186,7 +186,7 @@ def add_liveness(app: faust.App, alive: AliveFile) -> None:
 # --- fetch wait ------------------------------------------------------------
 
 # How often an idle service's fetch wait is stepped towards the idle wait.
-FETCH_WAIT_EVERY_S = 0.25
+FETCH_WAIT_EVERY_S = 0.5
 
 
 def add_fetch_wait(app: faust.App, policy: FetchWait) -> Callable[[int], None]:

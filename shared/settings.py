@@ -85,7 +85,7 @@ class Settings(BaseSettings):
     # --- fetch waits (docs/performance.md) ----------------------------------------
     # An idle consumer's fetch wait backs off from KAFKAML_FETCH_MAX_WAIT_MS (the busy wait) to
     # this: an idle stack stays quiet, and the first record after idle waits at most this long.
-    fetch_idle_wait_ms: int = Field(default=200, ge=1)
+    fetch_idle_wait_ms: int = Field(default=300, ge=1)
 
     @property
     def brokers(self) -> str:

@@ -2,7 +2,7 @@
 
 Run from the repository root (it starts its own stack in a temporary home)::
 
-    .venv/bin/python tests/perf/bench_idle.py [--seconds 60] [--settle 20]
+    .venv/bin/python tests/perf/bench_idle.py [--seconds 60] [--settle 30] [--idle-wait-ms N]
 
 ``kafkaml up --detach`` on a fresh ``KAFKAML_HOME``; after ``--settle``
 seconds (group joins, the first housekeeping), the CPU time of every process
@@ -73,6 +73,10 @@ def label(process: psutil.Process) -> str:
         return f"pid {process.pid}"
     if "-m" in cmdline:
         return cmdline[cmdline.index("-m") + 1] + (" " + cmdline[-1] if cmdline[-1] == "up" else "")
+    if len(cmdline) > 1 and cmdline[1] == "-c":
+        return "multiprocessing child (the validator's sandbox)"
+    if len(cmdline) > 1 and cmdline[1].endswith(".py"):
+        return Path(cmdline[1]).stem
     name = Path(cmdline[0]).name if cmdline else process.name()
     return "postgres" if name.startswith("postgres") else name
 
@@ -116,11 +120,14 @@ def command_seconds(api: httpx.Client) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=60.0)
-    parser.add_argument("--settle", type=float, default=20.0, help="seconds after up before measuring")
+    parser.add_argument("--settle", type=float, default=30.0, help="seconds after up before measuring")
+    parser.add_argument("--idle-wait-ms", type=int, default=None, help="KAFKAML_FETCH_IDLE_WAIT_MS for the stack")
     args = parser.parse_args()
     home = Path(tempfile.mkdtemp(prefix="kml-idle-", dir="/tmp"))
     env = {k: v for k, v in os.environ.items() if not k.startswith("KAFKAML_")}
     env.update(KAFKAML_HOME=str(home), KAFKAML_API_PORT=str(free_port()), PYTHONPATH=str(REPO))
+    if args.idle_wait_ms is not None:
+        env["KAFKAML_FETCH_IDLE_WAIT_MS"] = str(args.idle_wait_ms)
     up = kafkaml(env, "up", "--detach")
     try:
         if up.returncode != 0:
