@@ -95,3 +95,12 @@ def test_setting_the_wait_before_start_does_nothing_and_after_sets_the_fetcher()
     started = Started()
     set_fetch_wait(started, 50)
     assert started._fetcher._fetch_max_wait_ms == 50
+
+
+def test_faust_still_keeps_its_aiokafka_consumer_where_the_services_look() -> None:
+    # shared.faust_app reaches the consumer as app.consumer._thread._consumer.
+    from faust.transport.drivers import aiokafka as driver
+
+    assert "self._thread" in inspect.getsource(driver.Consumer.__init__)
+    assert hasattr(driver.AIOKafkaConsumerThread, "_consumer")
+    assert "self._consumer = self._create_consumer(" in inspect.getsource(driver.AIOKafkaConsumerThread)
