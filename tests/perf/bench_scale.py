@@ -2,12 +2,13 @@
 
 Run from the repository root (it starts its own embedded broker)::
 
-    .venv/bin/python tests/perf/bench_scale.py [--messages 20000] [--repeats 2]
+    .venv/bin/python tests/perf/bench_scale.py [--messages 5000] [--repeats 2]
 
 The model is heavy enough that the model, not Kafka, is the bottleneck: 8x8
-RAW uint8 inputs through Flatten and ``--layers`` Dense layers of ``--width``
-units (untrained weights: only the cost matters), ~3 million multiply-adds
-per input with the defaults, ten times the per-message work of a pass-through.
+RAW uint8 inputs upsampled to ``--size`` x ``--size`` and through two 3x3
+convolutions of ``--filters`` (untrained weights: only the cost matters), ~35
+million multiply-adds per input with the defaults, in an artifact of a few
+tens of kilobytes: the model's time dwarfs the per-message Kafka work.
 
 Each replica (``python -m services.inferencer``, a real process) is pinned to
 one core of its own, as a replica with a one-core limit on Kubernetes: the
@@ -54,14 +55,29 @@ from tests.integration.inferencer.serving import keras_bytes, make_topics, publi
 PARTITIONS = 2
 
 
-def heavy_model(layers: int, width: int) -> bytes:
+def heavy_model(size: int, filters: int) -> bytes:
+    """Much arithmetic, few weights (a small artifact): the 8x8 image upsampled to
+    ``size`` x ``size``, two 3x3 convolutions of ``filters``, pooled, Dense 10."""
     import keras
 
     keras.utils.set_random_seed(1)
-    stack: list[Any] = [keras.Input((8, 8)), keras.layers.Flatten()]
-    stack += [keras.layers.Dense(width, activation="relu") for _ in range(layers)]
-    stack.append(keras.layers.Dense(10, activation="softmax"))
-    return keras_bytes(keras.Sequential(stack))
+    model = keras.Sequential(
+        [
+            keras.Input((8, 8)),
+            keras.layers.Reshape((8, 8, 1)),
+            keras.layers.UpSampling2D(size // 8),
+            keras.layers.Conv2D(filters, 3, activation="relu"),
+            keras.layers.Conv2D(filters, 3, activation="relu"),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(10, activation="softmax"),
+        ]
+    )
+    return keras_bytes(model)
+
+
+def multiply_adds(size: int, filters: int) -> int:
+    first = (size - 2) ** 2 * 9 * filters
+    return first + (size - 4) ** 2 * 9 * filters * filters + filters * 10
 
 
 def running_replicas(messages: list[Any]) -> set[str]:
@@ -98,9 +114,13 @@ async def scaled(bootstrap: str, artifact: bytes, replicas: int, count: int, log
 
 
 async def run(bootstrap: str, args: argparse.Namespace, logs: Path) -> None:
-    artifact = heavy_model(args.layers, args.width)
-    macs = 64 * args.width + (args.layers - 1) * args.width**2 + args.width * 10
-    print(f"model: {args.layers} x Dense {args.width}, {macs:,} multiply-adds per input; logs in {logs}", flush=True)
+    artifact = heavy_model(args.size, args.filters)
+    macs = multiply_adds(args.size, args.filters)
+    print(
+        f"model: two 3x3 convolutions of {args.filters} on {args.size}x{args.size}, {macs:,} multiply-adds per "
+        f"input, {len(artifact):,} bytes; logs in {logs}",
+        flush=True,
+    )
     one: list[float] = []
     two: list[float] = []
     for attempt in range(1, args.repeats + 1):
@@ -126,10 +146,10 @@ async def run(bootstrap: str, args: argparse.Namespace, logs: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--messages", type=int, default=20_000)
+    parser.add_argument("--messages", type=int, default=5_000)
     parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--layers", type=int, default=4)
-    parser.add_argument("--width", type=int, default=1024)
+    parser.add_argument("--size", type=int, default=64, help="the side the 8x8 input is upsampled to (a multiple of 8)")
+    parser.add_argument("--filters", type=int, default=32)
     args = parser.parse_args()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     home = Path(tempfile.mkdtemp(prefix="kml-scale-", dir="/tmp"))
