@@ -28,7 +28,8 @@ from shared.db.engine import make_engine, make_sessionmaker
 from shared.db.repositories import Housekeeping
 from shared.events import Envelope
 from shared.events.signing import Keyring
-from shared.kafka import Handle, Producer, Received, deliver, ensure_topics
+from shared.fetching import FetchWait, set_fetch_wait
+from shared.kafka import Handle, Producer, Received, deliver, ensure_topics, fetch_wait_for
 from shared.kafka_security import KafkaSecurityError, check_connection, faust_credentials
 from shared.process import every, setup_logging
 from shared.settings import Settings, get_settings
@@ -192,6 +193,29 @@ def add_liveness(app: faust.App, alive: AliveFile) -> None:
     app.timer(ALIVE_EVERY_S, name="alive")(touch_alive)
 
 
+# --- fetch wait ------------------------------------------------------------
+
+# How often an idle service's fetch wait is stepped towards the idle wait.
+FETCH_WAIT_EVERY_S = 0.5
+
+
+def add_fetch_wait(app: faust.App, policy: FetchWait) -> Callable[[int], None]:
+    """Drives the fetch wait of ``app``'s aiokafka consumer by ``policy`` (``shared.fetching``):
+    faust builds that consumer with a fixed 1.5 s wait, which the embedded broker holds on every
+    empty fetch, so each command waited up to that per faust hop. The agent reports the records
+    it takes (the function returned); a timer backs the wait off while none come."""
+
+    def apply(records: int) -> None:
+        thread = getattr(app.consumer, "_thread", None)  # faust's consumer thread, once started
+        set_fetch_wait(getattr(thread, "_consumer", None), policy.observe(records))
+
+    async def idle_step() -> None:
+        apply(0)
+
+    app.timer(FETCH_WAIT_EVERY_S, name="fetch-wait")(idle_step)
+    return apply
+
+
 # --- the app ---------------------------------------------------------------
 
 
@@ -201,10 +225,12 @@ def create_app(service: Service, alive: AliveFile | None = None) -> faust.App:
     alive = alive or AliveFile.from_env()
     app = make_faust_app(service.settings, service.name)
     inbox = app.topic(*service.inbox(), value_type=bytes, key_type=bytes, allow_empty=True)
+    seen = add_fetch_wait(app, fetch_wait_for(service.settings))
 
     async def consume(stream: faust.StreamT[bytes]) -> None:
         if service.batch_max == 1:
             async for event in stream.events():
+                seen(1)
                 await service.handle_batch([received_of(event)])
                 alive.touch()
             return
@@ -212,6 +238,7 @@ def create_app(service: Service, alive: AliveFile | None = None) -> faust.App:
         # it). faust's StreamT interface omits the method its Stream class has.
         batches = cast("faust.Stream[bytes]", stream).take_events(service.batch_max, within=service.batch_within_s)
         async for events in batches:
+            seen(len(events))
             await service.handle_batch([received_of(event) for event in events])
             alive.touch()
 

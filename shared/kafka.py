@@ -32,6 +32,7 @@ from shared.alive import AliveFile
 from shared.errors import KafkaMLError, TooLarge
 from shared.events import Envelope
 from shared.events.signing import Keyring, Signs
+from shared.fetching import AdaptiveConsumer, FetchWait
 from shared.kafka_security import security_options
 from shared.limits import DEAD_LETTER_HEADROOM_BYTES
 from shared.process import Backoff
@@ -297,13 +298,15 @@ async def deliver(
 
 
 def make_consumer(settings: Settings, *topics: str, group_id: str | None, **overrides: Any) -> AIOKafkaConsumer:
-    """A consumer with manual commits and the short fetch wait the embedded broker needs."""
+    """A consumer with manual commits and an adaptive fetch wait (``shared.fetching``): the busy
+    wait (``KAFKAML_FETCH_MAX_WAIT_MS``, or a ``fetch_max_wait_ms`` override) while records
+    come, backing off to ``KAFKAML_FETCH_IDLE_WAIT_MS`` when idle."""
+    busy_ms = int(overrides.pop("fetch_max_wait_ms", settings.fetch_max_wait_ms))
     options: dict[str, Any] = {
         "bootstrap_servers": settings.brokers,
         "group_id": group_id,
         "enable_auto_commit": False,
         "auto_offset_reset": "earliest",
-        "fetch_max_wait_ms": settings.fetch_max_wait_ms,
         # Short group timeouts: the embedded broker stalls a join until a dead member times out.
         "session_timeout_ms": 10_000,
         "heartbeat_interval_ms": 1_000,
@@ -312,7 +315,13 @@ def make_consumer(settings: Settings, *topics: str, group_id: str | None, **over
         **security_options(settings),
     }
     options.update(overrides)
-    return AIOKafkaConsumer(*topics, **options)
+    return AdaptiveConsumer(*topics, fetch_wait=fetch_wait_for(settings, busy_ms), **options)
+
+
+def fetch_wait_for(settings: Settings, busy_ms: int | None = None) -> FetchWait:
+    """The fetch-wait policy of this stack's consumers (faust's too)."""
+    busy = settings.fetch_max_wait_ms if busy_ms is None else busy_ms
+    return FetchWait(busy, max(busy, settings.fetch_idle_wait_ms))
 
 
 async def consume(

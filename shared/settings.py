@@ -123,6 +123,10 @@ class Settings(BaseSettings):
     # The validator's own key (hex of HMAC(bus key, "validator")): `kafkaml up` derives it, so
     # the validator, which runs users' code in its children, never holds the bus key.
     validator_key: str | None = Field(default=None, repr=False)
+    # --- fetch waits (docs/performance.md) ----------------------------------------
+    # An idle consumer's fetch wait backs off from KAFKAML_FETCH_MAX_WAIT_MS (the busy wait) to
+    # this: an idle stack stays quiet, and the first record after idle waits at most this long.
+    fetch_idle_wait_ms: int = Field(default=300, ge=1)
 
     @property
     def brokers(self) -> str:

@@ -18,6 +18,7 @@ from aiokafka import AIOKafkaConsumer
 from shared.errors import Undecodable
 from shared.events import Envelope
 from shared.events.signing import Forged, Keyring
+from shared.fetching import AdaptiveConsumer
 from shared.kafka import Producer, make_consumer, wait_for_assignment
 from shared.settings import Settings
 from shared.topics import topics_for
@@ -36,11 +37,8 @@ class CommandBus:
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        # A command's answer may wait 100 ms; polling every 10 ms (the inferencers' setting)
-        # would keep a core busy on an idle stack.
-        self._consumer = make_consumer(
-            self.settings, self.topics.events, group_id=None, auto_offset_reset="latest", fetch_max_wait_ms=100
-        )
+        # An adaptive fetch wait (shared.fetching): quiet when idle, short once a command is sent.
+        self._consumer = make_consumer(self.settings, self.topics.events, group_id=None, auto_offset_reset="latest")
         await self._consumer.start()
         self._task = asyncio.create_task(self._listen(), name="outcome-listener")
         await wait_for_assignment(self._consumer)
@@ -61,6 +59,8 @@ class CommandBus:
         self._waiting[command.event_id] = future
         try:
             await self.producer.publish(command)
+            if isinstance(self._consumer, AdaptiveConsumer):
+                self._consumer.fetch_wait.wake()  # its outcome comes soon: fetch with the short wait
             return await asyncio.wait_for(future, timeout_s or self.settings.command_timeout_s)
         except TimeoutError:
             return None

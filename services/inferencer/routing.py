@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-from dataclasses import dataclass
 from typing import Any, Final
 
 import numpy as np
@@ -38,13 +37,10 @@ Record = Any  # aiokafka's ConsumerRecord[bytes, bytes] (aiokafka ships no type 
 Headers = list[tuple[str, bytes]]
 
 
-@dataclass(frozen=True)
-class Output:
-    topic: str
-    partition: int
-    key: bytes | None
-    value: bytes
-    headers: Headers
+# (topic, partition, key, value, headers): a plain tuple, the cheapest to build per message.
+Output = tuple[str, int, bytes | None, bytes, Headers]
+# Records without headers share this (aiokafka's batch builder only reads it).
+_NO_HEADERS: Final[Headers] = []
 
 
 # Significant digits that give back the exact value of a float of this size (float16, float32).
@@ -61,12 +57,16 @@ def encode_predictions(outputs: np.ndarray[Any, Any]) -> list[bytes]:
     float64 repr). A value that is not finite becomes ``null``: JSON has no
     NaN or Infinity.
     """
+    if not len(outputs):  # a distributed batch whose every input went up (reshape(0, -1) would raise)
+        return []
     rows = outputs.reshape(len(outputs), -1)
     finite = bool(np.isfinite(rows).all()) if rows.dtype.kind == "f" else True
     digits = _ROUND_TRIP_DIGITS.get(rows.dtype.itemsize) if rows.dtype.kind == "f" else None
     if finite and digits is not None:
         row_format = b'{"values": [' + b", ".join([b"%%.%dg" % digits] * rows.shape[1]) + b"]}"
-        return [row_format % tuple(row) for row in rows.tolist()]
+        # One ``%`` for the whole batch, split at the newlines (no number is written with one):
+        # a format and a tuple per row cost more than the formatting itself.
+        return (b"\n".join([row_format] * len(rows)) % tuple(rows.ravel().tolist())).split(b"\n")
     lists: list[Any] = rows.astype(np.float64).tolist()
     if not finite:
         lists = [[v if math.isfinite(v) else None for v in row] for row in lists]
@@ -107,7 +107,7 @@ class Router:
             up = prediction.reshape(count, -1).max(axis=1) < limit
         spec = self.spec
         output_partitions = await self.partitions_of(spec.output_topic)
-        predictions = iter(encode_predictions(prediction[~up]))
+        predictions = iter(encode_predictions(prediction[~up] if self.distributed else prediction))
         tensors: Any = iter(())
         upper_partitions = 1
         if up.any():
@@ -115,6 +115,16 @@ class Router:
             upper_partitions = await self.partitions_of(spec.upper_topic)
             # Raw float32 in C order: the upper model's RAW input.
             tensors = iter(np.ascontiguousarray(arrays[0][up], dtype=np.float32))
+        append = outputs.append
+        if not self.distributed:  # the common case, per message: one tuple, nothing else
+            topic = spec.output_topic
+            for index, value in zip(indices, predictions, strict=True):
+                record = records[index]
+                # aiokafka's record batches take headers as a list only.
+                headers = list(record.headers) if record.headers else _NO_HEADERS
+                append((topic, record.partition % output_partitions, record.key, value, headers))
+            sent.extend(indices)
+            return predicted_classes(prediction)
         for index, goes_up in zip(indices, up.tolist(), strict=True):
             record = records[index]
             if goes_up:
@@ -122,8 +132,8 @@ class Router:
                 topic, partitions, value = spec.upper_topic, upper_partitions, next(tensors).tobytes()
             else:
                 topic, partitions, value = spec.output_topic, output_partitions, next(predictions)
-            # aiokafka's record batches take headers as a list only.
-            outputs.append(Output(topic, record.partition % partitions, record.key, value, list(record.headers)))
+            headers = list(record.headers) if record.headers else _NO_HEADERS
+            append((topic, record.partition % partitions, record.key, value, headers))
             sent.append(index)
         return predicted_classes(prediction[~up])
 
@@ -140,16 +150,16 @@ class Router:
         producer = self.producer._producer  # the helper's aiokafka producer: batches need its batch API
         batches: list[tuple[str, int, Any]] = []
         open_batches: dict[tuple[str, int], Any] = {}
-        for output in outputs:
-            place = (output.topic, output.partition)
+        for topic, partition, key, value, headers in outputs:
+            place = (topic, partition)
             builder = open_batches.get(place)
             if builder is None:
                 builder = open_batches[place] = producer.create_batch()
-                batches.append((output.topic, output.partition, builder))
-            if builder.append(timestamp=None, key=output.key, value=output.value, headers=output.headers) is None:
+                batches.append((topic, partition, builder))
+            if builder.append(timestamp=None, key=key, value=value, headers=headers) is None:
                 builder = open_batches[place] = producer.create_batch()
-                batches.append((output.topic, output.partition, builder))
-                builder.append(timestamp=None, key=output.key, value=output.value, headers=output.headers)
+                batches.append((topic, partition, builder))
+                builder.append(timestamp=None, key=key, value=value, headers=headers)
         # Submitted in creation order: one partition's batches stay in order (aiokafka sends
         # one batch per partition at a time).
         return [await producer.send_batch(builder, topic, partition=partition) for topic, partition, builder in batches]

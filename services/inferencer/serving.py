@@ -322,12 +322,18 @@ class Inferencer:
         acked_ms = time.time() * 1000
         if previous is not None:
             await previous  # in order: a failed batch before this one is this one's failure too
-        records = flight.records
-        timestamps = np.fromiter((records[i].timestamp for i in flight.sent), dtype=np.float64, count=len(flight.sent))
-        self.window.add(len(flight.sent), acked_ms - timestamps[timestamps > 0], flight.classes)
+        records, sent = flight.records, flight.sent
+        if len(sent) == len(records):  # no input failed: no indexing per message
+            stamps = [record.timestamp for record in records]
+        else:
+            stamps = [records[i].timestamp for i in sent]
+        timestamps = np.array(stamps, dtype=np.float64)
+        self.window.add(len(sent), acked_ms - timestamps[timestamps > 0], flight.classes)
         self.window.add_errors(flight.errors)
-        for record in records:  # in order per partition: the last one wins
-            self._to_commit[TopicPartition(record.topic, record.partition)] = record.offset + 1
+        # In order per partition: the last one wins. A TopicPartition per partition, not per record.
+        last = {(record.topic, record.partition): record.offset for record in records}
+        for (topic, partition), offset in last.items():
+            self._to_commit[TopicPartition(topic, partition)] = offset + 1
 
     async def _predict(
         self, x: np.ndarray[Any, Any]
