@@ -126,9 +126,11 @@ class ServeSpec(Payload):
     replicas: int = 1
     gpus: int = 0
     group_id: str
-    # Micro-batches: at most this many inputs, or what arrived within this wait.
+    # Micro-batches: at most this many inputs, or what arrived within this wait. No wait by
+    # default: the replica pipelines, so what piles up during one model call is the next batch,
+    # and a wait only adds latency at a low rate (docs/performance.md).
     max_batch: int = 512
-    max_wait_ms: float = 5.0
+    max_wait_ms: float = 0.0
     stats_interval_s: float = 5.0
     # The key every replica signs its events with (only about this inference); set by the
     # orchestrator, never the bus key. Whoever reads the spec can speak for the inference.
