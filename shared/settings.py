@@ -82,6 +82,11 @@ class Settings(BaseSettings):
     home: Path = Field(default=Path(".kafkaml"), description="State folder of a local stack")
     log_level: str = "INFO"
 
+    # --- warm trainers (local launcher) --------------------------------------
+    # Frameworks the local launcher keeps one trainer process ready for, its framework imported
+    # (comma-separated; empty: none, every trainer starts cold).
+    trainer_warm: str = "tensorflow,pytorch"
+
     @property
     def brokers(self) -> str:
         if not self.bootstrap_servers:

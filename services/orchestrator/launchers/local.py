@@ -3,7 +3,16 @@
 Each process gets the workers' environment (``shared.workerenv``: the Kafka
 settings, no database URL, no API token), runs in its own process group (stopping it stops what it
 spawned), has a memory limit enforced by watching its process tree, and
-carries PR_SET_PDEATHSIG so that none outlives the orchestrator.
+carries PR_SET_PDEATHSIG so that none outlives the orchestrator. Its job spec
+goes to it on standard input (a pipe only it reads), never on a topic: the spec
+carries the job's secrets.
+
+Warm trainers: for each framework in ``KAFKAML_TRAINER_WARM`` one trainer process is
+started ahead of time with its framework imported (seconds, for TensorFlow) and waits
+for a spec on its standard input. A job takes it (its spec is written to it, and it
+becomes that job's supervised process) and a fresh warm one is started in its place,
+so a warm process never runs two jobs. One that dies while waiting is replaced when
+the next job of its framework comes.
 
 A trainer runs once: when it ends without having reported (crash, kill,
 memory), its results fail with the reason. An inference replica is a
@@ -22,6 +31,7 @@ import os
 import signal
 import sys
 import time
+import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,6 +74,29 @@ class Unit:
         return self.process is not None and self.process.returncode is None
 
 
+@dataclass
+class Warm:
+    """A trainer process with its framework imported, waiting for a spec on its standard input."""
+
+    framework: str
+    argv: list[str]
+    log_path: Path
+    process: asyncio.subprocess.Process
+    watcher: asyncio.Task[None] | None = field(default=None, repr=False)
+
+
+def trainer_argv(*extra: str) -> list[str]:
+    return [sys.executable, "-m", "services.trainer", "--spec-file", "-", *extra]
+
+
+def warm_frameworks(settings: Settings) -> list[str]:
+    names = [name.strip() for name in settings.trainer_warm.split(",") if name.strip()]
+    unknown = sorted(set(names) - {"tensorflow", "pytorch"})
+    if unknown:
+        raise ValueError(f"KAFKAML_TRAINER_WARM={settings.trainer_warm!r}: unknown framework(s) {unknown}")
+    return names
+
+
 class LocalLauncher:
     def __init__(
         self, settings: Settings, on_failure: OnFailure, *, memory_mb: int = 8192, poll_s: float = 0.5
@@ -75,19 +108,62 @@ class LocalLauncher:
         self.units: dict[str, list[Unit]] = {}
         self.logs = Path(settings.home) / "logs" / "jobs"
         self._rotation: asyncio.Task[None] | None = None
+        self.warm_frameworks = warm_frameworks(settings)
+        self.warm: dict[str, Warm] = {}
+        self._closed = False
 
     async def launch_training(self, spec: JobSpec) -> None:
         if any(u.alive for u in self.units.get(spec.job_id, [])):
             return
-        argv = [sys.executable, "-m", "services.trainer", "--job-id", spec.job_id]
-        unit = Unit(spec, argv, self.logs / f"trainer-{spec.job_id}.log", restart=False)
-        self.units[spec.job_id] = [unit]
-        await self._start(unit)
+        log_path = self.logs / f"trainer-{spec.job_id}.log"
+        warm = self.warm.pop(spec.framework, None)
+        unit: Unit | None = None
+        if warm is not None and warm.process.returncode is None:
+            if not log_path.exists():  # the warm process's log becomes the job's (the handle follows)
+                with contextlib.suppress(OSError):
+                    warm.log_path.rename(log_path)
+                    warm.log_path = log_path
+            unit = Unit(spec, warm.argv, warm.log_path, restart=False, process=warm.process)
+            self.units[spec.job_id] = [unit]
+            if await self._hand_spec(unit):
+                unit.watcher = asyncio.create_task(self._watch(unit), name=f"watch-{log_path.stem}")
+            else:
+                unit = None  # it died as the job came: start one cold
+        how = "warm"
+        if unit is None:
+            how = "cold"
+            unit = Unit(spec, trainer_argv("--job-id", spec.job_id), log_path, restart=False)
+            self.units[spec.job_id] = [unit]
+            await self._start(unit)
         log.info(
-            "launched trainer for job %s (deployment %d, results %s): pid %s, log %s",
-            spec.job_id, spec.deployment_id, [m.result_id for m in spec.models], unit.process and unit.process.pid,
+            "launched trainer for job %s (deployment %d, results %s): %s process %s, log %s",
+            spec.job_id, spec.deployment_id, [m.result_id for m in spec.models], how, unit.process and unit.process.pid,
             unit.log_path,
         )  # fmt: skip
+        await self.prewarm()
+
+    async def prewarm(self) -> None:
+        """One warm trainer per framework of ``KAFKAML_TRAINER_WARM`` that has none."""
+        for framework in self.warm_frameworks:
+            current = self.warm.get(framework)
+            if self._closed or (current is not None and current.process.returncode is None):
+                continue
+            argv = trainer_argv("--framework", framework)
+            log_path = self.logs / f"trainer-warm-{framework}-{uuid.uuid4().hex[:8]}.log"
+            process = await self._spawn(argv, log_path)
+            warm = Warm(framework, argv, log_path, process)
+            warm.watcher = asyncio.create_task(self._watch_warm(warm), name=f"watch-{log_path.stem}")
+            self.warm[framework] = warm
+            log.info("warm %s trainer started: pid %d", framework, process.pid)
+
+    async def _watch_warm(self, warm: Warm) -> None:
+        code = await warm.process.wait()
+        if self.warm.get(warm.framework) is warm:  # died waiting (not taken): replaced by the next job
+            del self.warm[warm.framework]
+            if not self._closed:
+                log.warning(
+                    "the warm %s trainer exited with %s while waiting; see %s", warm.framework, code, warm.log_path
+                )
 
     async def launch_inference(self, spec: ServeSpec) -> None:
         if any(u.alive for u in self.units.get(spec.job_id, [])):
@@ -95,7 +171,10 @@ class LocalLauncher:
         units = [
             Unit(
                 spec,
-                [sys.executable, "-m", "services.inferencer", "--job-id", spec.job_id, "--replica", str(replica)],
+                [
+                    *[sys.executable, "-m", "services.inferencer", "--spec-file", "-"],
+                    *["--job-id", spec.job_id, "--replica", str(replica)],
+                ],
                 self.logs / f"inferencer-{spec.job_id}-{replica}.log",
                 restart=True,
             )
@@ -126,53 +205,83 @@ class LocalLauncher:
         for job_id in sorted(running - wanted):
             log.info("reconcile: %s runs but is no longer wanted; stopping it", job_id)
             await self.stop(job_id)
+        await self.prewarm()  # at start-up: the first job finds its trainer ready
         return wanted - running
 
     async def close(self) -> None:
+        self._closed = True
         if self._rotation is not None:
             self._rotation.cancel()
         for job_id in list(self.units):
             await self.stop(job_id)
+        warm, self.warm = list(self.warm.values()), {}
+        await asyncio.gather(*(self._end(w.process) for w in warm if w.process.returncode is None))
         for units in self.units.values():
             for unit in units:
                 if unit.watcher:
                     unit.watcher.cancel()
+        for each in warm:
+            if each.watcher:
+                each.watcher.cancel()
 
     async def _rotate_logs(self) -> None:
         for units in list(self.units.values()):
             for unit in units:
                 rotate_log(unit.log_path)
 
-    async def _start(self, unit: Unit) -> None:
+    async def _spawn(self, argv: list[str], log_path: Path) -> asyncio.subprocess.Process:
         self.logs.mkdir(parents=True, exist_ok=True)
         if self._rotation is None:  # long-lived replicas write for as long as they serve
             self._rotation = asyncio.create_task(every(LOG_CHECK_EVERY_S, self._rotate_logs, what="log rotation"))
-        with open_log(unit.log_path) as output:
-            unit.process = await asyncio.create_subprocess_exec(
-                *unit.argv,
+        with open_log(log_path) as output:
+            return await asyncio.create_subprocess_exec(
+                *argv,
                 env=worker_environment(self.settings),
                 stdout=output,
                 stderr=asyncio.subprocess.STDOUT,
-                stdin=asyncio.subprocess.DEVNULL,
+                stdin=asyncio.subprocess.PIPE,  # the spec, and nothing else
                 start_new_session=True,
                 preexec_fn=parent_death_hook(),
             )
+
+    async def _hand_spec(self, unit: Unit) -> bool:
+        """Writes the spec to the process's standard input and closes it; False when it is gone.
+
+        Not drained here: the pipe flushes in the background, so a process still importing its
+        framework never holds up the orchestrator's loop (a process that dies unread is reported
+        by its watcher)."""
+        assert unit.process is not None and unit.process.stdin is not None
+        if unit.process.returncode is not None:
+            return False
+        try:
+            unit.process.stdin.write(unit.spec.model_dump_json().encode())
+            unit.process.stdin.close()
+        except (BrokenPipeError, ConnectionResetError):
+            return False
+        return True
+
+    async def _start(self, unit: Unit) -> None:
+        unit.process = await self._spawn(unit.argv, unit.log_path)
+        await self._hand_spec(unit)  # a process that died at once is reported by its watcher
         unit.watcher = asyncio.create_task(self._watch(unit), name=f"watch-{unit.log_path.stem}")
 
     async def _terminate(self, unit: Unit, grace_s: float = 10.0) -> None:
         assert unit.process is not None
-        self._signal(unit, signal.SIGTERM)
+        await self._end(unit.process, grace_s)
+
+    async def _end(self, process: asyncio.subprocess.Process, grace_s: float = 10.0) -> None:
+        self._signal(process, signal.SIGTERM)
         try:
-            await asyncio.wait_for(unit.process.wait(), grace_s)
+            await asyncio.wait_for(process.wait(), grace_s)
         except TimeoutError:
-            self._signal(unit, signal.SIGKILL)
-            await unit.process.wait()
+            self._signal(process, signal.SIGKILL)
+            await process.wait()
 
     @staticmethod
-    def _signal(unit: Unit, sig: int) -> None:
-        if unit.process is not None:
+    def _signal(process: asyncio.subprocess.Process | None, sig: int) -> None:
+        if process is not None:
             with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(unit.process.pid, sig)
+                os.killpg(process.pid, sig)
 
     async def _watch(self, unit: Unit) -> None:
         """Waits for the process; enforces the memory limit; restarts or reports an unexpected end."""
@@ -189,7 +298,7 @@ class LocalLauncher:
                         "use a smaller batch size or data set, or raise KAFKAML_TRAINER_MEMORY_MB"
                     )
                     log.warning("%s: %s", unit.log_path.stem, reason)
-                    self._signal(unit, signal.SIGKILL)
+                    self._signal(unit.process, signal.SIGKILL)
                     await unit.process.wait()
         code = unit.process.returncode
         if unit.stopping or (code == 0 and reason is None):

@@ -33,7 +33,11 @@ from services.orchestrator.launchers.kubernetes.labels import (
     selector,
     training_name,
 )
-from services.orchestrator.launchers.kubernetes.manifests import inference_deployment_manifest, training_job_manifest
+from services.orchestrator.launchers.kubernetes.manifests import (
+    inference_deployment_manifest,
+    spec_secret_manifest,
+    training_job_manifest,
+)
 from services.orchestrator.launchers.kubernetes.settings import KubernetesSettings
 from services.orchestrator.launchers.kubernetes.status import describe_job_failure, describe_pod_problem, metadata_of
 from services.orchestrator.launchers.kubernetes.tracking import Workload, WorkloadTracker
@@ -191,6 +195,13 @@ class KubernetesLauncher:
         self.workloads[spec.job_id] = Workload(spec.job_id, what, name, spec)
         self.tracker.observe(kind, "ADDED", created)
         log.info("created %s %s for job %s", kind, name, spec.job_id)
+        # Its pods wait for their spec's Secret (the kubelet retries the mount): created once its
+        # owner exists, so that the owner's deletion takes it along.
+        try:
+            await api.create("secret", spec_secret_manifest(spec, created, self.k8s))
+        except KubernetesApiError as exc:
+            if exc.status != 409:
+                raise
         await self._flush()
 
     # --- what the watches see, and the reports that follow ---
