@@ -130,7 +130,9 @@ async def _seek_since(consumer: Any, partitions: list[TopicPartition], since_ms:
     ends = await consumer.end_offsets(partitions)
     for tp in partitions:
         at = found.get(tp)
-        consumer.seek(tp, at.offset if at is not None else ends[tp])
+        # No record that recent: Kafka answers none; the embedded broker offset 0 with timestamp -1.
+        recent = at is not None and at.timestamp >= 0 and at.offset >= 0
+        consumer.seek(tp, at.offset if at is not None and recent else ends[tp])
 
 
 async def find_control_message(
