@@ -7,6 +7,13 @@ carries PR_SET_PDEATHSIG so that none outlives the orchestrator. Its job spec
 goes to it on standard input (a pipe only it reads), never on a topic: the spec
 carries the job's secrets.
 
+Every worker runs confined (``shared.confine``): under a supervisor that runs no user code
+and kills whatever the code left behind, in a PID namespace and a private mount namespace
+with the import path read-only where the kernel allows, with rlimits, and in a private
+working directory of its own (mode 0700, also its HOME and TMPDIR), removed when it ends.
+The network stays: a worker talks to Kafka. Memory is bounded by the watcher below (the
+address-space rlimit would refuse what TensorFlow maps), time by the job itself.
+
 Warm trainers: for each framework in ``KAFKAML_TRAINER_WARM`` one trainer process is
 started ahead of time with its framework imported (seconds, for TensorFlow) and waits
 for a spec on its standard input. A job takes it (its spec is written to it, and it
@@ -39,6 +46,7 @@ from pathlib import Path
 import psutil
 
 from services.orchestrator.launchers.base import OnFailure
+from shared.confine import Confinement, Limits, make_work_dir, remove_work_dir
 from shared.events.inference import ServeSpec
 from shared.events.training import JobSpec
 from shared.process import Backoff, every
@@ -54,6 +62,11 @@ MAX_RESTARTS = 5
 RESTART_WINDOW_S = 300.0
 # A crashed replica restarts after 1 s, then 2, 4, ... up to 30 s (the crashes in the window count).
 RESTART_BACKOFF = Backoff(initial=1.0, maximum=30.0)
+# What a worker may use: no address-space or CPU-time limit (TensorFlow maps gigabytes, a
+# training runs for hours; the watcher enforces the memory limit), room for a model's files.
+# The folder holding the services and shared packages (a checkout, or site-packages).
+CODE_ROOT = str(Path(__file__).resolve().parents[3])
+WORKER_LIMITS = Limits(address_space_mb=None, cpu_s=None, file_size_mb=4096, open_files=4096, processes=512)
 
 
 @dataclass
@@ -65,6 +78,7 @@ class Unit:
     log_path: Path
     restart: bool
     process: asyncio.subprocess.Process | None = None
+    work_dir: str | None = None
     stopping: bool = False
     crashes: list[float] = field(default_factory=list)
     watcher: asyncio.Task[None] | None = field(default=None, repr=False)
@@ -82,6 +96,7 @@ class Warm:
     argv: list[str]
     log_path: Path
     process: asyncio.subprocess.Process
+    work_dir: str
     watcher: asyncio.Task[None] | None = field(default=None, repr=False)
 
 
@@ -123,7 +138,7 @@ class LocalLauncher:
                 with contextlib.suppress(OSError):
                     warm.log_path.rename(log_path)
                     warm.log_path = log_path
-            unit = Unit(spec, warm.argv, warm.log_path, restart=False, process=warm.process)
+            unit = Unit(spec, warm.argv, warm.log_path, restart=False, process=warm.process, work_dir=warm.work_dir)
             self.units[spec.job_id] = [unit]
             if await self._hand_spec(unit):
                 unit.watcher = asyncio.create_task(self._watch(unit), name=f"watch-{log_path.stem}")
@@ -150,15 +165,17 @@ class LocalLauncher:
                 continue
             argv = trainer_argv("--framework", framework)
             log_path = self.logs / f"trainer-warm-{framework}-{uuid.uuid4().hex[:8]}.log"
-            process = await self._spawn(argv, log_path)
-            warm = Warm(framework, argv, log_path, process)
+            process, work_dir = await self._spawn(argv, log_path)
+            warm = Warm(framework, argv, log_path, process, work_dir)
             warm.watcher = asyncio.create_task(self._watch_warm(warm), name=f"watch-{log_path.stem}")
             self.warm[framework] = warm
             log.info("warm %s trainer started: pid %d", framework, process.pid)
 
     async def _watch_warm(self, warm: Warm) -> None:
         code = await warm.process.wait()
-        if self.warm.get(warm.framework) is warm:  # died waiting (not taken): replaced by the next job
+        if self.warm.get(warm.framework) is warm:
+            with contextlib.suppress(OSError):
+                remove_work_dir(warm.work_dir)  # died waiting (not taken): replaced by the next job
             del self.warm[warm.framework]
             if not self._closed:
                 log.warning(
@@ -229,20 +246,31 @@ class LocalLauncher:
             for unit in units:
                 rotate_log(unit.log_path)
 
-    async def _spawn(self, argv: list[str], log_path: Path) -> asyncio.subprocess.Process:
+    async def _spawn(self, argv: list[str], log_path: Path) -> tuple[asyncio.subprocess.Process, str]:
+        """Starts ``argv`` confined, in a fresh private working directory; the process and that directory."""
         self.logs.mkdir(parents=True, exist_ok=True)
         if self._rotation is None:  # long-lived replicas write for as long as they serve
             self._rotation = asyncio.create_task(every(LOG_CHECK_EVERY_S, self._rotate_logs, what="log rotation"))
+        work = Path(self.settings.home) / "work"
+        work.mkdir(parents=True, exist_ok=True, mode=0o700)
+        work_dir = make_work_dir(str(work), prefix=f"{log_path.stem}-")
+        confinement = Confinement(limits=WORKER_LIMITS, work_dir=work_dir)
+        env = worker_environment(self.settings)
+        # The worker runs in its working directory: our code is found where we found it.
+        env.update(
+            HOME=work_dir, TMPDIR=work_dir, PYTHONPATH=os.pathsep.join(filter(None, [CODE_ROOT, env.get("PYTHONPATH")]))
+        )
         with open_log(log_path) as output:
-            return await asyncio.create_subprocess_exec(
-                *argv,
-                env=worker_environment(self.settings),
+            process = await asyncio.create_subprocess_exec(
+                *confinement.command(argv),
+                env=env,
                 stdout=output,
                 stderr=asyncio.subprocess.STDOUT,
                 stdin=asyncio.subprocess.PIPE,  # the spec, and nothing else
                 start_new_session=True,
                 preexec_fn=parent_death_hook(),
             )
+        return process, work_dir
 
     async def _hand_spec(self, unit: Unit) -> bool:
         """Writes the spec to the process's standard input and closes it; False when it is gone.
@@ -261,7 +289,7 @@ class LocalLauncher:
         return True
 
     async def _start(self, unit: Unit) -> None:
-        unit.process = await self._spawn(unit.argv, unit.log_path)
+        unit.process, unit.work_dir = await self._spawn(unit.argv, unit.log_path)
         await self._hand_spec(unit)  # a process that died at once is reported by its watcher
         unit.watcher = asyncio.create_task(self._watch(unit), name=f"watch-{unit.log_path.stem}")
 
@@ -270,7 +298,9 @@ class LocalLauncher:
         await self._end(unit.process, grace_s)
 
     async def _end(self, process: asyncio.subprocess.Process, grace_s: float = 10.0) -> None:
-        self._signal(process, signal.SIGTERM)
+        # To the supervisor alone, which passes it on once: a second SIGTERM means "now" to a worker.
+        with contextlib.suppress(ProcessLookupError):
+            process.send_signal(signal.SIGTERM)
         try:
             await asyncio.wait_for(process.wait(), grace_s)
         except TimeoutError:
@@ -301,6 +331,10 @@ class LocalLauncher:
                     self._signal(unit.process, signal.SIGKILL)
                     await unit.process.wait()
         code = unit.process.returncode
+        if unit.work_dir is not None:
+            with contextlib.suppress(OSError):
+                remove_work_dir(unit.work_dir)
+            unit.work_dir = None
         if unit.stopping or (code == 0 and reason is None):
             return
         if reason is None:

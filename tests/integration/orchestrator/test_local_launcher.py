@@ -7,10 +7,12 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import stat
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+import psutil
 import pytest
 
 from services.orchestrator.launchers.local import LocalLauncher
@@ -76,6 +78,11 @@ async def test_a_warm_trainer_takes_the_next_job_and_a_fresh_one_replaces_it(lau
         assert replacement.process.pid != warm.process.pid
         await wait_for("the spec", lambda: "spec received: job first" in unit.log_path.read_text())
         assert "pytorch imported in" in unit.log_path.read_text()
+        # Confined: the trainer runs below a supervisor, in a private working directory.
+        assert unit.work_dir is not None and stat.S_IMODE(os.stat(unit.work_dir).st_mode) == 0o700
+        [trainer] = psutil.Process(unit.process.pid).children()
+        assert trainer.cwd() == unit.work_dir and "services.trainer" in trainer.cmdline()
+        work_dir = unit.work_dir
 
         # The next job takes the replacement: a warm process never runs two jobs.
         await launcher.launch_training(job("second", "pytorch"))
@@ -87,6 +94,7 @@ async def test_a_warm_trainer_takes_the_next_job_and_a_fresh_one_replaces_it(lau
 
         await launcher.stop("first")
         assert warm.process.returncode is not None and await launcher.running() == {"second", "cold"}
+        await wait_for("its working directory to go", lambda: not Path(work_dir).exists())
         # A warm process that dies while it waits is replaced when the next job comes.
         third = launcher.warm["pytorch"]
         os.killpg(third.process.pid, signal.SIGKILL)
