@@ -5,9 +5,10 @@
 The launcher hands the job spec over directly: on standard input (``-``, the local
 launcher) or as a file only this worker can read (a Kubernetes Secret mounted into the
 pod). It never travels on a topic: it carries the job's secrets. With ``--framework`` the
-process imports TensorFlow or PyTorch *before* it reads its spec: the local launcher keeps
-such a warm process ready per framework and writes the next job's spec to it, so a job
-does not wait the seconds an import takes. A warm process runs one job, then exits.
+process imports TensorFlow or PyTorch *before* it reads its spec, sets it up for the CPU
+and trains a tiny model once: the local launcher keeps such a warm process ready per
+framework and writes the next job's spec (one without GPUs) to it, so a job does not wait
+the seconds an import and a first training take. A warm process runs one job, then exits.
 
 Exit status: 0 once the job's outcome (``TrainingFinished`` or ``TrainingFailed``) was
 published; 2 when no readable job spec was handed over (nothing is published: there is no
@@ -25,7 +26,7 @@ import signal
 import sys
 import time
 
-from services.trainer.worker import import_framework, train_job
+from services.trainer.worker import train_job, warm_up
 from shared.errors import SpecNotFound
 from shared.events.training import JobSpec
 from shared.jobs import read_spec
@@ -69,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(settings.log_level)
     if args.framework:
         started = time.monotonic()
-        import_framework(args.framework)
+        warm_up(args.framework)
         log.info("%s imported in %.1f s; waiting for a job spec", args.framework, time.monotonic() - started)
     try:
         spec = read_spec(args.spec_file, JobSpec)

@@ -34,7 +34,7 @@ from shared.kafka import Producer
 from shared.process import worker_threads
 from shared.settings import Settings
 
-__all__ = ["import_framework", "train_job"]
+__all__ = ["import_framework", "train_job", "warm_up"]
 
 log = logging.getLogger("kafkaml.trainer")
 
@@ -44,6 +44,38 @@ MISSING_DATA_TIMEOUT_S: Final = 30.0
 
 def import_framework(framework: str) -> None:
     importlib.import_module("tensorflow" if framework == "tensorflow" else "torch")
+
+
+def warm_up(framework: str) -> None:
+    """What a warm trainer does before its job comes: the framework imported and set up for the CPU
+    (the launcher hands it jobs without GPUs only), and a tiny model trained once, so that the
+    one-time start-up of training (kernels, Keras' or Ignite's modules, the first trace) is paid."""
+    import numpy as np
+
+    x, y = np.zeros((8, 4), dtype=np.float32), np.zeros((8,), dtype=np.int64)
+    if framework == "tensorflow":
+        from services.trainer.keras_training import configure_tensorflow
+
+        configure_tensorflow(0, worker_threads())
+        import keras
+
+        model = keras.Sequential([keras.Input(shape=(4,)), keras.layers.Dense(2, activation="softmax")])
+        model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+        model.fit(x, y, batch_size=4, epochs=1, validation_data=(x, y), verbose=0)
+        model.evaluate(x, y, verbose=0)
+        return
+    import torch
+    from ignite.engine import create_supervised_evaluator, create_supervised_trainer
+    from ignite.metrics import Accuracy
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from services.trainer.torch_training import configure_torch
+
+    configure_torch(0, worker_threads())
+    net = torch.nn.Linear(4, 2)
+    data = DataLoader(TensorDataset(torch.from_numpy(x), torch.from_numpy(y)), batch_size=4)
+    create_supervised_trainer(net, torch.optim.Adam(net.parameters()), torch.nn.CrossEntropyLoss()).run(data, 1)
+    create_supervised_evaluator(net, metrics={"accuracy": Accuracy()}).run(data)
 
 
 async def _progress(

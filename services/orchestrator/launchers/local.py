@@ -131,7 +131,8 @@ class LocalLauncher:
         if any(u.alive for u in self.units.get(spec.job_id, [])):
             return
         log_path = self.logs / f"trainer-{spec.job_id}.log"
-        warm = self.warm.pop(spec.framework, None)
+        # A warm trainer is set up for the CPU: a job with GPUs starts cold.
+        warm = self.warm.pop(spec.framework, None) if spec.gpus == 0 else None
         unit: Unit | None = None
         if warm is not None and warm.process.returncode is None:
             if not log_path.exists():  # the warm process's log becomes the job's (the handle follows)

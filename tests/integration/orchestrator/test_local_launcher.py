@@ -24,12 +24,12 @@ from shared.stack.broker import Broker
 pytestmark = pytest.mark.integration
 
 
-def job(job_id: str, framework: str = "tensorflow") -> JobSpec:
+def job(job_id: str, framework: str = "tensorflow", gpus: int = 0) -> JobSpec:
     model = JobModel(result_id=1, model_id=1, name="m", code="model = 1")
     return JobSpec.model_validate(
         {
             "job_id": job_id, "deployment_id": 1, "framework": framework, "models": [model], "batch_size": 32,
-            "fit": {}, "evaluate": {}, "confusion_matrix": False,
+            "fit": {}, "evaluate": {}, "confusion_matrix": False, "gpus": gpus,
         }
     )  # fmt: skip
 
@@ -88,15 +88,19 @@ async def test_a_warm_trainer_takes_the_next_job_and_a_fresh_one_replaces_it(lau
         await launcher.launch_training(job("second", "pytorch"))
         assert launcher.units["second"][0].process is replacement.process
         assert await launcher.running() == {"first", "second"}
-        # A framework without a warm process starts cold, as before.
+        # A framework without a warm process starts cold, as before; so does a job with GPUs (a warm
+        # trainer is set up for the CPU).
         await launcher.launch_training(job("cold", "tensorflow"))
         assert launcher.units["cold"][0].process not in (warm.process, replacement.process)
+        third = launcher.warm["pytorch"]
+        await launcher.launch_training(job("gpu", "pytorch", gpus=1))
+        assert launcher.units["gpu"][0].process is not third.process and launcher.warm["pytorch"] is third
+        await launcher.stop("gpu")
 
         await launcher.stop("first")
         assert warm.process.returncode is not None and await launcher.running() == {"second", "cold"}
         await wait_for("its working directory to go", lambda: not Path(work_dir).exists())
         # A warm process that dies while it waits is replaced when the next job comes.
-        third = launcher.warm["pytorch"]
         os.killpg(third.process.pid, signal.SIGKILL)
         await wait_for("the dead warm process to be dropped", lambda: "pytorch" not in launcher.warm)
         await launcher.launch_training(job("fourth", "pytorch"))
