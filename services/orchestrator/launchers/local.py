@@ -122,6 +122,8 @@ class LocalLauncher:
         self.poll_s = poll_s
         self.units: dict[str, list[Unit]] = {}
         self.logs = Path(settings.home) / "logs" / "jobs"
+        # Workers' private working directories, one each.
+        self.work = Path(settings.home) / "work"
         self._rotation: asyncio.Task[None] | None = None
         self.warm_frameworks = warm_frameworks(settings)
         self.warm: dict[str, Warm] = {}
@@ -134,7 +136,10 @@ class LocalLauncher:
         # A warm trainer is set up for the CPU: a job with GPUs starts cold.
         warm = self.warm.pop(spec.framework, None) if spec.gpus == 0 else None
         unit: Unit | None = None
-        if warm is not None and warm.process.returncode is None:
+        if warm is not None and warm.process.returncode is not None:
+            with contextlib.suppress(OSError):
+                remove_work_dir(warm.work_dir)
+        elif warm is not None:
             if not log_path.exists():  # the warm process's log becomes the job's (the handle follows)
                 with contextlib.suppress(OSError):
                     warm.log_path.rename(log_path)
@@ -241,6 +246,10 @@ class LocalLauncher:
         for each in warm:
             if each.watcher:
                 each.watcher.cancel()
+        # What the watchers, cancelled, did not remove: every worker of ours has ended.
+        for folder in self.work.glob("*") if self.work.exists() else []:
+            with contextlib.suppress(OSError):
+                remove_work_dir(str(folder))
 
     async def _rotate_logs(self) -> None:
         for units in list(self.units.values()):
@@ -252,9 +261,8 @@ class LocalLauncher:
         self.logs.mkdir(parents=True, exist_ok=True)
         if self._rotation is None:  # long-lived replicas write for as long as they serve
             self._rotation = asyncio.create_task(every(LOG_CHECK_EVERY_S, self._rotate_logs, what="log rotation"))
-        work = Path(self.settings.home) / "work"
-        work.mkdir(parents=True, exist_ok=True, mode=0o700)
-        work_dir = make_work_dir(str(work), prefix=f"{log_path.stem}-")
+        self.work.mkdir(parents=True, exist_ok=True, mode=0o700)
+        work_dir = make_work_dir(str(self.work), prefix=f"{log_path.stem}-")
         confinement = Confinement(limits=WORKER_LIMITS, work_dir=work_dir)
         env = worker_environment(self.settings)
         # The worker runs in its working directory: our code is found where we found it.

@@ -112,6 +112,7 @@ async def test_a_warm_trainer_takes_the_next_job_and_a_fresh_one_replaces_it(lau
     # kafkaml down: the jobs and the warm process end, and nothing is reported.
     assert last is not None and last.process.returncode is not None
     assert await launcher.running() == set() and failures == []
+    assert list((settings.home / "work").iterdir()) == []  # every private working directory removed
 
 
 async def test_a_trainer_killed_mid_run_fails_its_results_with_the_reason(launcher_settings: Settings) -> None:
