@@ -277,12 +277,23 @@ def baseline(
 
     train, validation, _ = split_indices(len(x), validation_rate, test_rate)
     if framework == "pytorch":
+        from concurrent.futures import ThreadPoolExecutor
+
+        from services.trainer.torch_training import configure_torch
+
         torch_ends: list[float] = []
+
+        def in_a_thread() -> Any:
+            # As the trainer does: a worker thread that sets its own thread count (OpenMP's is per thread).
+            configure_torch(0, worker_threads())
+            return torch_fit(
+                x, y, train, validation, batch_size=batch_size, epochs=epochs, ends=torch_ends, started=started
+            )
+
         cpu = time.process_time()
         started = time.perf_counter()
-        fitted = torch_fit(
-            x, y, train, validation, batch_size=batch_size, epochs=epochs, ends=torch_ends, started=started
-        )
+        with ThreadPoolExecutor(1) as pool:
+            fitted = pool.submit(in_a_thread).result()
         return Measure(time.perf_counter() - started, time.process_time() - cpu, torch_ends), fitted
     x_train, y_train = x[train].astype("float32"), y[train]
     fit: dict[str, Any] = {"batch_size": batch_size, "epochs": epochs, "verbose": 0}
