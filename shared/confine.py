@@ -137,6 +137,9 @@ class Confinement:
     new_session: bool = True
     # Applied last: the supervisor's pid namespace makes the child pid 1 in it.
     pid_namespace: bool = True
+    # Folders covered by an empty read-only tmpfs in that mount namespace (a stack's state
+    # folder: its token and database URL); unlike the read-only ones, hidden even from root.
+    hidden: tuple[str, ...] = ()
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -147,10 +150,12 @@ class Confinement:
         limits = Limits(**data.pop("limits", {}))
         run_as = data.pop("run_as", None)
         read_only = tuple(data.pop("read_only", ("sys.path",)))
+        hidden = tuple(data.pop("hidden", ()))
         return cls(
             limits=limits,
             run_as=None if run_as is None else (int(run_as[0]), int(run_as[1])),
             read_only=read_only,
+            hidden=hidden,
             **data,
         )
 
@@ -168,11 +173,17 @@ class Confinement:
             except OSError as exc:
                 skipped.append(f"network not cut off (no network namespace: {exc.strerror})")
         paths = self._read_only_paths()
-        if paths:
+        hidden = [os.path.realpath(p) for p in self.hidden if os.path.isdir(p)]
+        if self.work_dir is not None:  # a folder that holds the work dir cannot be hidden
+            work = os.path.realpath(self.work_dir)
+            kept = [p for p in hidden if _is_within(work, p)]
+            skipped.extend(f"{p} not hidden: the work dir is inside it" for p in kept)
+            hidden = [p for p in hidden if p not in kept]
+        if paths or hidden:
             try:
-                _read_only_mounts(paths)
+                _private_mounts(paths, hidden)
             except OSError as exc:
-                skipped.append(f"import path not read-only (no mount namespace: {exc.strerror})")
+                skipped.append(f"import path not read-only, nothing hidden (no mount namespace: {exc.strerror})")
         for which, soft, hard in self.limits.rlimits():
             resource.setrlimit(which, (soft, hard))
         if self.work_dir is not None:
@@ -237,10 +248,12 @@ def _clean_sys_path(work_dir: str | None) -> None:
     sys.path_importer_cache.clear()
 
 
-def _read_only_mounts(paths: list[str]) -> None:
+def _private_mounts(paths: list[str], hidden: list[str]) -> None:
     unshare(CLONE_NEWNS)
     # Nothing done here may reach the host's mounts.
     _mount(None, "/", None, _MS_REC | _MS_PRIVATE)
+    for path in hidden:  # first: a recursive bind below copies these mounts
+        _mount("tmpfs", path, "tmpfs", _MS_RDONLY | _MS_NOSUID | _MS_NODEV | _MS_NOEXEC)
     for path in paths:
         _mount(path, path, None, _MS_BIND | _MS_REC)
         _mount(None, path, None, _MS_BIND | _MS_REMOUNT | _MS_RDONLY)

@@ -65,6 +65,19 @@ class Settings(BaseSettings):
     # --- validation (the sandbox that runs a model's code before it is stored) ---
     validation_timeout_s: float = 60.0
     validation_memory_mb: int = 4096
+    # The sandbox's confinement (docs/security.md): limits of each job's processes, soft = hard.
+    # Process count: also checked from outside; RLIMIT_NPROC holds only under validation_uid.
+    validation_processes: int = Field(default=64, ge=1)
+    # Address space of each process; the frameworks alone map ~1.1 GB (TensorFlow), ~0.7 GB (PyTorch).
+    validation_address_space_mb: int = Field(default=8192, ge=1024)
+    validation_file_size_mb: int = Field(default=64, ge=1)
+    validation_open_files: int = Field(default=256, ge=16)
+    validation_cpu_s: int = Field(default=120, ge=1)
+    # Run model code as this uid (and gid; default: the same number), never as the service's own.
+    validation_uid: int | None = Field(default=None, ge=1)
+    validation_gid: int | None = Field(default=None, ge=1)
+    # Where each job's private folder is made (and removed); default: the system's temporary folder.
+    validation_work_dir: Path | None = None
 
     # --- trainer -------------------------------------------------------------
     launcher: str = Field(default="local", description="local | kubernetes")

@@ -15,6 +15,7 @@ from aiokafka.errors import MessageSizeTooLargeError
 
 from services.trainer.sandbox import ModelCodeError, Sandbox, SandboxError
 from shared.alive import AliveFile
+from shared.confine import Confinement, Limits
 from shared.errors import TooLarge
 from shared.events import Envelope, ModelValidated, ModelValidationFailed, ValidateModel, decode
 from shared.events.validation import ValidationError, ValidationPassed
@@ -61,10 +62,35 @@ async def answer(command: ValidateModel, sandbox: Sandbox, producer: Producer) -
         await producer.publish(command.reply(ModelValidationFailed(payload=failure)))
 
 
+def confinement_for(settings: Settings) -> Confinement:
+    """What each validation job gets (docs/security.md): no network, the limits, maybe a uid."""
+    uid = settings.validation_uid
+    gid = settings.validation_gid if settings.validation_gid is not None else uid
+    limits = Limits(
+        processes=settings.validation_processes,
+        address_space_mb=settings.validation_address_space_mb,
+        file_size_mb=settings.validation_file_size_mb,
+        open_files=settings.validation_open_files,
+        cpu_s=settings.validation_cpu_s,
+    )
+    return Confinement(
+        limits=limits,
+        run_as=None if uid is None or gid is None else (uid, gid),
+        network=False,
+        # The stack's state folder holds its token and database URL: model code sees it empty.
+        hidden=(str(settings.home.resolve()),),
+    )
+
+
 async def run(settings: Settings, stop: asyncio.Event) -> None:
     topics = topics_for(settings)
     await ensure_topics(settings)
-    sandbox = Sandbox(timeout_s=settings.validation_timeout_s, memory_mb=settings.validation_memory_mb)
+    sandbox = Sandbox(
+        timeout_s=settings.validation_timeout_s,
+        memory_mb=settings.validation_memory_mb,
+        confinement=confinement_for(settings),
+        work_root=None if settings.validation_work_dir is None else str(settings.validation_work_dir),
+    )
     await sandbox.start()
     # Validation takes a second or more: a 100 ms fetch wait costs nothing and spares the CPU.
     consumer = make_consumer(

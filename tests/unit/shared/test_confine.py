@@ -21,7 +21,7 @@ import pytest
 from shared import confine
 from shared.confine import Confinement, Limits
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 IS_ROOT = os.geteuid() == 0
 NAMESPACES = confine.probe()
 
@@ -39,7 +39,9 @@ def run_confined(confinement: Confinement, code: str, timeout: float = 30) -> su
 
 
 def test_confinement_travels_as_json() -> None:
-    original = Confinement(limits=Limits(processes=5, cpu_s=None), run_as=(1000, 1001), work_dir="/w", network=False)
+    original = Confinement(
+        limits=Limits(processes=5, cpu_s=None), run_as=(1000, 1001), work_dir="/w", network=False, hidden=("/h",)
+    )
     assert Confinement.from_json(original.to_json()) == original
     assert Confinement.from_json(Confinement().to_json()) == Confinement()
 
@@ -129,6 +131,17 @@ def test_the_import_path_is_read_only(tmp_path: Path) -> None:
     result = run_confined(Confinement(read_only=(str(folder),)), code)
     assert result.stdout.strip() == "30"  # EROFS
     assert not (folder / "tensorflow.py").exists()
+
+
+@pytest.mark.skipif(not (IS_ROOT and NAMESPACES["mount"]), reason="hiding a folder needs root and a mount namespace")
+def test_a_hidden_folder_is_empty_for_the_program(tmp_path: Path) -> None:
+    secret = tmp_path / "home"
+    secret.mkdir()
+    (secret / "stack.json").write_text('{"token": "t"}')
+    code = f"import os\nprint(os.listdir({str(secret)!r}))\n"
+    result = run_confined(Confinement(hidden=(str(secret),)), code)
+    assert result.stdout.strip() == "[]", result.stderr
+    assert (secret / "stack.json").exists()  # here it is still there
 
 
 @pytest.mark.skipif(not IS_ROOT, reason="changing uid needs root")
