@@ -10,7 +10,8 @@ carries the job's secrets.
 Every worker runs confined (``shared.confine``): under a supervisor that runs no user code
 and kills whatever the code left behind, in a PID namespace and a private mount namespace
 with the import path read-only where the kernel allows, with rlimits, and in a private
-working directory of its own (mode 0700, also its HOME and TMPDIR), removed when it ends.
+working directory of its own (mode 0700, also its HOME and TMPDIR), removed when it ends;
+the stack's state folder (token, database URL, logs) is hidden from it.
 The network stays: a worker talks to Kafka. Memory is bounded by the watcher below (the
 address-space rlimit would refuse what TensorFlow maps), time by the job itself.
 
@@ -32,11 +33,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import itertools
 import logging
 import os
 import signal
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Iterable
@@ -122,8 +125,10 @@ class LocalLauncher:
         self.poll_s = poll_s
         self.units: dict[str, list[Unit]] = {}
         self.logs = Path(settings.home) / "logs" / "jobs"
-        # Workers' private working directories, one each.
-        self.work = Path(settings.home) / "work"
+        # Workers' private working directories, one each: outside the state folder, which is hidden
+        # from them (it holds the token and the database URL), one folder per stack.
+        home = self.home = str(Path(settings.home).resolve())
+        self.work = Path(tempfile.gettempdir()) / f"kafkaml-work-{hashlib.sha256(home.encode()).hexdigest()[:12]}"
         self._rotation: asyncio.Task[None] | None = None
         self.warm_frameworks = warm_frameworks(settings)
         self.warm: dict[str, Warm] = {}
@@ -263,7 +268,7 @@ class LocalLauncher:
             self._rotation = asyncio.create_task(every(LOG_CHECK_EVERY_S, self._rotate_logs, what="log rotation"))
         self.work.mkdir(parents=True, exist_ok=True, mode=0o700)
         work_dir = make_work_dir(str(self.work), prefix=f"{log_path.stem}-")
-        confinement = Confinement(limits=WORKER_LIMITS, work_dir=work_dir)
+        confinement = Confinement(limits=WORKER_LIMITS, work_dir=work_dir, hidden=(self.home,))
         env = worker_environment(self.settings)
         # The worker runs in its working directory: our code is found where we found it.
         env.update(

@@ -82,6 +82,8 @@ async def test_a_warm_trainer_takes_the_next_job_and_a_fresh_one_replaces_it(lau
         assert unit.work_dir is not None and stat.S_IMODE(os.stat(unit.work_dir).st_mode) == 0o700
         [trainer] = psutil.Process(unit.process.pid).children()
         assert trainer.cwd() == unit.work_dir and "services.trainer" in trainer.cmdline()
+        assert not unit.work_dir.startswith(str(settings.home))  # the state folder is hidden from workers
+        assert "nothing hidden" not in unit.log_path.read_text() and "not hidden" not in unit.log_path.read_text()
         work_dir = unit.work_dir
 
         # The next job takes the replacement: a warm process never runs two jobs.
@@ -112,7 +114,7 @@ async def test_a_warm_trainer_takes_the_next_job_and_a_fresh_one_replaces_it(lau
     # kafkaml down: the jobs and the warm process end, and nothing is reported.
     assert last is not None and last.process.returncode is not None
     assert await launcher.running() == set() and failures == []
-    assert list((settings.home / "work").iterdir()) == []  # every private working directory removed
+    assert list(launcher.work.iterdir()) == []  # every private working directory removed
 
 
 async def test_a_trainer_killed_mid_run_fails_its_results_with_the_reason(launcher_settings: Settings) -> None:
