@@ -23,6 +23,7 @@ from sklearn.datasets import load_digits
 from tqdm import tqdm
 
 from shared.datasources import RawSink
+from shared.progress import epochs_done, phase_text
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from client import Client, stack_info
@@ -86,9 +87,9 @@ def run(api: Client) -> int:
     with tqdm(total=EPOCHS, desc="training", unit="epoch") as bar:
 
         def show(results: list[dict[str, object]]) -> None:
-            curves = results[0]["train_metrics"] if results else {}
-            done = max((len(v) for v in curves.values()), default=0) if isinstance(curves, dict) else 0
-            bar.update(done - bar.n)
+            if results:  # until the first epoch, what the trainer does (starting, reading N samples…)
+                bar.set_description(phase_text(results[0]), refresh=False)
+                bar.update(epochs_done(results[0]) - bar.n)
 
         [result] = api.wait_for_results(deployment["id"], on_update=show)
     if result["status"] != "finished":

@@ -1,4 +1,4 @@
-"""The `kafkaml` command: `up`, `up --detach`, `down`, `status`, `send`, `version`.
+"""The `kafkaml` command: `up`, `up --detach`, `down`, `status`, `send`, `watch`, `version`.
 
 Also runnable as ``python -m shared.cli`` (that is how ``up --detach`` starts
 the background ``up``).
@@ -10,7 +10,7 @@ import asyncio
 import logging
 import sys
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import typer
 from pydantic import ValidationError
@@ -162,6 +162,53 @@ def send(
     except (ValueError, OSError, KafkaMLError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from exc
+
+
+@app.command()
+def watch(
+    deployment_id: Annotated[int, typer.Argument(help="The deployment whose training to follow.")],
+    timeout_s: Annotated[float, typer.Option(help="Give up after this long.")] = 3600.0,
+) -> None:
+    """Follow a deployment's training: a progress bar per result, saying what the trainer does."""
+    import time
+
+    import httpx
+    from tqdm import tqdm
+
+    from shared.progress import epochs_done, phase_text
+    from shared.stack.stackfile import read_stack
+
+    stack = read_stack(_settings().home)
+    if stack is None:
+        typer.echo("error: no stack to ask: start one (`kafkaml up -d`)", err=True)
+        raise typer.Exit(2)
+    headers = {"Authorization": f"Bearer {stack['token']}"}
+    with httpx.Client(base_url=f"{stack['api_url']}/api/v1", headers=headers, timeout=30) as api:
+        deployment = api.get(f"/deployments/{deployment_id}")
+        if deployment.status_code != 200:
+            typer.echo(f"error: deployment {deployment_id}: {deployment.status_code} {deployment.text}", err=True)
+            raise typer.Exit(1)
+        fit = deployment.json().get("fit") or {}
+        epochs = fit.get("epochs") or fit.get("max_epochs")
+        bars: dict[int, tqdm[Any]] = {}
+        deadline = time.monotonic() + timeout_s
+        results: list[dict[str, Any]] = []
+        while time.monotonic() < deadline:
+            results = api.get("/results", params={"deployment_id": deployment_id}).json()
+            for result in results:
+                bar = bars.get(result["id"]) or tqdm(total=epochs, unit="epoch", position=len(bars))
+                bars[result["id"]] = bar
+                bar.set_description(f"result {result['id']}: {phase_text(result)}", refresh=False)
+                bar.update(epochs_done(result) - bar.n)
+            if results and all(r["status"] in ("finished", "failed", "stopped") for r in results):
+                break
+            time.sleep(0.5)
+        for bar in bars.values():
+            bar.close()
+    for result in results:
+        typer.echo(f"result {result['id']}: {result['status']}" + (f": {result['error']}" if result["error"] else ""))
+    if not results or any(r["status"] != "finished" for r in results):
+        raise typer.Exit(1)
 
 
 @app.command()

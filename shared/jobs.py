@@ -1,10 +1,14 @@
-"""Finding a worker's job spec: trainers and inferencers read theirs from the jobs topic."""
+"""A worker's job spec: handed over by its launcher (``read_spec``); the jobs-topic scan is the old way."""
 
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
+from pathlib import Path
 from typing import TypeVar
+
+from pydantic import BaseModel, ValidationError
 
 from shared.errors import SpecNotFound, Undecodable
 from shared.events import Envelope, decode
@@ -40,3 +44,28 @@ async def find_job_message(
     finally:
         await consumer.stop()
     raise SpecNotFound(f"no {kind.__name__} with job_id {job_id!r} on {topic} within {timeout_s:g} s")
+
+
+P = TypeVar("P", bound=BaseModel)
+
+# The path that means "the spec comes on standard input" (the local launcher writes it there).
+STDIN = "-"
+
+
+def read_spec(source: str, kind: type[P]) -> P:
+    """A worker's spec as its launcher handed it over: on standard input (``-``: the local
+    launcher writes it there and closes the pipe) or in a file only the worker can read (a
+    Kubernetes Secret mounted into its pod). Specs carry secrets (a job's signing key), so they
+    never travel on a topic. Raises ``SpecNotFound`` when it is missing or not a ``kind``."""
+    where = "standard input" if source == STDIN else source
+    try:
+        text = sys.stdin.buffer.read() if source == STDIN else Path(source).read_bytes()
+    except OSError as exc:
+        raise SpecNotFound(f"cannot read the {kind.__name__} from {where}: {exc.strerror or exc}") from None
+    if not text.strip():
+        raise SpecNotFound(f"no {kind.__name__} on {where}: the launcher handed over nothing")
+    try:
+        return kind.model_validate_json(text)
+    except ValidationError as exc:
+        problem = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()[:3])
+        raise SpecNotFound(f"the {kind.__name__} on {where} does not read: {problem}") from None

@@ -18,7 +18,7 @@ from pydantic import SecretStr
 from shared.settings import Settings
 
 # The settings a worker reads (as KAFKAML_ variables). Everything it needs beyond these
-# travels in its job spec on the jobs topic.
+# travels in its job spec, which its launcher hands to it directly (never on a topic).
 WORKER_SETTINGS = (
     "bootstrap_servers",
     "topic_prefix",

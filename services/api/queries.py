@@ -9,8 +9,23 @@ from pydantic import BaseModel
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from shared.db.tables import Artifact, Datasource, Deployment, EpochMetric, FinalMetrics, TrainingResult
+from shared.db.tables import (
+    Artifact,
+    Datasource,
+    Deployment,
+    EpochMetric,
+    FinalMetrics,
+    TrainingProgressRow,
+    TrainingResult,
+)
 from shared.events.training import DeploymentRecord, DistributedParams, ResultRef, TrainingParams, deployment_status
+
+
+class ProgressPublic(BaseModel):
+    phase: str
+    detail: str
+    done: int | None
+    total: int | None
 
 
 class ResultPublic(BaseModel):
@@ -27,6 +42,8 @@ class ResultPublic(BaseModel):
     datasource_id: int | None
     samples: dict[str, int] | None
     model_available: bool
+    # What the trainer reported last before its epochs (starting, waiting for data, reading N samples).
+    progress: ProgressPublic | None = None
 
 
 def curves(rows: Sequence[EpochMetric], which: str) -> dict[str, list[float | None]]:
@@ -54,6 +71,12 @@ async def results(
         for f in (await session.scalars(select(FinalMetrics).where(FinalMetrics.result_id.in_(ids)))).all()
     }
     artifacts = set((await session.scalars(select(Artifact.result_id).where(Artifact.result_id.in_(ids)))).all())
+    progress = {
+        p.result_id: ProgressPublic(phase=p.phase, detail=p.detail, done=p.done, total=p.total)
+        for p in (
+            await session.scalars(select(TrainingProgressRow).where(TrainingProgressRow.result_id.in_(ids)))
+        ).all()
+    }
     answer = []
     for row in rows:
         mine = [e for e in epochs if e.result_id == row.id]
@@ -73,6 +96,7 @@ async def results(
                 datasource_id=await datasource_id(session, row.datasource),
                 samples=final.samples if final else None,
                 model_available=row.id in artifacts,
+                progress=progress.get(row.id),
             )
         )
     return answer

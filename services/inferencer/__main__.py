@@ -1,13 +1,17 @@
 """Run one replica of an inference until it is stopped::
 
-    KAFKAML_BOOTSTRAP_SERVERS=… python -m services.inferencer --job-id <id> --replica <n>
+    KAFKAML_BOOTSTRAP_SERVERS=… python -m services.inferencer --spec-file PATH|- --replica <n>
+
+The launcher hands the ``ServeSpec`` over directly, as it does a trainer's: on standard
+input (``-``, the local launcher) or as a file only this replica can read (a Kubernetes
+Secret mounted into the pod); it never travels on a topic.
 
 Exit status: 0 after a stop request (SIGTERM or SIGINT: the batch in hand is
 finished and committed, the group left, ``stopped`` published); 1 when the
 inference failed (no artifact in time, a checksum or load error, the broker
 gone: ``failed`` published with the reason where the broker still answers);
-2 when no ``ServeModel`` with that job id was found (nothing is published:
-there is no inference to attribute it to). A second stop request ends the
+2 when no readable spec was handed over (nothing is published: there is no
+inference to attribute it to). A second stop request ends the
 process at once.
 """
 
@@ -21,15 +25,17 @@ import signal
 import socket
 import sys
 
-from services.inferencer.replica import run_inference
+from services.inferencer.replica import serve
 from shared.errors import SpecNotFound
+from shared.events.inference import ServeSpec
+from shared.jobs import read_spec
 from shared.process import on_stop_signals, setup_logging
 from shared.settings import get_settings
 
 log = logging.getLogger("kafkaml.inferencer")
 
 
-async def _main(job_id: str, replica: str) -> int:
+async def _main(spec: ServeSpec, replica: str) -> int:
     stop = asyncio.Event()
 
     def request_stop(signum: int) -> None:
@@ -44,12 +50,9 @@ async def _main(job_id: str, replica: str) -> int:
     on_stop_signals(request_stop)
     settings = get_settings()
     try:
-        status = await run_inference(settings, job_id, replica, stop=stop)
-    except SpecNotFound as exc:
-        log.error("%s", exc.detail)
-        return 2
+        status = await serve(settings, spec, replica, stop=stop)
     except Exception:
-        log.exception("job %s: the inferencer failed and could not report it", job_id)
+        log.exception("job %s: the inferencer failed and could not report it", spec.job_id)
         return 1
     return 0 if status == "stopped" else 1
 
@@ -60,7 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m services.inferencer", description="Run one replica of a Kafka-ML inference."
     )
-    parser.add_argument("--job-id", required=True, help="the job_id of a ServeModel on the jobs topic")
+    parser.add_argument("--spec-file", required=True, help="the ServeSpec (JSON): a file, or - for standard input")
+    parser.add_argument("--job-id", default=None, help="the job id the spec must have (a check, and for ps)")
     parser.add_argument(
         "--replica",
         default=None,
@@ -70,7 +74,19 @@ def main(argv: list[str] | None = None) -> int:
     settings = get_settings()
     setup_logging(settings.log_level)
     replica = args.replica if args.replica is not None else socket.gethostname()
-    return asyncio.run(_main(args.job_id, replica))
+    try:
+        spec = read_spec(args.spec_file, ServeSpec)
+        if args.job_id is not None and spec.job_id != args.job_id:
+            raise SpecNotFound(f"the spec handed over is for job {spec.job_id}, not {args.job_id}")
+    except SpecNotFound as exc:
+        log.error("%s", exc.detail)
+        return 2
+    log.info(
+        "spec received: job %s, inference %d, result %d, %s, %s → %s, group %s, replica %s",
+        spec.job_id, spec.inference_id, spec.result_id, spec.framework, spec.input_topic, spec.output_topic,
+        spec.group_id, replica,
+    )  # fmt: skip
+    return asyncio.run(_main(spec, replica))
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ from shared.events import (
     ResultStored,
     StoredResult,
     TrainingFinished,
+    TrainingProgress,
 )
 from shared.routing import Router
 
@@ -61,6 +62,14 @@ async def record_epoch(event: EpochCompleted, uow: MetricsUnitOfWork) -> list[En
     await require_result(uow, epoch.result_id)
     await uow.metrics.upsert_epoch(epoch.result_id, epoch.epoch, finite(epoch.train), finite(epoch.val))
     uow.tally.epochs += 1
+    return []
+
+
+async def record_progress(event: TrainingProgress, uow: MetricsUnitOfWork) -> list[Envelope]:
+    """What the trainer is doing before its first epoch (the result view and progress bars show it)."""
+    report = event.payload
+    await require_result(uow, report.result_id)
+    await uow.metrics.upsert_progress(report.result_id, report.phase, report.detail, report.done, report.total)
     return []
 
 
@@ -147,3 +156,4 @@ ROUTER.event(EpochCompleted, record_epoch)
 ROUTER.event(TrainingFinished, record_final_metrics)
 ROUTER.event(ArtifactChunk, store_artifact_chunk)
 ROUTER.event(InferenceStats, record_inference_stats)
+ROUTER.event(TrainingProgress, record_progress)

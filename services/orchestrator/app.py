@@ -83,7 +83,8 @@ class Orchestrator(Service):
         if message is None:
             return  # another service's event
         outgoing = await handle_once(message, self.router, uow=SqlUnitOfWork(self.sessions), consumer=self.name)
-        await self.publish(outgoing)
+        # Job specs carry secrets: the launcher hands them to their worker, no topic carries them.
+        await self.publish([a for a in outgoing if not isinstance(a, (TrainJob, ServeModel))])
         for answer in outgoing:
             await self.after_commit(answer)
         log.info("%s %s → %s", message.type, message.event_id, ", ".join(a.type for a in outgoing) or "nothing")
@@ -156,17 +157,14 @@ class Orchestrator(Service):
         missing = await self.launcher.reconcile([*jobs, *serves])
         broker_topics = await existing_topics(self.settings) if missing else set()
         for job_id in sorted(missing):
-            # The spec goes out again too: an embedded broker forgets its topics on restart.
             if job_id in jobs and (gone := await self.data_gone(jobs[job_id], broker_topics)):
                 log.warning("reconcile: training job %s is not relaunched: %s", job_id, gone)
                 await self.report_failure(jobs[job_id], gone)
             elif job_id in jobs:
                 log.info("reconcile: training job %s is not running; launching it", job_id)
-                await self.producer.publish(TrainJob(payload=jobs[job_id]))
                 await self.launcher.launch_training(jobs[job_id])
             else:
                 log.info("reconcile: inference %d is not running; launching it", serves[job_id].inference_id)
-                await self.producer.publish(ServeModel(payload=serves[job_id]))
                 await self.serve(serves[job_id])
 
     async def data_gone(self, spec: JobSpec, broker_topics: set[str]) -> str | None:

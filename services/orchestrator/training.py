@@ -6,7 +6,7 @@ import uuid
 from dataclasses import dataclass
 
 from shared.control import ControlMessage
-from shared.db.tables import Deployment, Model, TrainingJob, TrainingResult
+from shared.db.tables import Datasource, Deployment, Model, TrainingJob, TrainingResult
 from shared.db.uow import UnitOfWork
 from shared.errors import Rejected, TooLarge
 from shared.events import Envelope
@@ -15,6 +15,7 @@ from shared.events.signing import Keyring, SigningKey, job_signer
 from shared.events.training import (
     TERMINAL_STATUSES,
     ArtifactRejected,
+    DatasourceRef,
     DeploymentCreated,
     DeploymentRecord,
     DeployTraining,
@@ -71,6 +72,28 @@ class JobDefaults:
 
 # Room in a spec checked before its rows (and so its ids) exist.
 SPEC_ID_MARGIN_BYTES = 1024
+
+# A trainer reads the control topic from this long before its job was created: announcements
+# the control logger had not recorded yet when the job's spec was written (it lags, or clocks
+# differ) are found there. Only a control logger more than this behind could make one be missed.
+CONTROL_LOOKBACK_S = 300
+
+
+def announcement(row: Datasource) -> DatasourceRef:
+    """A recorded data source as the trainer reads it from its spec."""
+    return DatasourceRef(
+        control_topic=row.control_topic,
+        partition=row.partition,
+        offset=row.offset,
+        timestamp=row.record_timestamp if row.record_timestamp >= 0 else None,
+        deployment_id=row.deployment_id,
+        topic=row.topic,
+        input_format=row.input_format,
+        input_config=row.input_config,
+        validation_rate=row.validation_rate,
+        test_rate=row.test_rate,
+        total_msg=row.total_msg,
+    )
 
 
 # Forward moves only: a late "training" never undoes "finished".
@@ -141,6 +164,9 @@ async def deploy_training(
             command_id=command.event_id,
         )
     )
+    # Data may have been announced before the deployment (keyed by the id it was going to have).
+    announced = [announcement(row) for row in await uow.datasources.of_deployment(deployment.id) if row.lost is None]
+    since_ms = int(deployment.created_at.timestamp() * 1000) - CONTROL_LOOKBACK_S * 1000
     answers: list[Envelope] = []
     refs: list[ResultRef] = []
     for chain in jobs:
@@ -151,6 +177,7 @@ async def deploy_training(
         job = TrainingJob(id=job_id, deployment_id=deployment.id, spec={})
         await uow.training.add_job(job, results)
         spec = job_spec(str(job_id), deployment.id, chain, [r.id for r in results], params, defaults)
+        spec = spec.model_copy(update={"announced": announced, "control_since_ms": since_ms})
         job.spec = spec.model_dump(mode="json")
         answers.append(command.reply(TrainJob(payload=spec)))
         refs.extend(ResultRef(id=r.id, model_id=r.model_id, status="created") for r in results)

@@ -137,13 +137,19 @@ class JobSpec(Payload):
     # The key this job's trainer signs its events with (only about this job's results); set by
     # the orchestrator, never the bus key. Whoever reads the spec can speak for the job.
     signing_key: SigningKey | None = None
+    # The announcements the control logger had recorded for the deployment when the job was created.
+    announced: list[DatasourceRef] = Field(default_factory=list)
+    # The trainer reads the control topic from its first record at or after this time (ms; a
+    # look-back before the job's creation), not from the beginning; None: from the beginning.
+    control_since_ms: int | None = None
 
     def partition_key(self) -> str:
         return self.job_id
 
 
 class TrainJob(Command):
-    """A trainer's job spec; the trainer reads it from the jobs topic by its ``job_id``."""
+    """A trainer's job spec. The orchestrator's handler answers with it and the launcher hands it to
+    the trainer directly (standard input, a Kubernetes Secret): it is not published (it carries secrets)."""
 
     topic = "jobs"
     type: Literal["TrainJob"] = "TrainJob"
@@ -295,3 +301,29 @@ class ArtifactRejected(Event):
 
     type: Literal["ArtifactRejected"] = "ArtifactRejected"
     payload: RejectedArtifact
+
+
+TrainingPhase = Literal["starting", "waiting_data", "reading_data", "training"]
+
+
+class Progress(Payload):
+    """What a trainer is doing before its first epoch: the seconds a user would otherwise see nothing."""
+
+    result_id: int
+    deployment_id: int
+    phase: TrainingPhase
+    # One line for a person: "waiting for data", "read 12,000 of 60,000 samples".
+    detail: str = ""
+    # Samples read so far and announced (phase reading_data).
+    done: int | None = None
+    total: int | None = None
+
+    def partition_key(self) -> int:
+        return self.result_id
+
+
+class TrainingProgress(Event):
+    """A trainer's phase before its first epoch (the metrics service keeps the latest per result)."""
+
+    type: Literal["TrainingProgress"] = "TrainingProgress"
+    payload: Progress

@@ -36,6 +36,9 @@ from shared.settings import Settings
 log = logging.getLogger(__name__)
 
 SANDBOX_USER = "kafkaml-sandbox"
+# The validator's children get a user of their own: RLIMIT_NPROC counts every process and thread
+# of a uid, so a validation's process limit would otherwise count the trainers' threads too.
+VALIDATION_USER = "kafkaml-validation"
 
 SAME_USER_WARNING = (
     "Kafka-ML is not running as root (uid %d): users' model code runs as this same user, so it "
@@ -74,6 +77,23 @@ def sandbox_identity(settings: Settings) -> SandboxIdentity | None:
         )  # fmt: skip
         return None
     log.info("users' model code runs as %s (uid %d, gid %d)", SANDBOX_USER, identity.uid, identity.gid)
+    return identity
+
+
+def validation_identity(settings: Settings, sandbox: SandboxIdentity | None) -> SandboxIdentity | None:
+    """Who the validator's children run as: the configured ids, else (as root, when workers have
+    the sandbox user) ``kafkaml-validation``, else the sandbox user's identity (or None)."""
+    if settings.validation_uid is not None:
+        gid = settings.validation_gid if settings.validation_gid is not None else settings.validation_uid
+        return SandboxIdentity(settings.validation_uid, gid)
+    if sandbox is None or os.geteuid() != 0 or settings.sandbox_uid is not None:
+        return sandbox
+    identity = ensure_user(VALIDATION_USER)
+    problem = cannot_run_python(identity)
+    if problem is not None:
+        log.error("model validation cannot run as %s: %s; it runs as %s", VALIDATION_USER, problem, SANDBOX_USER)
+        return sandbox
+    log.info("model validation runs as %s (uid %d, gid %d)", VALIDATION_USER, identity.uid, identity.gid)
     return identity
 
 

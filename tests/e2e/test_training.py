@@ -413,6 +413,8 @@ def test_keras_digits_train_evaluate_and_download(stack: dict[str, Any], user: U
         assert result["status"] == "finished", result
         assert accuracy(result["test_metrics"]) >= 0.90, result["test_metrics"]
         assert result["samples"] == {"train": 1437, "validation": 180, "test": 180, "bad": 0}
+        # The trainer's last report before its epochs: it had read every announced sample.
+        assert result["progress"]["phase"] == "training", result["progress"]
         for which in ("train_metrics", "val_metrics"):
             curves = result[which]
             assert curves and {len(v) for v in curves.values()} == {10}, (which, curves)
@@ -564,17 +566,19 @@ def test_fit_key_the_framework_does_not_take_is_refused_naming_it(stack: dict[st
 
 
 def trainer_processes(stack: dict[str, Any], deployment_id: int) -> list[psutil.Process]:
-    """Live trainer processes of this stack's jobs for the deployment (job ids from the trainers' logs)."""
-    jobs = set()
+    """Live trainer processes of this stack's jobs for the deployment: those writing the logs that
+    say they took a job of it (a warm trainer's command line names no job)."""
+    logs = set()
     for path in (stack["home"] / "logs" / "jobs").glob("trainer-*.log"):
-        if re.search(rf"spec found: job \S+, deployment {deployment_id},", path.read_text(errors="replace")):
-            jobs.add(path.stem.removeprefix("trainer-"))
+        if re.search(rf"spec received: job \S+, deployment {deployment_id},", path.read_text(errors="replace")):
+            logs.add(str(path.resolve()))
     found = []
     for process in psutil.process_iter(["cmdline"]):
         cmdline = process.info["cmdline"] or []
-        if "services.trainer" in cmdline and any(job in cmdline for job in jobs):
-            with contextlib.suppress(psutil.NoSuchProcess):
-                if process.status() != psutil.STATUS_ZOMBIE:
+        if "services.trainer" in cmdline:
+            with contextlib.suppress(psutil.Error):
+                writes = {f.path for f in process.open_files()}
+                if writes & logs and process.status() != psutil.STATUS_ZOMBIE:
                     found.append(process)
     return found
 

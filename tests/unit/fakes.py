@@ -140,6 +140,9 @@ class FakeDatasources:
     async def get(self, datasource_id: int) -> Datasource | None:
         return self.rows.get(datasource_id)
 
+    async def of_deployment(self, deployment_id: int) -> list[Datasource]:
+        return [row for row in self.rows.values() if row.deployment_id == deployment_id]
+
 
 class FakeInferences:
     def __init__(self) -> None:

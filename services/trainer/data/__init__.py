@@ -1,4 +1,4 @@
-"""A trainer's data: its job spec, its control message, the announced records, the split.
+"""A trainer's data: its control message, the announced records, the split.
 
 Read exactly the ranges the control message announces (:mod:`.ranges`), split
 them the same way every time (:mod:`.split`), and hold the decoded data set in
@@ -11,7 +11,6 @@ from services.trainer.data.datasets import PARTS, InMemoryData, Part, StreamingD
 from services.trainer.data.errors import DataError
 from services.trainer.data.loading import DEFAULT_BUDGET_BYTES, load_training_data
 from services.trainer.data.ranges import RecordBatch, check_topics, iter_ranges
-from services.trainer.data.spec import find_job_spec
 from services.trainer.data.split import SPLIT_SEED, split_counts, split_indices
 
 __all__ = [
@@ -27,7 +26,6 @@ __all__ = [
     "TrainingData",
     "check_topics",
     "find_control_message",
-    "find_job_spec",
     "iter_ranges",
     "load_training_data",
     "split_counts",

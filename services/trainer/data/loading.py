@@ -7,7 +7,8 @@ import contextlib
 import logging
 import math
 import time
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, Final
 
 import numpy as np
 
@@ -26,6 +27,8 @@ log = logging.getLogger("kafkaml.trainer")
 # The most decoded data kept in memory when the caller names no budget (the job spec does:
 # ``cache_mb``, from the orchestrator's KAFKAML_TRAINER_CACHE_MB).
 DEFAULT_BUDGET_BYTES = 2048 * 1024 * 1024
+# How often reading reports its progress (a data set of millions of samples takes a while).
+_PROGRESS_EVERY_S: Final = 1.0
 
 
 def _estimated_bytes(x: np.ndarray[Any, Any], y: np.ndarray[Any, Any]) -> int:
@@ -44,10 +47,12 @@ async def load_training_data(
     memory_budget: int | None = None,
     missing_timeout_s: float = 30.0,
     seed: int = SPLIT_SEED,
+    on_progress: Callable[[int, int], Awaitable[None]] | None = None,
 ) -> TrainingData:
     """Reads and decodes the announced ranges once; fails with DataError when that cannot work.
 
-    Bad samples are skipped and counted (see :mod:`shared.codecs`); more than
+    ``on_progress(read, announced)`` is awaited at the start, about every second while reading, and
+    at the end. Bad samples are skipped and counted (see :mod:`shared.codecs`); more than
     10% of the announced samples bad fails the job, naming the first one.
     """
     message = found.message
@@ -82,10 +87,16 @@ async def load_training_data(
     x_dtype: np.dtype[Any] = np.dtype(np.float32)
     y_dtype: np.dtype[Any] = np.dtype(np.float32)
     reader = iter_ranges(settings, ranges, missing_timeout_s=missing_timeout_s)
+    reported = time.monotonic()
+    if on_progress is not None:
+        await on_progress(0, announced)
     async with contextlib.aclosing(reader):
         async for batch in reader:
             decoded = decoder.decode(batch.values, batch.keys)
             seen += len(batch.values)
+            if on_progress is not None and time.monotonic() - reported >= _PROGRESS_EVERY_S:
+                reported = time.monotonic()
+                await on_progress(seen, announced)
             if decoded.bad:
                 bad += len(decoded.bad)
                 if first_bad is None:
@@ -114,6 +125,8 @@ async def load_training_data(
                 in_memory = False
                 xs, ys = [], []
     elapsed = time.monotonic() - started
+    if on_progress is not None:
+        await on_progress(seen, announced)
     log.info(
         "read %d samples in %.2f s (%.0f samples/s), %d could not be decoded",
         seen,

@@ -20,6 +20,7 @@ from shared.db.tables import (
     FinalMetrics,
     Inference,
     InferenceStat,
+    TrainingProgressRow,
     TrainingResult,
 )
 from shared.events.inference import Stats
@@ -52,6 +53,18 @@ class MetricsRepository(RepositoryBase[FinalMetrics]):
             statement.on_conflict_do_update(
                 index_elements=[EpochMetric.result_id, EpochMetric.epoch],
                 set_={"train": statement.excluded.train, "val": statement.excluded.val},
+            )
+        )
+
+    async def upsert_progress(
+        self, result_id: int, phase: str, detail: str, done: int | None, total: int | None
+    ) -> None:
+        """The newest phase report of a result replaces the one before."""
+        values = {"phase": phase, "detail": detail, "done": done, "total": total}
+        statement = insert(TrainingProgressRow).values(result_id=result_id, **values)
+        await self.session.execute(
+            statement.on_conflict_do_update(
+                index_elements=[TrainingProgressRow.result_id], set_={**values, "updated_at": func.now()}
             )
         )
 

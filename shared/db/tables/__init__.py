@@ -16,7 +16,14 @@ from shared.db.tables.catalog import (
     TrainingResult,
 )
 from shared.db.tables.datasources import Datasource
-from shared.db.tables.metrics import Artifact, ArtifactPart, EpochMetric, FinalMetrics, InferenceStat
+from shared.db.tables.metrics import (
+    Artifact,
+    ArtifactPart,
+    EpochMetric,
+    FinalMetrics,
+    InferenceStat,
+    TrainingProgressRow,
+)
 
 __all__ = [
     "Artifact",
@@ -38,5 +45,6 @@ __all__ = [
     "PendingCommand",
     "ProcessedMessage",
     "TrainingJob",
+    "TrainingProgressRow",
     "TrainingResult",
 ]

@@ -80,3 +80,16 @@ class InferenceStat(Base):
     predicted: Mapped[dict[str, int]] = mapped_column(StorableJSON)
     # The event it came from: a redelivered statistic adds no row.
     event_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), unique=True)
+
+
+class TrainingProgressRow(Base):
+    """A trainer's latest phase before (and as) it trains: one row per result, the newest report."""
+
+    __tablename__ = "training_progress"
+
+    result_id: Mapped[int] = mapped_column(ForeignKey("training_results.id", ondelete="CASCADE"), primary_key=True)
+    phase: Mapped[str] = mapped_column(String(20))
+    detail: Mapped[str] = mapped_column(StorableText, default="")
+    done: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    total: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())

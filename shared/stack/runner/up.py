@@ -42,7 +42,13 @@ from shared.stack.runner.common import (
     resolve_home,
 )
 from shared.stack.runner.services import SERVICES, ServiceDef, service_env
-from shared.stack.sandboxuser import SAME_USER_WARNING, SANDBOX_USER, SandboxUserError, sandbox_identity
+from shared.stack.sandboxuser import (
+    SAME_USER_WARNING,
+    SANDBOX_USER,
+    SandboxUserError,
+    sandbox_identity,
+    validation_identity,
+)
 from shared.stack.stackfile import StackFile, UpLock, logs_dir, remove_stack, stack_path, write_stack
 from shared.stack.supervisor import ChildSpec, Supervisor
 
@@ -240,6 +246,7 @@ class _Up:
 
         try:
             sandbox = await asyncio.to_thread(sandbox_identity, s)  # may create the user, runs Python as it
+            validation = await asyncio.to_thread(validation_identity, s, sandbox)  # its own user, likewise
         except SandboxUserError as exc:
             raise StackError(str(exc)) from exc
         if sandbox is None:
@@ -254,9 +261,8 @@ class _Up:
                 **security,
                 "sandbox_uid": sandbox.uid if sandbox else None,
                 "sandbox_gid": sandbox.gid if sandbox else None,
-                # The validator's confinement takes the same user unless told otherwise.
-                "validation_uid": s.validation_uid or (sandbox.uid if sandbox else None),
-                "validation_gid": s.validation_gid or (sandbox.gid if sandbox else None),
+                "validation_uid": validation.uid if validation else None,
+                "validation_gid": validation.gid if validation else None,
                 "home": self.home,
                 "bootstrap_servers": bootstrap,
                 "database_url": database_url,

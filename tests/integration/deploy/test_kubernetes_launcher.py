@@ -62,6 +62,7 @@ RESOURCES: dict[tuple[str, str], tuple[str, str]] = {
     ("/apis/batch/v1", "jobs"): ("batch", "Job"),
     ("/apis/apps/v1", "deployments"): ("apps", "Deployment"),
     ("/api/v1", "pods"): ("", "Pod"),
+    ("/api/v1", "secrets"): ("", "Secret"),
 }
 _END = object()
 
@@ -240,6 +241,10 @@ class FakeKubernetes:
             for pod_name, pod in list(self.pods().items()):
                 if pod["metadata"]["labels"].get(JOB_ID) == job_id:
                     self.remove("pods", pod_name)
+            uid = obj["metadata"].get("uid")
+            for secret_name, secret in list(self.secrets().items()):  # the garbage collector, for owned Secrets
+                if any(ref.get("uid") == uid for ref in secret["metadata"].get("ownerReferences", [])):
+                    self.remove("secrets", secret_name)
         self.rv = next(self.version)
         obj = json.loads(json.dumps(obj))
         obj["metadata"]["resourceVersion"] = str(self.rv)
@@ -257,6 +262,9 @@ class FakeKubernetes:
 
     def deployments(self) -> dict[str, dict[str, Any]]:
         return self.objects["deployments"]
+
+    def secrets(self) -> dict[str, dict[str, Any]]:
+        return self.objects["secrets"]
 
     def pods(self) -> dict[str, dict[str, Any]]:
         return self.objects["pods"]
@@ -438,16 +446,30 @@ async def test_deploy_creates_a_job_per_training_and_a_deployment_per_inference(
 
         assert [c for c in fake.calls if c[0] == "create"] == [
             ("create", "batch", "jobs", {}),
+            ("create", "", "secrets", {}),
             ("create", "apps", "deployments", {}),
+            ("create", "", "secrets", {}),
         ]
         job = fake.jobs()[training_name(JOB_A)]
+        # The spec (it carries the job's secrets) is a Secret owned by the Job, mounted read-only.
+        secret = fake.secrets()[training_name(JOB_A)]
+        assert secret["metadata"]["ownerReferences"][0]["uid"] == job["metadata"]["uid"]
+        assert JobSpec.model_validate_json(secret["stringData"]["spec.json"]) == job_spec(JOB_A, 7, gpus=1)
+        pod_spec = job["spec"]["template"]["spec"]
+        [volume] = [v for v in pod_spec["volumes"] if "secret" in v]
+        assert volume["secret"] == {"secretName": training_name(JOB_A), "defaultMode": 0o440}
         labels = job["metadata"]["labels"]
         assert labels["app.kubernetes.io/part-of"] == "kafkaml"
         assert labels["kafkaml.io/job-id"] == JOB_A
         assert labels["kafkaml.io/deployment-id"] == "42"
         assert labels["kafkaml.io/result-id"] == "7"
         container = job["spec"]["template"]["spec"]["containers"][0]
-        assert container["args"] == ["--job-id", JOB_A]
+        assert container["args"] == ["--spec-file", "/var/run/kafkaml/spec/spec.json", "--job-id", JOB_A]
+        assert {"name": volume["name"], "mountPath": "/var/run/kafkaml/spec", "readOnly": True} in container[
+            "volumeMounts"
+        ]
+        # What anyone who may read the Job reads: the spec without its code.
+        assert JobSpec.model_validate_json(job["metadata"]["annotations"]["kafkaml.io/spec"]).models[0].code == ""
         assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"
         assert container["resources"]["limits"]["memory"] == "1024Mi"
         env = {e["name"]: e.get("value") for e in container["env"]}
@@ -612,7 +634,7 @@ async def test_reconcile_after_an_orchestrator_restart(fake: FakeKubernetes) -> 
         # Launching what already runs changes nothing (the orchestrator's reconcile may do it).
         await second.launch_training(job_spec("job-keeps-running", 1))
 
-        assert sum(1 for c in fake.calls if c[0] == "create") == creates + 1
+        assert sum(1 for c in fake.calls if c[0] == "create") == creates + 2  # a Job and its spec's Secret
         deletes = [(c[2], c[3].get("propagationPolicy")) for c in fake.calls if c[0] == "delete"]
         assert deletes == [("deployments", "Foreground")]
         await eventually(lambda: inference_name("serve-orphan") not in fake.deployments())

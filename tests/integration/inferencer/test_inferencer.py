@@ -235,13 +235,18 @@ async def test_a_replica_killed_mid_stream_loses_no_input(kafka: Settings, tmp_p
 
     def start(replica: str) -> subprocess.Popen[bytes]:
         log = (tmp_path / f"replica-{replica}.log").open("wb")
-        return subprocess.Popen(
-            [sys.executable, "-m", "services.inferencer", "--job-id", spec.job_id, "--replica", replica],
+        process = subprocess.Popen(
+            [sys.executable, "-m", "services.inferencer", "--spec-file", "-", "--replica", replica],
             cwd=REPO,
             env=env,
+            stdin=subprocess.PIPE,  # the spec, as the local launcher hands it over
             stdout=log,
             stderr=subprocess.STDOUT,
         )
+        assert process.stdin is not None
+        process.stdin.write(spec.model_dump_json().encode())
+        process.stdin.close()
+        return process
 
     first = start("a")
     second: subprocess.Popen[bytes] | None = None

@@ -22,7 +22,16 @@ from services.metrics.uow import SqlMetricsUnitOfWork
 from shared.db.engine import make_engine, make_sessionmaker
 from shared.db.roles import plain_url
 from shared.events import ArtifactChunk, EpochCompleted, TrainingFinished
-from shared.events.training import ArtifactRef, Chunk, EpochMetrics, SampleCounts, TrainingOutcome
+from shared.events.training import (
+    ArtifactRef,
+    Chunk,
+    EpochMetrics,
+    Progress,
+    SampleCounts,
+    TrainingOutcome,
+    TrainingPhase,
+    TrainingProgress,
+)
 from shared.handling import handle_batch_once
 from shared.kafka import Producer, ensure_topics, make_consumer
 from shared.settings import Settings
@@ -173,6 +182,28 @@ async def test_a_batch_applied_twice_adds_no_row(database: str) -> None:
         " (SELECT count(*) FROM artifact_chunks) AS chunks, (SELECT count(*) FROM processed_messages) AS processed",
     )
     assert dict(counts[0]) == {"epochs": 3, "finals": 1, "chunks": 0, "processed": 6}
+
+
+async def test_the_latest_progress_report_of_a_result_is_kept(database: str) -> None:
+    result = await create_result(database)
+
+    def report(phase: TrainingPhase, detail: str, done: int | None = None) -> TrainingProgress:
+        payload = Progress(result_id=result, deployment_id=1, phase=phase, detail=detail, done=done, total=1797)
+        return TrainingProgress(payload=payload)
+
+    messages = [report("starting", "trainer started"), report("reading_data", "read 900 of 1,797 samples", 900)]
+    engine = make_engine(database)
+    try:
+        applied = await handle_batch_once(
+            messages, ROUTER, uow=SqlMetricsUnitOfWork(make_sessionmaker(engine)), consumer=CONSUMER
+        )
+    finally:
+        await engine.dispose()
+    assert applied.applied == 2
+    [row] = await fetch(
+        database, "SELECT phase, detail, done, total FROM training_progress WHERE result_id = $1", result
+    )
+    assert dict(row) == {"phase": "reading_data", "detail": "read 900 of 1,797 samples", "done": 900, "total": 1797}
 
 
 async def test_metrics_service_stores_curves_final_metrics_and_artifact_once(

@@ -1,9 +1,9 @@
 """The training worker against the real broker: data from Kafka to a trained, published model.
 
-One test runs the worker as the real process (``python -m services.trainer``,
-no database URL in its environment); the others call its job function
-in-process, where the process boundary is not the point, to keep the tier
-fast on two cores.
+A few tests run the worker as the real process (``python -m services.trainer``, no
+database URL in its environment, its spec on standard input as the local launcher
+hands it over); the others call its job function in-process, where the process
+boundary is not the point, to keep the tier fast on two cores.
 """
 
 from __future__ import annotations
@@ -29,20 +29,21 @@ from aiokafka.structs import RecordMetadata
 from fastavro import parse_schema, schemaless_writer
 from sklearn.datasets import load_breast_cancer, load_digits
 
-from services.trainer.worker import run_job
+from services.trainer.worker import train_job
 from shared.control import key_for_deployment
-from shared.errors import SpecNotFound
 from shared.events import Envelope, decode
 from shared.events.training import (
     ArtifactChunk,
+    DatasourceRef,
     DistributedParams,
     EpochCompleted,
+    Failure,
     JobModel,
     JobSpec,
     TrainingFailed,
     TrainingFinished,
+    TrainingProgress,
     TrainingStatusChanged,
-    TrainJob,
 )
 from shared.kafka import Producer, create_topics, ensure_topics, make_consumer
 from shared.settings import Settings
@@ -149,9 +150,40 @@ def model(result_id: int, example: dict[str, str], *, code: str | None = None, *
     )
 
 
-async def publish_job(settings: Settings, spec: JobSpec) -> None:
-    async with Producer(settings) as producer:
-        await producer.publish(TrainJob(payload=spec))
+async def start_trainer(settings: Settings, spec: JobSpec | bytes, log: Any, *extra: str) -> asyncio.subprocess.Process:
+    """The trainer process as the local launcher starts it: its spec written to its standard input."""
+    process = await asyncio.create_subprocess_exec(
+        *[sys.executable, "-m", "services.trainer", "--spec-file", "-", *extra],
+        cwd=REPO, env=service_env(settings, database=False), stdin=asyncio.subprocess.PIPE, stdout=log, stderr=log,
+    )  # fmt: skip
+    assert process.stdin is not None
+    process.stdin.write(spec if isinstance(spec, bytes) else spec.model_dump_json().encode())
+    await process.stdin.drain()
+    process.stdin.close()
+    return process
+
+
+async def read_records(settings: Settings, topic: str) -> list[Any]:
+    """Every record of ``topic`` now (up to its end offsets)."""
+    consumer = make_consumer(settings, topic, group_id=None)
+    await consumer.start()
+    try:
+        while not consumer.assignment():
+            await consumer.getmany(timeout_ms=100)
+        ends = await consumer.end_offsets(list(consumer.assignment()))
+        await consumer.seek_to_beginning()
+        records: list[Any] = []
+        while True:
+            for batch in (await consumer.getmany(timeout_ms=500)).values():
+                records.extend(batch)
+            if all([await consumer.position(tp) >= end for tp, end in ends.items()]):
+                return records
+    finally:
+        await consumer.stop()
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
 
 
 async def read_all(settings: Settings, topic: str, until: Any, timeout_s: float = 120) -> list[Envelope]:
@@ -229,18 +261,17 @@ async def test_trainer_process_trains_the_keras_example_on_raw_digits(topics: Se
     settings = topics
     topic = await data_topic(settings)
     # An older data set for the same deployment: the latest control message present wins.
+    since = now_ms() - 1000
     await send_control(settings, 7, control(f"{settings.topic_prefix}.gone:0:0:10", 10))
     await send_control(settings, 7, control(await send_digits(settings, topic), len(DIGIT_LABELS)))
-    spec = job(7, [model(71, KERAS_DIGITS)], fit={"epochs": 10}, confusion_matrix=True)
-    await publish_job(settings, spec)
-
-    env = service_env(settings, database=False)
-    assert "KAFKAML_DATABASE_URL" not in env
+    # Both were sent after the time the spec names (and neither was known to the orchestrator):
+    # the trainer reads them from there, not from the topic's beginning.
+    spec = job(7, [model(71, KERAS_DIGITS)], fit={"epochs": 10}, confusion_matrix=True, control_since_ms=since)
+    assert "KAFKAML_DATABASE_URL" not in service_env(settings, database=False)
     log_path = tmp_path / "trainer.log"
     with log_path.open("wb") as log:
-        process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "services.trainer", "--job-id", spec.job_id, cwd=REPO, env=env, stdout=log, stderr=log
-        )
+        # A warm process: TensorFlow imported before the spec is read.
+        process = await start_trainer(settings, spec, log, "--framework", "tensorflow")
         try:
             code = await asyncio.wait_for(process.wait(), 180)
         finally:
@@ -250,9 +281,17 @@ async def test_trainer_process_trains_the_keras_example_on_raw_digits(topics: Se
     output = log_path.read_text()
     assert code == 0, output
     assert "samples/s" in output, output
+    assert "tensorflow imported in" in output, output
+    assert "cannot look up control offsets by time" not in output, output
 
     messages = await events(settings, [71], timeout_s=10)
     assert statuses(messages, 71) == ["waiting_data", "training"]
+    # What the user sees before the first epoch: it started, read the samples, began training.
+    phases = [m.payload for m in of_type(messages, TrainingProgress, 71)]
+    assert phases[0].phase == "starting" and phases[-1].phase == "training"
+    reading = [p for p in phases if p.phase == "reading_data"]
+    assert reading[-1].done == reading[-1].total == len(DIGIT_LABELS), reading
+    assert "waiting_data" not in [p.phase for p in phases]  # its data was there: it never waited
     datasource = of_type(messages, TrainingStatusChanged, 71)[1].payload.datasource
     assert (datasource.deployment_id, datasource.offset, datasource.topic.split(":")[0]) == (7, 1, topic)
     epochs = of_type(messages, EpochCompleted, 71)
@@ -281,19 +320,8 @@ async def test_trainer_process_trains_the_keras_example_on_raw_digits(topics: Se
 async def test_sigterm_stops_a_waiting_trainer_promptly(topics: Settings, tmp_path: Path) -> None:
     settings = topics
     spec = job(16, [model(161, KERAS_DIGITS)], data_timeout_s=600)
-    await publish_job(settings, spec)
     with (tmp_path / "trainer.log").open("wb") as log:
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "services.trainer",
-            "--job-id",
-            spec.job_id,
-            cwd=REPO,
-            env=service_env(settings, database=False),
-            stdout=log,
-            stderr=log,
-        )
+        process = await start_trainer(settings, spec, log)
         try:
             await read_all(
                 settings, topics_for(settings).events, lambda m: "waiting_data" in statuses(m, 161), timeout_s=60
@@ -324,8 +352,7 @@ async def test_pytorch_example_trains_on_digits(topics: Settings) -> None:
     # The worker runs in this process, so seeding torch here makes the test deterministic.
     torch.manual_seed(0)
     spec = job(8, [model(81, PYTORCH_DIGITS)], "pytorch", fit={"max_epochs": 10}, batch_size=16, confusion_matrix=True)
-    await publish_job(settings, spec)
-    assert await run_job(settings, spec.job_id) == {81: "finished"}
+    assert await train_job(settings, spec) == {81: "finished"}
 
     messages = await events(settings, [81], timeout_s=10)
     assert len(of_type(messages, EpochCompleted, 81)) == 10
@@ -382,8 +409,7 @@ async def test_avro_breast_cancer_with_a_boolean_label(topics: Settings) -> None
         control(ranges(topic, 2, acks), len(records), input_format="AVRO", input_config=avro_config, test_rate=0.2),
     )
     spec = job(9, [model(91, {"code": BREAST_CANCER_MODEL})], fit={"epochs": 20}, confusion_matrix=True)
-    await publish_job(settings, spec)
-    assert await run_job(settings, spec.job_id) == {91: "finished"}
+    assert await train_job(settings, spec) == {91: "finished"}
 
     (finished,) = of_type(await events(settings, [91], timeout_s=10), TrainingFinished, 91)
     print("breast cancer avro:", finished.payload.test_metrics)
@@ -395,8 +421,7 @@ async def test_avro_breast_cancer_with_a_boolean_label(topics: Settings) -> None
 async def test_trainer_waits_for_late_data_of_deployment_300_and_counts_a_bad_sample(topics: Settings) -> None:
     settings = topics
     spec = job(300, [model(301, KERAS_DIGITS)])
-    await publish_job(settings, spec)
-    task = asyncio.create_task(run_job(settings, spec.job_id))
+    task = asyncio.create_task(train_job(settings, spec))
     try:
         waiting = await read_all(
             settings, topics_for(settings).events, lambda m: "waiting_data" in statuses(m, 301), timeout_s=30
@@ -432,8 +457,7 @@ async def test_data_beyond_the_memory_budget_is_streamed_from_kafka_every_epoch(
     topic = await data_topic(settings)
     await send_control(settings, 10, control(await send_digits(settings, topic, 600), 600))
     spec = job(10, [model(101, example)], example["framework"], confusion_matrix=True)
-    await publish_job(settings, spec)
-    assert await run_job(settings, spec.job_id, memory_budget=0) == {101: "finished"}
+    assert await train_job(settings, spec, memory_budget=0) == {101: "finished"}
 
     messages = await events(settings, [101], timeout_s=10)
     (finished,) = of_type(messages, TrainingFinished, 101)
@@ -481,8 +505,7 @@ async def test_distributed_chain_trains_jointly_and_publishes_each_sub_model(top
     ]
     params = DistributedParams(optimizer="adam", learning_rate=0.005, metrics=["sparse_categorical_accuracy"])
     spec = job(11, chain, fit={"epochs": 3}, distributed=params, confusion_matrix=True)
-    await publish_job(settings, spec)
-    assert await run_job(settings, spec.job_id) == {113: "finished", 111: "finished", 112: "finished"}
+    assert await train_job(settings, spec) == {113: "finished", 111: "finished", 112: "finished"}
 
     messages = await events(settings, [111, 112, 113], timeout_s=10)
     for result_id, name in [(111, "edge"), (112, "fog"), (113, "cloud")]:
@@ -529,8 +552,7 @@ async def test_model_code_that_raises_during_training_fails_the_result_with_the_
     topic = await data_topic(settings)
     await send_control(settings, 12, control(await send_digits(settings, topic, 100), 100))
     spec = job(12, [model(121, {"code": FAILING_TORCH, "imports": PYTORCH_DIGITS["imports"]})], "pytorch")
-    await publish_job(settings, spec)
-    assert await run_job(settings, spec.job_id) == {121: "failed"}
+    assert await train_job(settings, spec) == {121: "failed"}
 
     messages = await events(settings, [121], timeout_s=10)
     (failed,) = of_type(messages, TrainingFailed, 121)
@@ -541,9 +563,8 @@ async def test_model_code_that_raises_during_training_fails_the_result_with_the_
 async def test_data_that_never_arrives_fails_after_the_data_timeout(topics: Settings) -> None:
     settings = topics
     spec = job(13, [model(131, KERAS_DIGITS)], data_timeout_s=3)
-    await publish_job(settings, spec)
     started = time.monotonic()
-    assert await run_job(settings, spec.job_id) == {131: "failed"}
+    assert await train_job(settings, spec) == {131: "failed"}
     assert time.monotonic() - started < 15
     (failed,) = of_type(await events(settings, [131], timeout_s=10), TrainingFailed, 131)
     assert failed.payload.error == (
@@ -557,8 +578,7 @@ async def test_control_message_naming_a_missing_topic_fails_with_the_reason(topi
     missing = f"{settings.topic_prefix}.no-such-topic"
     await send_control(settings, 14, control(f"{missing}:0:0:100", 100))
     spec = job(14, [model(141, KERAS_DIGITS)])
-    await publish_job(settings, spec)
-    assert await run_job(settings, spec.job_id) == {141: "failed"}
+    assert await train_job(settings, spec) == {141: "failed"}
     (failed,) = of_type(await events(settings, [141], timeout_s=10), TrainingFailed, 141)
     assert f"names topic {missing!r}, which does not exist" in failed.payload.error
 
@@ -569,16 +589,67 @@ async def test_records_missing_from_the_announced_range_fail_naming_it(topics: S
     acks = await produce(settings, topic, [(b"\x01", bytes(64))] * 50)
     await send_control(settings, 15, control(ranges(topic, 1, acks, extra=20), 70))
     spec = job(15, [model(151, KERAS_DIGITS)])
-    await publish_job(settings, spec)
-    assert await run_job(settings, spec.job_id, missing_data_timeout_s=2) == {151: "failed"}
+    assert await train_job(settings, spec, missing_data_timeout_s=2) == {151: "failed"}
     (failed,) = of_type(await events(settings, [151], timeout_s=10), TrainingFailed, 151)
     assert failed.payload.error.startswith(f"records 50 to 69 of {topic}:0 did not arrive within 2 s")
     assert f"announces {topic}:0:0:70" in failed.payload.error
 
 
-async def test_unknown_job_id_publishes_nothing(topics: Settings) -> None:
-    with pytest.raises(SpecNotFound, match="no TrainJob with job_id 'nope'"):
-        await run_job(topics, "nope", spec_timeout_s=1)
+async def test_a_spec_that_does_not_read_exits_2_and_publishes_nothing(topics: Settings, tmp_path: Path) -> None:
+    spec = job(18, [model(181, KERAS_DIGITS)])
+    log_path = tmp_path / "trainer.log"
+    with log_path.open("wb") as log:
+        broken = await start_trainer(topics, b'{"job_id": "x"}', log)
+        mismatched = await start_trainer(topics, spec, log, "--job-id", "another-job")
+        codes = [await asyncio.wait_for(p.wait(), 60) for p in (broken, mismatched)]
+    output = log_path.read_text()
+    assert codes == [2, 2], output
+    assert "the JobSpec on standard input does not read: deployment_id: Field required" in output, output
+    assert f"the spec handed over is for job {spec.job_id}, not another-job" in output, output
+    async with Producer(topics) as producer:  # a marker: what comes before it was read
+        await producer.publish(TrainingFailed(payload=Failure(result_id=189, deployment_id=18, error="marker")))
+    messages = await read_all(topics, topics_for(topics).events, lambda m: of_type(m, TrainingFailed, 189), 10)
+    assert [m for m in messages if getattr(m.payload, "result_id", None) == 181] == []
+
+
+async def test_data_is_found_from_the_spec_and_from_its_time_not_the_topic_start(topics: Settings) -> None:
+    settings = topics
+    topic = await data_topic(settings)
+    digits = await send_digits(settings, topic)
+    # Deployment 19: announced long ago (before the spec's time), known to the orchestrator.
+    await send_control(settings, 19, control(digits, len(DIGIT_LABELS)))
+    [record] = [r for r in await read_records(settings, settings.control_topic) if r.key == key_for_deployment(19)]
+    known = DatasourceRef(
+        control_topic=record.topic, partition=record.partition, offset=record.offset, timestamp=record.timestamp,
+        deployment_id=19, **{k: v for k, v in control(digits, len(DIGIT_LABELS)).items() if k != "description"},
+    )  # fmt: skip
+    # Deployment 20: an old announcement of data that is gone, before the spec's time: never read.
+    await send_control(settings, 20, control(f"{settings.topic_prefix}.gone:0:0:10", 10))
+    since = now_ms() + 1
+    await asyncio.sleep(0.01)
+
+    started = time.monotonic()
+    assert await train_job(
+        settings, job(19, [model(191, KERAS_DIGITS)], announced=[known], control_since_ms=since)
+    ) == {191: "finished"}
+    spec = job(20, [model(201, KERAS_DIGITS)], control_since_ms=since)
+    task = asyncio.create_task(train_job(settings, spec))
+    try:
+        waiting = await read_all(
+            settings,
+            topics_for(settings).events,
+            lambda m: "waiting_data" in [p.payload.phase for p in of_type(m, TrainingProgress, 201)],
+            timeout_s=30,
+        )
+        assert [p.payload.detail for p in of_type(waiting, TrainingProgress, 201)][-1].startswith("waiting for data")
+        await send_control(settings, 20, control(digits, len(DIGIT_LABELS)))
+        assert await asyncio.wait_for(task, 120) == {201: "finished"}
+    finally:
+        task.cancel()
+    messages = await events(settings, [191, 201], timeout_s=10)
+    assert of_type(messages, TrainingStatusChanged, 191)[-1].payload.datasource.offset == known.offset
+    assert of_type(messages, TrainingFinished, 201)[0].payload.datasource.topic == digits
+    print(f"two jobs found their data and trained in {time.monotonic() - started:.1f} s")
 
 
 async def test_more_than_a_tenth_of_bad_samples_fails_naming_the_first(topics: Settings) -> None:
@@ -588,8 +659,7 @@ async def test_more_than_a_tenth_of_bad_samples_fails_naming_the_first(topics: S
     acks = await produce(settings, topic, records)
     await send_control(settings, 17, control(ranges(topic, 1, acks), len(records)))
     spec = job(17, [model(171, KERAS_DIGITS)])
-    await publish_job(settings, spec)
-    assert await run_job(settings, spec.job_id) == {171: "failed"}
+    assert await train_job(settings, spec) == {171: "failed"}
     (failed,) = of_type(await events(settings, [171], timeout_s=10), TrainingFailed, 171)
     assert failed.payload.error == (
         f"12 of 112 samples could not be decoded (first: {topic}:0 offset 17: 63 bytes, expected 64 for uint8 (8, 8))"

@@ -150,7 +150,10 @@ def test_a_training_job_is_a_job_with_limits_deadline_ttl_and_ids() -> None:
     assert spec["template"]["metadata"]["labels"]["kafkaml.io/network"] == "kafka-only"
     container = pod(manifest)["containers"][0]
     assert container["command"] == ["python", "-m", "services.trainer"]
-    assert container["args"] == ["--job-id", "0b6f0d0a-3d47-4a5a-9a55-6f3b8c1e7a10"]
+    assert container["args"] == [
+        *["--spec-file", "/var/run/kafkaml/spec/spec.json"],
+        *["--job-id", "0b6f0d0a-3d47-4a5a-9a55-6f3b8c1e7a10"],
+    ]
     assert container["image"] == "kafkaml-pytorch:0.1.0"
     assert container["resources"]["limits"]["memory"] == "4096Mi"  # KAFKAML_TRAINER_MEMORY_MB
     # The spec travels without the model code (it is on the jobs topic).
@@ -193,7 +196,10 @@ def test_an_inference_is_a_deployment_with_replicas_and_a_last_message_liveness(
     )
     container = pod(manifest)["containers"][0]
     assert container["command"] == ["python", "-m", "services.inferencer"]
-    assert container["args"] == ["--job-id", "inference-31-3f2a", "--replica", "$(KAFKAML_REPLICA)"]
+    assert container["args"] == [
+        *["--spec-file", "/var/run/kafkaml/spec/spec.json"],
+        *["--job-id", "inference-31-3f2a", "--replica", "$(KAFKAML_REPLICA)"],
+    ]
     env = {e["name"]: e for e in container["env"]}
     assert env["KAFKAML_REPLICA"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
     assert env["KAFKAML_ALIVE_FILE"]["value"] == "/tmp/kafkaml-alive"

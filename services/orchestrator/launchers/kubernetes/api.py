@@ -18,7 +18,7 @@ from typing import Any, Literal
 from services.orchestrator.launchers.kubernetes.labels import Manifest
 from services.orchestrator.launchers.kubernetes.settings import KubernetesSettings
 
-Kind = Literal["job", "deployment", "pod"]
+Kind = Literal["job", "deployment", "pod", "secret"]
 Call = Callable[..., Awaitable[Any]]
 
 SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
@@ -91,6 +91,7 @@ class Api:
         self._create: dict[Kind, Call] = {
             "job": batch.create_namespaced_job,
             "deployment": apps.create_namespaced_deployment,
+            "secret": core.create_namespaced_secret,
         }
         self._delete: dict[Kind, Call] = {
             "job": batch.delete_namespaced_job,

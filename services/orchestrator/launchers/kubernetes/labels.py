@@ -97,13 +97,15 @@ def workload_labels(settings: Settings, component: str, job_id: str, **ids: int 
 
 
 def spec_annotation(spec: JobSpec | ServeSpec) -> str:
-    """The spec without the model code and the job's signing key (annotations are readable far
-    more widely than the job): enough to adopt the workload and report on it."""
+    """The spec without the model code and the job's signing key: enough to adopt the workload and
+    report on it. Anyone who may read the workload reads it, so nothing secret goes here: the whole
+    spec is in the workload's Secret (``spec_secret_manifest``)."""
     data = spec.model_dump(mode="json", exclude={"signing_key"})
     if isinstance(spec, JobSpec):
         for model in data["models"]:
             model["code"] = ""
             model["imports"] = ""
+        data["announced"] = []
     else:
         data["code"] = ""
         data["imports"] = ""

@@ -36,6 +36,7 @@ from services.orchestrator.launchers.kubernetes.labels import (
 from services.orchestrator.launchers.kubernetes.manifests import (
     check_kafka_secret,
     inference_deployment_manifest,
+    spec_secret_manifest,
     training_job_manifest,
 )
 from services.orchestrator.launchers.kubernetes.settings import KubernetesSettings
@@ -196,6 +197,13 @@ class KubernetesLauncher:
         self.workloads[spec.job_id] = Workload(spec.job_id, what, name, spec)
         self.tracker.observe(kind, "ADDED", created)
         log.info("created %s %s for job %s", kind, name, spec.job_id)
+        # Its pods wait for their spec's Secret (the kubelet retries the mount): created once its
+        # owner exists, so that the owner's deletion takes it along.
+        try:
+            await api.create("secret", spec_secret_manifest(spec, created, self.k8s))
+        except KubernetesApiError as exc:
+            if exc.status != 409:
+                raise
         await self._flush()
 
     # --- what the watches see, and the reports that follow ---

@@ -7,6 +7,9 @@ Pure functions of the spec and the settings, so that tests validate exactly what
 - An inference is an ``apps/v1`` Deployment of ``replicas`` pods in one consumer group; a
   replica is alive while it touches ``$KAFKAML_ALIVE_FILE`` (after each batch and idle poll),
   which an exec probe checks.
+- A worker's spec is a ``v1`` Secret (``spec.json``) mounted read-only into its pod, readable
+  by the pod's user alone, owned by its Job or Deployment (deleted with it): the spec carries
+  the job's secrets, so it travels on no topic and sits in no annotation.
 - Worker pods get the workers' environment (``shared.workerenv``) and their job id, no
   Kubernetes token, and run non-root with a read-only root file system, every capability
   dropped and the runtime's seccomp profile (the ``restricted`` Pod Security Standard).
@@ -41,6 +44,13 @@ from shared.events.inference import ServeSpec
 from shared.events.training import JobSpec
 from shared.settings import Settings
 from shared.workerenv import worker_environment
+
+# Where a worker's spec Secret is mounted, and the file its launcher names.
+SPEC_DIR = "/var/run/kafkaml/spec"
+SPEC_FILE = "spec.json"
+SPEC_PATH = f"{SPEC_DIR}/{SPEC_FILE}"
+# Owner and group read only: a Secret volume's files belong to root and the pod's fsGroup.
+SPEC_FILE_MODE = 0o440
 
 # --- pod template pieces ------------------------------------------------------------------------
 
@@ -107,7 +117,7 @@ def _resources(cpu: tuple[str, str], memory: tuple[str, str], gpus: int, k8s: Ku
 
 
 def _pod_spec(
-    container: Manifest, *, gpus: int, k8s: KubernetesSettings, restart_policy: str, grace_s: int
+    container: Manifest, *, gpus: int, k8s: KubernetesSettings, restart_policy: str, grace_s: int, secret_name: str
 ) -> Manifest:
     pod: Manifest = {
         "serviceAccountName": k8s.service_account,
@@ -124,7 +134,10 @@ def _pod_spec(
             "seccompProfile": {"type": "RuntimeDefault"},
         },
         "containers": [container],
-        "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": k8s.tmp_size_limit}}],
+        "volumes": [
+            {"name": "tmp", "emptyDir": {"sizeLimit": k8s.tmp_size_limit}},
+            {"name": "spec", "secret": {"secretName": secret_name, "defaultMode": SPEC_FILE_MODE}},
+        ],
     }
     if k8s.kafka_tls_secret:
         pod["volumes"].append({"name": _KAFKA_TLS, "secret": {"secretName": k8s.kafka_tls_secret, "optional": True}})
@@ -150,7 +163,11 @@ def _container(name: str, image: str, args: list[str], env: list[dict[str, Any]]
         "args": args,
         "env": env,
         "securityContext": _security_context(),
-        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}, *_tls_mount(k8s)],
+        "volumeMounts": [
+            {"name": "tmp", "mountPath": "/tmp"},
+            {"name": "spec", "mountPath": SPEC_DIR, "readOnly": True},
+            *_tls_mount(k8s),
+        ],
         # A crash's last log lines become the termination message, and so part of the failure reason.
         "terminationMessagePolicy": "FallbackToLogsOnError",
     }
@@ -178,7 +195,7 @@ def training_job_manifest(spec: JobSpec, settings: Settings, k8s: KubernetesSett
     container = _container(
         TRAINER,
         _image(spec.framework, spec.gpus, k8s),
-        ["--job-id", spec.job_id],
+        ["--spec-file", SPEC_PATH, "--job-id", spec.job_id],
         _env(settings, k8s, spec.job_id),
         k8s,
     )
@@ -204,7 +221,14 @@ def training_job_manifest(spec: JobSpec, settings: Settings, k8s: KubernetesSett
             "podFailurePolicy": {"rules": rules},
             "template": {
                 "metadata": {"labels": {**labels, NETWORK: KAFKA_ONLY}, "annotations": {JOB_ID: spec.job_id}},
-                "spec": _pod_spec(container, gpus=spec.gpus, k8s=k8s, restart_policy="Never", grace_s=30),
+                "spec": _pod_spec(
+                    container,
+                    gpus=spec.gpus,
+                    k8s=k8s,
+                    restart_policy="Never",
+                    grace_s=30,
+                    secret_name=training_name(spec.job_id),
+                ),
             },
         },
     }
@@ -225,7 +249,7 @@ def inference_deployment_manifest(
     container = _container(
         INFERENCER,
         _image(spec.framework, spec.gpus, k8s),
-        ["--job-id", spec.job_id, "--replica", "$(KAFKAML_REPLICA)"],
+        ["--spec-file", SPEC_PATH, "--job-id", spec.job_id, "--replica", "$(KAFKAML_REPLICA)"],
         env,
         k8s,
     )
@@ -263,7 +287,43 @@ def inference_deployment_manifest(
             "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}},
             "template": {
                 "metadata": {"labels": {**labels, NETWORK: KAFKA_ONLY}, "annotations": {JOB_ID: spec.job_id}},
-                "spec": _pod_spec(container, gpus=spec.gpus, k8s=k8s, restart_policy="Always", grace_s=30),
+                "spec": _pod_spec(
+                    container,
+                    gpus=spec.gpus,
+                    k8s=k8s,
+                    restart_policy="Always",
+                    grace_s=30,
+                    secret_name=inference_name(spec.job_id),
+                ),
             },
         },
+    }
+
+
+def spec_secret_manifest(spec: JobSpec | ServeSpec, owner: Manifest, k8s: KubernetesSettings | None = None) -> Manifest:
+    """The Secret holding ``spec`` for the pods of ``owner`` (the Job or Deployment just created,
+    named like it): owned by it, so Kubernetes deletes it with its workload."""
+    k8s = k8s or KubernetesSettings()
+    meta = owner.get("metadata") or {}
+    reference = {
+        "apiVersion": owner.get("apiVersion", "batch/v1" if isinstance(spec, JobSpec) else "apps/v1"),
+        "kind": owner.get("kind", "Job" if isinstance(spec, JobSpec) else "Deployment"),
+        "name": meta["name"],
+        "uid": meta["uid"],
+    }
+    metadata: Manifest = {
+        "name": meta["name"],
+        "labels": dict(meta.get("labels") or {}),
+        "annotations": {JOB_ID: spec.job_id},
+        "ownerReferences": [reference],
+    }
+    if k8s.namespace:
+        metadata["namespace"] = k8s.namespace
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": metadata,
+        "type": "Opaque",
+        "immutable": True,
+        "stringData": {SPEC_FILE: spec.model_dump_json()},
     }
