@@ -15,7 +15,6 @@ import hashlib
 import json
 import os
 import re
-import stat
 import tempfile
 import time
 from collections.abc import Iterator
@@ -24,6 +23,7 @@ from typing import Any
 
 import pytest
 
+from tests.e2e.credentials import assert_home_keeps_its_credentials
 from tests.e2e.test_training import KERAS_DIGITS, User, explained, free_port, kafkaml, log_tails
 
 pytestmark = pytest.mark.e2e
@@ -174,29 +174,8 @@ def test_model_code_in_a_trainer_learns_no_secret(stack: dict[str, Any], trainin
         assert_learned_nothing(report(training["error"]), stack)
 
 
-# The files meant to hold a credential; every other file of the home holds none.
-HOLDERS = {"stack.json", "postgres-password", "api-db-password"}
-
-
 def test_no_file_of_the_home_holds_a_credential_but_its_holders_and_all_are_owner_only(
     stack: dict[str, Any], training: dict[str, Any]
 ) -> None:
-    home: Path = stack["home"]
     time.sleep(1)  # the trainer's last log lines
-    passwords = [(home / name).read_text().strip() for name in ("postgres-password", "api-db-password")]
-    secrets = [stack["token"], *passwords]
-    assert all(len(s) >= 20 for s in secrets)
-    for path in home.rglob("*"):
-        info = path.lstat()
-        if stat.S_ISDIR(info.st_mode):
-            assert stat.S_IMODE(info.st_mode) & 0o077 == 0, f"{path} is open to others"
-        if not stat.S_ISREG(info.st_mode):
-            continue
-        assert stat.S_IMODE(info.st_mode) & 0o077 == 0, f"{path} is {oct(stat.S_IMODE(info.st_mode))}"
-        content = path.read_bytes()
-        leaked = [i for i, secret in enumerate(secrets) if secret.encode() in content]
-        if path.relative_to(home).as_posix() in HOLDERS:
-            assert stat.S_IMODE(info.st_mode) == 0o600, path
-        else:
-            assert leaked == [], f"{path} holds a credential"
-    assert stat.S_IMODE(home.stat().st_mode) in (0o700, 0o711)
+    assert_home_keeps_its_credentials(stack)

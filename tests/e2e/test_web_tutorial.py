@@ -29,6 +29,7 @@ import pytest_asyncio
 from playwright.async_api import Page
 
 from tests.conftest import REPO
+from tests.e2e.credentials import assert_home_keeps_its_credentials, assert_logs_carry_no_token
 from tests.e2e.test_training import free_port, kafkaml, log_tails
 from tests.web import DESKTOP, PHONE, PageFactory, screenshot, sign_in
 
@@ -114,6 +115,11 @@ async def test_the_tutorial_in_the_browser(stack: dict[str, Any], page: PageFact
         print(log_tails(stack["home"]))
         raise
     print(f"tutorial walked in {time.monotonic() - started:.0f} s")
+    # After a browser session and a training run: no token in any log or request line, no
+    # credential outside the files meant for them, all of them the owner's alone.
+    await asyncio.sleep(1)  # the last log lines
+    assert_logs_carry_no_token(stack)
+    assert_home_keeps_its_credentials(stack)
 
 
 async def walk(stack: dict[str, Any], tab: Page, base: str, tmp_path: Path) -> None:
