@@ -276,6 +276,7 @@ class LocalLauncher:
         work_dir = make_work_dir(str(self.work), run_as=run_as, prefix=f"{log_path.stem}-")
         confinement = Confinement(limits=WORKER_LIMITS, work_dir=work_dir, hidden=(self.home,), run_as=run_as)
         env = worker_environment(self.settings)
+        env.update(tls_files_for(self.settings, work_dir, run_as))
         # The worker runs in its working directory: our code is found where we found it.
         env.update(
             HOME=work_dir, TMPDIR=work_dir, PYTHONPATH=os.pathsep.join(filter(None, [CODE_ROOT, env.get("PYTHONPATH")]))
@@ -374,6 +375,32 @@ class LocalLauncher:
         now = time.monotonic()
         unit.crashes = [t for t in unit.crashes if now - t < RESTART_WINDOW_S] + [now]
         return len(unit.crashes) <= MAX_RESTARTS
+
+
+# The Kafka TLS files a worker may need, by the setting that names them.
+TLS_FILES = {
+    "KAFKAML_SSL_CAFILE": "ssl_cafile",
+    "KAFKAML_SSL_CERTFILE": "ssl_certfile",
+    "KAFKAML_SSL_KEYFILE": "ssl_keyfile",
+}
+
+
+def tls_files_for(settings: Settings, work_dir: str, run_as: tuple[int, int] | None) -> dict[str, str]:
+    """Copies of the Kafka TLS files in the worker's own folder, readable by it alone: the
+    originals may sit in the stack's home, which the confinement hides and the sandbox user
+    may not read. The settings that name them, pointed at the copies."""
+    found: dict[str, str] = {}
+    for variable, name in TLS_FILES.items():
+        source: Path | None = getattr(settings, name)
+        if source is None:
+            continue
+        copy = Path(work_dir) / f"kafka-{source.name}"
+        copy.write_bytes(source.read_bytes())
+        copy.chmod(0o600)
+        if run_as is not None:
+            os.chown(copy, *run_as)
+        found[variable] = str(copy)
+    return found
 
 
 def sandbox_user(settings: Settings) -> tuple[int, int] | None:
