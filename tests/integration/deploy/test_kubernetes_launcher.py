@@ -456,7 +456,7 @@ async def test_deploy_creates_a_job_per_training_and_a_deployment_per_inference(
         assert secret["metadata"]["ownerReferences"][0]["uid"] == job["metadata"]["uid"]
         assert JobSpec.model_validate_json(secret["stringData"]["spec.json"]) == job_spec(JOB_A, 7, gpus=1)
         pod_spec = job["spec"]["template"]["spec"]
-        [volume] = [v for v in pod_spec["volumes"] if "secret" in v]
+        [volume] = [v for v in pod_spec["volumes"] if v["name"] == "spec"]
         assert volume["secret"] == {"secretName": training_name(JOB_A), "defaultMode": 0o440}
         labels = job["metadata"]["labels"]
         assert labels["app.kubernetes.io/part-of"] == "kafkaml"
