@@ -44,6 +44,7 @@ ABOUT: dict[type[Envelope], tuple[Entity, str]] = {
     events.InferenceStats: ("inference", "inference_id"),
     events.TrainingStopped: ("result", "result_id"),
     events.TrainingStatusChanged: ("result", "result_id"),
+    events.TrainingProgress: ("result", "result_id"),
     events.EpochCompleted: ("result", "result_id"),
     events.TrainingFinished: ("result", "result_id"),
     events.TrainingFailed: ("result", "result_id"),

@@ -62,7 +62,14 @@ VALIDATOR = "validator"
 # What each kind of signer may publish, by message type (the names are a public contract).
 VALIDATOR_TYPES = frozenset({"ValidateModel", "ModelValidated", "ModelValidationFailed"})
 TRAINER_TYPES = frozenset(
-    {"TrainingStatusChanged", "EpochCompleted", "TrainingFinished", "TrainingFailed", "ArtifactChunk"}
+    {
+        "TrainingStatusChanged",
+        "TrainingProgress",
+        "EpochCompleted",
+        "TrainingFinished",
+        "TrainingFailed",
+        "ArtifactChunk",
+    }
 )
 INFERENCER_TYPES = frozenset({"InferenceStatusChanged", "InferenceStats"})
 
