@@ -53,8 +53,15 @@ class Stack:
         assert down.returncode == 0, down.stderr
 
     def ok(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        """The answer of a request; a 202 (the first validation after `up` waits for the sandbox's
+        framework import, longer than the command timeout on a busy machine) is followed."""
         assert self.http is not None
         answer = self.http.request(method, path, json=body)
+        if answer.status_code == 202:
+            location = answer.headers["Location"].removeprefix("/api/v1")
+            state = self.until(location, lambda c: c["status"] != "pending")
+            assert state["status"] == "succeeded", f"{method} {path}: {state}"
+            return state["outcome"]
         assert answer.status_code in (200, 201), f"{method} {path}: {answer.status_code} {answer.text}"
         return answer.json()
 
