@@ -75,9 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(settings.log_level)
     replica = args.replica if args.replica is not None else socket.gethostname()
     try:
-        spec = read_spec(args.spec_file, ServeSpec)
-        if args.job_id is not None and spec.job_id != args.job_id:
-            raise SpecNotFound(f"the spec handed over is for job {spec.job_id}, not {args.job_id}")
+        spec = read_spec(args.spec_file, ServeSpec, args.job_id)
     except SpecNotFound as exc:
         log.error("%s", exc.detail)
         return 2

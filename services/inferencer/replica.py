@@ -38,7 +38,6 @@ from services.inferencer.model import (
     load_model,
 )
 from services.inferencer.serving import Inferencer
-from services.inferencer.spec import SPEC_TIMEOUT_S, find_serve_spec
 from shared.codecs import Decoder, decoder_for
 from shared.errors import WorkloadFailed
 from shared.events.inference import InferenceStatus, ServeSpec
@@ -46,7 +45,7 @@ from shared.kafka import Producer
 from shared.process import worker_threads
 from shared.settings import Settings
 
-__all__ = ["run_inference", "serve"]
+__all__ = ["serve"]
 
 log = logging.getLogger("kafkaml.inferencer")
 
@@ -152,31 +151,3 @@ async def _serve(
     inferencer = Inferencer(settings, spec, replica, producer, model, decoder, distributed=distributed, events=events)
     inferencer.model_seconds = seconds
     await inferencer.run(stop, lambda: events.status("running"))
-
-
-async def run_inference(
-    settings: Settings,
-    job_id: str,
-    replica: str,
-    *,
-    stop: asyncio.Event,
-    spec_timeout_s: float = SPEC_TIMEOUT_S,
-    artifact_timeout_s: float = ARTIFACT_TIMEOUT_S,
-) -> InferenceStatus:
-    """Finds the spec with this job id and serves it; the final status. Raises SpecNotFound."""
-    spec = await find_serve_spec(settings, job_id, spec_timeout_s, stop)
-    if spec is None:
-        log.info("stopped before the spec was found")
-        return "stopped"
-    log.info(
-        "spec found: job %s, inference %d, result %d, %s, %s → %s, group %s, replica %s",
-        spec.job_id,
-        spec.inference_id,
-        spec.result_id,
-        spec.framework,
-        spec.input_topic,
-        spec.output_topic,
-        spec.group_id,
-        replica,
-    )
-    return await serve(settings, spec, replica, stop=stop, artifact_timeout_s=artifact_timeout_s)

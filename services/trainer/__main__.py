@@ -73,9 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         warm_up(args.framework)
         log.info("%s imported in %.1f s; waiting for a job spec", args.framework, time.monotonic() - started)
     try:
-        spec = read_spec(args.spec_file, JobSpec)
-        if args.job_id is not None and spec.job_id != args.job_id:
-            raise SpecNotFound(f"the spec handed over is for job {spec.job_id}, not {args.job_id}")
+        spec = read_spec(args.spec_file, JobSpec, args.job_id)
     except SpecNotFound as exc:
         log.error("%s", exc.detail)
         return 2

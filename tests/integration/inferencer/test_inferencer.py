@@ -24,8 +24,7 @@ from typing import Any, TypeVar
 import numpy as np
 import pytest
 
-from services.inferencer.replica import run_inference, serve
-from shared.errors import SpecNotFound
+from services.inferencer.replica import serve
 from shared.events import Envelope
 from shared.events.inference import InferenceStats, InferenceStatusChanged, ServeSpec
 from shared.settings import Settings
@@ -388,9 +387,3 @@ async def test_a_missing_artifact_fails_the_inference_with_the_reason(kafka: Set
     events = await read_events(kafka, lambda found: "failed" in statuses(found))
     (failure,) = [e.payload for e in events if isinstance(e, InferenceStatusChanged)]
     assert failure.replica == "0" and failure.error is not None and "did not arrive" in failure.error
-
-
-async def test_an_unknown_job_id_is_spec_not_found(kafka: Settings) -> None:
-    await make_topics(kafka)
-    with pytest.raises(SpecNotFound, match="no ServeModel"):
-        await run_inference(kafka, "nobody", "0", stop=asyncio.Event(), spec_timeout_s=1.0)
