@@ -49,8 +49,16 @@ class BrokerTopics:
             await self._client.close()
 
     async def partitions(self, topic: str) -> int | None:
-        age = asyncio.get_running_loop().time() - self._fetched_at
-        if age > self._max_age_s or (topic not in self._partitions and age > self._min_refresh_s):
+        loop = asyncio.get_running_loop()
+        if loop.time() - self._fetched_at > self._max_age_s:
+            await self._refresh()
+        if topic not in self._partitions:
+            # Never "missing" from metadata older than the message: a sink creates its topic just
+            # before the control message, maybe after the last refresh. Waiting out the interval
+            # keeps a stream of messages naming missing topics from hammering the broker.
+            wait = self._min_refresh_s - (loop.time() - self._fetched_at)
+            if wait > 0:
+                await asyncio.sleep(wait)
             await self._refresh()
         return self._partitions.get(topic)
 

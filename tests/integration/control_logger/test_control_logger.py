@@ -154,3 +154,19 @@ async def test_control_logger_records_valid_messages_and_dead_letters_bad_ones(
     assert "malformed control message" in reasons[0]
     assert "topic 'nowhere'" in reasons[1] and "does not exist" in reasons[1]
     assert all(dict(r.headers)["kafkaml-dlq-consumer"] == b"control-logger" for r in dead)
+
+
+async def test_a_topic_created_just_after_a_refresh_is_found(settings: Settings) -> None:
+    """A sink creates its topic just before the control message; the cache may be younger than
+    that topic (seen: a control message dead-lettered as naming a missing topic)."""
+    from services.control_logger.app import BrokerTopics
+
+    topics = BrokerTopics(settings, max_age_s=60, min_refresh_s=0.5)
+    await topics.start()
+    try:
+        name = f"{settings.topic_prefix}-fresh"
+        assert await topics.partitions(f"{settings.topic_prefix}-absent") is None  # refreshes now
+        await create_topics(settings, [TopicSpec(name, 3)])
+        assert await topics.partitions(name) == 3  # within min_refresh_s of that refresh
+    finally:
+        await topics.stop()
