@@ -50,6 +50,11 @@ ABOUT: dict[type[Envelope], tuple[Entity, str]] = {
     events.TrainingFailed: ("result", "result_id"),
     events.ResultStored: ("result", "result_id"),
     events.ArtifactRejected: ("result", "result_id"),
+    events.WindowCompleted: ("result", "result_id"),
+    events.ModelVersionPublished: ("result", "result_id"),
+    events.ModelVersionStored: ("result", "result_id"),
+    events.ModelVersionSet: ("inference", "inference_id"),
+    events.InferenceVersionChanged: ("inference", "inference_id"),
 }
 # Events about no stored entity: a model's validation comes before the model exists, and a
 # refused command changed nothing (its caller hears of it through its own REST answer).

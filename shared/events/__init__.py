@@ -23,6 +23,7 @@ from shared.events.envelope import Envelope, registered
 from shared.events.inference import *  # noqa: F403
 from shared.events.training import *  # noqa: F403
 from shared.events.validation import *  # noqa: F403
+from shared.events.versions import *  # noqa: F403
 
 MESSAGE_TYPES: tuple[type[Envelope], ...] = registered()
 

@@ -7,12 +7,17 @@ from typing import Any, Literal
 
 from shared.events.envelope import Command, Event, Payload
 
+# The formats of a data stream: upstream Kafka-ML's names (docs/contracts.md). RAW and AVRO
+# carry a sample and its label; JSON is ``json.loads`` of the value; TELEGRAF_STR_JSON is a
+# Telegraf JSON metric whose ``fields.value`` is itself a JSON string (decoded as JSON).
+InputFormat = Literal["RAW", "AVRO", "JSON", "TELEGRAF_STR_JSON"]
+
 
 class DatasourceRecord(Payload):
     id: int
     deployment_id: int
     topic: str
-    input_format: Literal["RAW", "AVRO"]
+    input_format: InputFormat
     input_config: dict[str, Any]
     validation_rate: float
     test_rate: float

@@ -13,9 +13,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from shared.events.catalog import Framework
+from shared.events.datasources import InputFormat
 from shared.events.envelope import Command, Event, Payload
 from shared.events.signing import SigningKey
 
@@ -42,12 +43,22 @@ class InferenceParams(Payload):
     replicas: int = Field(default=1, ge=1, le=64)
     input_topic: str = Field(min_length=1, max_length=249, pattern=r"^[A-Za-z0-9._-]+$")
     output_topic: str = Field(min_length=1, max_length=249, pattern=r"^[A-Za-z0-9._-]+$")
-    input_format: Literal["RAW", "AVRO", "JSON"] | None = None
+    input_format: InputFormat | None = None
     input_config: dict[str, Any] | None = None
     upper_topic: str | None = Field(default=None, max_length=249, pattern=r"^[A-Za-z0-9._-]+$")
     limit: float | None = Field(default=None, ge=0, le=1)
     gpus: int = Field(default=0, ge=0, le=16)
     visualization: Visualization | None = None
+    # A version number (pinned), or "latest" (follows every new version of the result);
+    # None: the newest version at deploy time, pinned.
+    model_version: int | Literal["latest"] | None = Field(default=None)
+
+    @field_validator("model_version")
+    @classmethod
+    def positive_version(cls, value: int | str | None) -> int | str | None:
+        if isinstance(value, int) and value < 1:
+            raise ValueError("model versions start at 1")
+        return value
 
 
 class DeployInference(Command):
@@ -61,6 +72,8 @@ class InferenceRecord(InferenceParams):
     id: int
     model_id: int
     status: InferenceStatus
+    # The version the replicas serve now (the last one any replica reported switching to).
+    serving_version: int | None = None
     error: str | None = None
     created_at: datetime
 
@@ -117,9 +130,12 @@ class ServeSpec(Payload):
     imports: str = ""
     artifact_sha256: str
     artifact_format: Literal["keras", "pt"]
+    # The version those bytes are, and whether the replicas follow newer ones (SwitchModelVersion).
+    model_version: int = 1
+    follow_latest: bool = False
     input_topic: str
     output_topic: str
-    input_format: Literal["RAW", "AVRO", "JSON"]
+    input_format: InputFormat
     input_config: dict[str, Any]
     upper_topic: str | None = None
     limit: float | None = None

@@ -69,9 +69,15 @@ TRAINER_TYPES = frozenset(
         "TrainingFinished",
         "TrainingFailed",
         "ArtifactChunk",
+        "WindowCompleted",
+        "ModelVersionPublished",
     }
 )
-INFERENCER_TYPES = frozenset({"InferenceStatusChanged", "InferenceStats"})
+# SwitchModelVersion: the orchestrator signs it with the inference's key, the only key its replicas
+# can check; a replica that signs one speaks only for its own inference.
+INFERENCER_TYPES = frozenset(
+    {"InferenceStatusChanged", "InferenceStats", "InferenceVersionChanged", "SwitchModelVersion"}
+)
 
 Header = tuple[str, bytes]
 

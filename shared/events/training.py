@@ -14,9 +14,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from shared.events.catalog import Framework
+from shared.events.datasources import InputFormat
 from shared.events.envelope import Command, Event, Payload
 from shared.events.signing import SigningKey
 
@@ -45,6 +46,33 @@ class DistributedParams(Payload):
     metrics: list[str] | str = Field(default_factory=lambda: ["sparse_categorical_accuracy"])
 
 
+class IncrementalParams(Payload):
+    """Continuous learning on an unbounded stream (upstream's online training).
+
+    The trainer reads the announced topic in its own consumer group, window by window
+    (``window_samples`` samples, or what arrived within ``window_s`` seconds; whichever
+    comes first when both are given). Each window is first evaluated with the current
+    model (the prequential metric), then trained on. A new model version is published
+    when ``monitoring_metric`` (prequential) moves by more than ``improvement`` in the
+    direction ``change`` since the last version; at the end of every window when no
+    metric is named. The training ends ``finished`` after ``stream_timeout_s`` without
+    a record (None: it runs until stopped).
+    """
+
+    window_samples: int | None = Field(default=None, ge=1, le=10_000_000)
+    window_s: float | None = Field(default=None, gt=0, le=86_400)
+    stream_timeout_s: float | None = Field(default=None, gt=0)
+    monitoring_metric: str | None = Field(default=None, min_length=1, max_length=100)
+    change: Literal["up", "down"] = "up"
+    improvement: float = Field(default=0.0, ge=0)
+
+    @model_validator(mode="after")
+    def has_a_window(self) -> IncrementalParams:
+        if self.window_samples is None and self.window_s is None:
+            raise ValueError("give window_samples or window_s (or both): how much of the stream one window holds")
+        return self
+
+
 class TrainingParams(Payload):
     configuration_id: int
     batch_size: int = Field(default=32, ge=1, le=1_000_000)
@@ -53,6 +81,8 @@ class TrainingParams(Payload):
     confusion_matrix: bool = False
     gpus: int = Field(default=0, ge=0, le=16)
     distributed: DistributedParams | None = None
+    # None: a bounded training of the announced ranges, as before.
+    incremental: IncrementalParams | None = None
 
 
 class DeployTraining(Command):
@@ -142,6 +172,8 @@ class JobSpec(Payload):
     # The trainer reads the control topic from its first record at or after this time (ms; a
     # look-back before the job's creation), not from the beginning; None: from the beginning.
     control_since_ms: int | None = None
+    # Set for an incremental deployment: the trainer reads the stream window by window.
+    incremental: IncrementalParams | None = None
 
     def partition_key(self) -> str:
         return self.job_id
@@ -166,7 +198,7 @@ class DatasourceRef(Payload):
     timestamp: int | None = None
     deployment_id: int
     topic: str
-    input_format: Literal["RAW", "AVRO"]
+    input_format: InputFormat
     input_config: dict[str, Any]
     validation_rate: float
     test_rate: float
@@ -259,6 +291,11 @@ class Chunk(Payload):
     count: int = Field(ge=1)
     sha256: str = Field(description="of the whole artifact")
     data: str = Field(description="base64 of this chunk's bytes")
+    # The model version these bytes are (None: a bounded training's one model, version 1).
+    version: int | None = Field(default=None, ge=1)
+    # "checkpoint": an incremental trainer's state after a window that made no new version; only
+    # that trainer reads it back (to resume after a restart); the metrics service does not store it.
+    purpose: Literal["result", "checkpoint"] = "result"
 
     def partition_key(self) -> int:
         return self.result_id
