@@ -10,13 +10,16 @@ Upstream's scripts run with only their import changed::
         sink.send(data=x, label=y)
     sink.close()          # flushes, then sends the control message
 
-``AsyncRawSink``/``AsyncAvroSink`` are the asyncio versions (``await sink.send(...)``,
-``async with``); ``send_file`` streams a CSV, ``.npy`` or ``.npz`` file (``kafkaml send``).
+``OnlineRawSink`` streams without end for incremental training (it announces itself before its
+first record; ``online_close()`` ends it). ``AsyncRawSink``/``AsyncAvroSink`` are the asyncio
+versions (``await sink.send(...)``, ``async with``); ``send_file`` streams a CSV, ``.npy`` or
+``.npz`` file (``kafkaml send``).
 """
 
 from shared.datasources.async_sink import DEFAULT_CONTROL_TOPIC, AsyncKafkaMLSink
 from shared.datasources.avro import AsyncAvroSink, AvroEncoder, AvroSink, record_schema
 from shared.datasources.errors import DeliveryError, SinkError
+from shared.datasources.online import AsyncOnlineRawSink, OnlineRawSink
 from shared.datasources.ranges import AckRanges
 from shared.datasources.raw import AsyncRawSink, RawEncoder, RawSink
 from shared.datasources.sync_sink import KafkaMLSink
@@ -26,11 +29,13 @@ __all__ = [
     "AckRanges",
     "AsyncAvroSink",
     "AsyncKafkaMLSink",
+    "AsyncOnlineRawSink",
     "AsyncRawSink",
     "AvroEncoder",
     "AvroSink",
     "DeliveryError",
     "KafkaMLSink",
+    "OnlineRawSink",
     "RawEncoder",
     "RawSink",
     "SinkError",
