@@ -1,19 +1,22 @@
-"""The online sink's wire format and ordering, against a recording producer (no broker):
-one online control message, before the first record, equal to what upstream's
-``OnlineRawSink`` builds for the same call (reconstructed from upstream's source)."""
+"""Upstream's online sink and Avro inference source on the wire, against a recording producer
+(no broker): the online control message goes out once, before the first record, equal to what
+upstream's ``OnlineRawSink`` builds for the same call (reconstructed from upstream's source);
+``AvroInference`` values are Avro's binary encoding, byte for byte."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import struct
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
 from shared.control import parse_control
-from shared.datasources import AsyncOnlineRawSink
+from shared.datasources import AsyncAvroInference, AsyncOnlineRawSink, SinkError
 
 
 @dataclass
@@ -136,3 +139,51 @@ async def test_with_an_unsupervised_topic_only_an_explicit_announcement_goes_out
     assert [s.topic for s in producer.sent] == ["automl"]
     message = await sink.send_online_control_msg()
     assert message.unsupervised_topic == "automl-unlabelled" and message.incremental
+
+
+# --- AvroInference -------------------------------------------------------------
+
+HCOPD_SCHEMA = {
+    "namespace": "data.ertis.uma.es",
+    "type": "record",
+    "name": "HCOPD",
+    "fields": [
+        {"name": "gender", "type": "float"},
+        {"name": "age", "type": "float"},
+        {"name": "smoking", "type": "float"},
+    ],
+}
+
+
+def avro_inference(tmp_path: Path) -> tuple[AsyncAvroInference, RecordingProducer]:
+    schema_file = tmp_path / "data_scheme.avsc"
+    schema_file.write_text(json.dumps(HCOPD_SCHEMA))
+    source = AsyncAvroInference(boostrap_servers="127.0.0.1:9094", topic="hcopd-in", data_scheme_filename=schema_file)
+    producer = RecordingProducer()
+    source._producer = producer
+    return source, producer
+
+
+async def test_avro_inference_sends_schemaless_avro_values_without_key(tmp_path: Path) -> None:
+    source, producer = avro_inference(tmp_path)
+    rows = [(1.0, -0.5, 0.25), (np.float64(-1.0), np.float64(2.0), np.float64(0.0))]  # upstream sends numpy floats
+    for gender, age, smoking in rows:
+        await source.send({"gender": gender, "age": age, "smoking": smoking})
+    assert await source.close() is None and producer.stopped
+    # Avro's binary encoding of a record of three floats: each a 4-byte little-endian IEEE float,
+    # in field order, nothing around them (upstream's DatumWriter into a BinaryEncoder writes this).
+    assert [(s.topic, s.value, s.key) for s in producer.sent] == [
+        ("hcopd-in", struct.pack("<fff", *map(float, row)), None) for row in rows
+    ]
+
+
+async def test_avro_inference_announces_nothing_and_checks_records(tmp_path: Path) -> None:
+    source, producer = avro_inference(tmp_path)
+    with pytest.raises(ValueError, match="age"):
+        await source.send({"gender": 1.0, "age": "old", "smoking": 0.0})
+    with pytest.raises(SinkError, match="values only"):
+        await source.send({"gender": 1.0, "age": 1.0, "smoking": 0.0}, {"label": 1})
+    with pytest.raises(SinkError, match="announces nothing"):
+        await source.send_control_msg()
+    assert producer.sent == []
+    assert source.input_config["data_scheme"] == json.dumps(HCOPD_SCHEMA)
