@@ -239,12 +239,29 @@ class ControlMessage(BaseModel):
         return self.model_dump_json().encode()
 
 
+SEMI_SUPERVISED_REFUSED = "semi-supervised training is not supported"
+
+
+def refuse_unsupported(control: ControlMessage) -> ControlMessage:
+    """Raises ``Invalid`` for an announcement this platform cannot train on as meant: upstream's
+    semi-supervised form (labelled ranges plus an ``unsupervised_topic`` to pseudo-label). Training
+    on the labelled part alone would ignore half of what was announced, silently."""
+    if control.unsupervised_topic:
+        raise Invalid(
+            f"{SEMI_SUPERVISED_REFUSED}: the control message names unsupervised_topic "
+            f"{control.unsupervised_topic!r}; announce labelled samples only",
+            field="unsupervised_topic",
+        )
+    return control
+
+
 def parse_control(value: bytes | None) -> ControlMessage:
-    """Decodes and checks a control message; raises ``Invalid`` saying what is wrong."""
+    """Decodes and checks a control message; raises ``Invalid`` saying what is wrong (or unsupported)."""
     if value is None:
         raise Invalid("a control message needs a value")
     try:
-        return ControlMessage.model_validate_json(value)
+        control = ControlMessage.model_validate_json(value)
     except ValidationError as exc:
         reasons = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'message'}: {e['msg']}" for e in exc.errors()[:5])
         raise Invalid(f"malformed control message: {reasons}") from exc
+    return refuse_unsupported(control)

@@ -4,7 +4,10 @@ It takes a record of the control topic (upstream Kafka-ML's control message,
 not our envelope), a unit of work and a view of the broker's topics, and
 returns the event to publish once the transaction has committed. A message
 that can never be recorded raises ``Invalid`` naming the problem; the app
-dead-letters it with that reason and the stream goes on.
+dead-letters it with that reason and the stream goes on. That includes upstream's
+semi-supervised form (an ``unsupervised_topic``), which ``parse_control`` refuses:
+this platform does not pseudo-label, and training on the labelled part alone would
+ignore the rest of the announcement without a word.
 """
 
 from __future__ import annotations

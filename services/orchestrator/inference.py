@@ -73,7 +73,7 @@ def check_input_config(input_format: str, config: dict[str, Any]) -> None:
             RawConfig.model_validate(config)
         elif input_format == "AVRO":
             AvroConfig.model_validate(config)
-        elif input_format == "JSON":
+        elif input_format in ("JSON", "TELEGRAF_STR_JSON"):
             JsonConfig.model_validate(config)
     except ValidationError as exc:
         problem = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()[:3])

@@ -124,6 +124,8 @@ class AsyncKafkaMLSink(abc.ABC):
         # Upstream's sink needed a consumer group to read end offsets; acknowledgements need none.
         self.group_id = group_id
         self.unsupervised_topic = unsupervised_topic or None  # upstream treats "" as none too
+        if self.unsupervised_topic:
+            log.warning("semi-supervised training is not supported: the control logger will refuse this sink's data")
         self.dataset_restrictions: Mapping[str, Any] | str = dataset_restrictions or {}
         self.partitions = partitions
         self.progress = progress

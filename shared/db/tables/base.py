@@ -19,8 +19,8 @@ from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.types import TypeDecorator
 
 # The event schemas spell these inline; they are named here for the columns that store them.
-InputFormat = Literal["RAW", "AVRO", "JSON"]
-ControlFormat = Literal["RAW", "AVRO"]  # what a control message may announce
+InputFormat = Literal["RAW", "AVRO", "JSON", "TELEGRAF_STR_JSON"]
+ControlFormat = InputFormat  # what a control message may announce: every format (issue 12)
 ArtifactFormat = Literal["keras", "pt"]
 
 

@@ -111,7 +111,7 @@ class Inference(Base):
     input_topic: Mapped[str] = mapped_column(StorableText)
     output_topic: Mapped[str] = mapped_column(StorableText)
     # Checked against the codecs when the inference is deployed.
-    input_format: Mapped[InputFormat] = mapped_column(String(10))
+    input_format: Mapped[InputFormat] = mapped_column(String(20))
     input_config: Mapped[dict[str, Any]] = mapped_column(StorableJSON)
     upper_topic: Mapped[str | None] = mapped_column(StorableText, nullable=True)
     # "limit" is an SQL keyword.

@@ -27,7 +27,7 @@ class Datasource(Base):
     deployment_id: Mapped[int] = mapped_column(BigInteger, index=True)
     topic: Mapped[str] = mapped_column(StorableText)
     # The control logger records only messages that parse, and they announce RAW or AVRO.
-    input_format: Mapped[ControlFormat] = mapped_column(String(10))
+    input_format: Mapped[ControlFormat] = mapped_column(String(20))
     input_config: Mapped[dict[str, Any]] = mapped_column(StorableJSON)
     validation_rate: Mapped[float] = mapped_column(Float)
     test_rate: Mapped[float] = mapped_column(Float)

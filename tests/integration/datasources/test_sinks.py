@@ -20,6 +20,7 @@ from sklearn.datasets import load_breast_cancer, load_digits, load_iris
 from shared.control import ControlMessage, TopicRange, deployment_id_from_key, parse_control
 from shared.datasources import AsyncAvroSink, AsyncRawSink, DeliveryError, RawSink, SinkError
 from shared.datasources.send import send_file
+from shared.errors import Invalid
 from shared.kafka import create_topics
 from shared.settings import Settings
 from shared.stack.broker import Broker, free_port, start_broker
@@ -208,7 +209,11 @@ async def test_unsupervised_samples_are_announced_separately(broker: Broker) -> 
         await sink.send_many(np.eye(4), [0, 1, 2, 3])
         for _ in range(3):
             await sink.unsupervised_send(np.ones(4))
-    _, message = await read_control(broker, control)
+    [(_, value)] = await read_all(broker, control, expected=1)
+    # Upstream's semi-supervised form goes out as upstream sends it; consumers refuse it.
+    with pytest.raises(Invalid, match="semi-supervised training is not supported"):
+        parse_control(value)
+    message = ControlMessage.model_validate_json(value or b"")
     assert message.topic == f"{data_topic}:0:0:4" and message.total_msg == 4
     assert message.unsupervised_topic == f"{unsupervised}:0:0:3"
     unlabelled = await read_all(broker, unsupervised, expected=3)

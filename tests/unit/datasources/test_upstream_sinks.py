@@ -17,6 +17,7 @@ import pytest
 
 from shared.control import parse_control
 from shared.datasources import AsyncAvroInference, AsyncOnlineRawSink, SinkError
+from shared.errors import Invalid
 
 
 @dataclass
@@ -187,3 +188,48 @@ async def test_avro_inference_announces_nothing_and_checks_records(tmp_path: Pat
         await source.send_control_msg()
     assert producer.sent == []
     assert source.input_config["data_scheme"] == json.dumps(HCOPD_SCHEMA)
+
+
+# --- what consumers refuse ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("topic", "unsupervised", "total"),
+    [("automl:0:0:9999", "unsupervised_automl:0:0:50000", 9999), ("automl", "unsupervised_automl", None)],
+)
+def test_upstreams_semi_supervised_announcements_are_refused_with_the_reason(
+    topic: str, unsupervised: str, total: int | None
+) -> None:
+    # Upstream's bounded and online semi-supervised control messages, field for field.
+    message = {
+        "topic": topic,
+        "unsupervised_topic": unsupervised,
+        "input_format": "RAW",
+        "description": "Mnist dataset",
+        "dataset_restrictions": {},
+        "input_config": {"data_type": "uint8", "label_type": "uint8", "data_reshape": "28 28", "label_reshape": "1"},
+        "validation_rate": 0.1,
+        "test_rate": 0.1,
+        "total_msg": total,
+        "incremental": total is None,
+    }
+    with pytest.raises(Invalid, match="semi-supervised training is not supported") as refused:
+        parse_control(json.dumps(message).encode())
+    assert refused.value.field == "unsupervised_topic" and unsupervised in refused.value.detail
+    assert parse_control(json.dumps(message | {"unsupervised_topic": None}).encode()).unsupervised_topic is None
+
+
+@pytest.mark.parametrize("input_format", ["RAW", "AVRO", "JSON", "TELEGRAF_STR_JSON", "json"])
+def test_the_control_message_takes_the_four_formats(input_format: str) -> None:
+    config = {"data_scheme": json.dumps(HCOPD_SCHEMA)} if input_format == "AVRO" else {}
+    message = parse_control(
+        json.dumps({"topic": "t:0:0:5", "input_format": input_format, "input_config": config, "total_msg": 5}).encode()
+    )
+    assert message.input_format == input_format.upper()
+    with pytest.raises(Invalid, match="input_format"):
+        parse_control(json.dumps({"topic": "t:0:0:5", "input_format": "CSV", "total_msg": 5}).encode())
+    if input_format in ("JSON", "TELEGRAF_STR_JSON"):
+        with pytest.raises(Invalid, match="label_field"):
+            parse_control(
+                json.dumps({"topic": "t", "input_format": input_format, "input_config": {"label_field": ""}}).encode()
+            )
