@@ -30,7 +30,7 @@ async def test_semi_supervised_announcements_are_dead_lettered_with_the_reason(
     topic, unlabelled = f"{settings.topic_prefix}.automl", f"{settings.topic_prefix}.unsupervised_automl"
     common = {"boostrap_servers": settings.bootstrap_servers, "control_topic": settings.control_topic, "partitions": 1}
 
-    # examples/MNIST_RAW_format/mnist_dataset_unsupervised_training_example.py (import changed).
+    # Upstream's semi-supervised MNIST training example (import changed).
     mnist = RawSink(topic=topic, deployment_id=1, description="Mnist dataset", validation_rate=0.1,
                     test_rate=0.1, unsupervised_topic=unlabelled, **common)  # fmt: skip
     for x, y in zip(images[:3], labels[:3], strict=True):

@@ -26,7 +26,7 @@ async def test_online_raw_sink_as_upstreams_online_mnist_example(broker: Broker)
     x_train, y_train = digits.images[:300].astype(np.uint8), digits.target[:300].astype(np.uint8)
     control, topic = await control_topic(broker), unique("automl")
 
-    # examples/MNIST_RAW_format/mnist_dataset_online_training_example.py, the import changed to
+    # Upstream's online MNIST training example, the import changed to
     # shared.datasources (and the control topic named: the broker is shared by the tests).
     mnist = OnlineRawSink(
         boostrap_servers=broker.bootstrap_servers,
@@ -87,7 +87,7 @@ async def test_avro_inference_as_upstreams_hcopd_example(broker: Broker, tmp_pat
     input_topic = unique("hcopd-in")
     items_to_predict = 10
 
-    # examples/HCOPD_Avro_format/HCOPD_inference.py, the import changed to shared.datasources.
+    # Upstream's HCOPD inference example, the import changed to shared.datasources.
     hcopd = AvroInference(
         boostrap_servers=broker.bootstrap_servers,
         topic=input_topic,
