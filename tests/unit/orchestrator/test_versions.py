@@ -183,3 +183,18 @@ def test_a_switch_is_signed_with_its_inference_key() -> None:
     signer = orchestrator.signer_for(switch)
     assert signer == keys.key(inference_signer(job_id, 4))
     assert orchestrator.signer_for(ModelVersionSet(payload=VersionPolicy(inference_id=4, model_version=1))) is None
+
+
+async def test_a_redelivered_set_model_version_repeats_its_answers_and_changes_nothing() -> None:
+    from shared.handling import handle_once
+
+    uow = FakeUnitOfWork()
+    result = await versions(uow, 1, 2)
+    inference, _ = await deployed(uow, result, model_version=2)
+    command = SetModelVersion(payload=VersionPolicy(inference_id=inference, model_version=1))
+    first = await handle_once(command, ROUTER, uow=uow, consumer="orchestrator")  # type: ignore[arg-type]
+    uow.inferences.rows[inference].model_version = 2  # would be undone if the command ran again
+    again = await handle_once(command, ROUTER, uow=uow, consumer="orchestrator")  # type: ignore[arg-type]
+    assert [m.event_id for m in again] == [m.event_id for m in first]
+    assert [type(m) for m in again] == [ModelVersionSet, SwitchModelVersion]
+    assert uow.inferences.rows[inference].model_version == 2
