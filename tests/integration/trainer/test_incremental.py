@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -110,7 +109,9 @@ def check_chained(reported: list[Any], total: int) -> None:
 
 def outcome(settings: Settings, result_id: int, timeout_s: float = 60) -> Any:
     def done(messages: list[Envelope]) -> bool:
-        return any(isinstance(m, (TrainingFinished, TrainingFailed)) and m.payload.result_id == result_id for m in messages)
+        return any(
+            isinstance(m, (TrainingFinished, TrainingFailed)) and m.payload.result_id == result_id for m in messages
+        )
 
     return read_all(settings, topics_for(settings).events, done, timeout_s)
 
@@ -171,7 +172,7 @@ async def test_a_killed_trainer_resumes_after_its_last_window(topics: Settings, 
     await send_control(settings, 122, online_control(topic))
     params = IncrementalParams(window_samples=300, stream_timeout_s=6)
     spec = signed(
-        job(122, [model(1221, {"code": TINY_KERAS})], fit={"epochs": 1}, incremental=params, job_id=f"job-{uuid.uuid4().hex[:8]}"),
+        job(122, [model(1221, {"code": TINY_KERAS})], fit={"epochs": 1}, incremental=params),
         settings,
     )
     events_topic = topics_for(settings).events
