@@ -1,4 +1,5 @@
-"""Batch decoding of samples in upstream Kafka-ML's wire formats (RAW, AVRO, JSON: docs/contracts.md).
+"""Batch decoding of samples in upstream Kafka-ML's wire formats (RAW, AVRO, JSON, TELEGRAF_STR_JSON:
+docs/contracts.md; the JSON pair lives in :mod:`shared.json_codecs`, the shared parts in :mod:`shared.decoding`).
 
 One decoder serves the trainer (values and keys: samples and labels) and the
 inferencer (values only, ``keys=None``)::
@@ -18,18 +19,25 @@ limits of :mod:`shared.limits` are refused before any decoding.
 from __future__ import annotations
 
 import io
-import json
 import math
-from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Final, TypeVar
+from collections.abc import Mapping, Sequence
+from typing import Any, Final
 
 import numpy as np
 from fastavro import parse_schema, schemaless_reader
 
 from shared.control import AvroConfig, JsonConfig, RawConfig
-from shared.limits import MAX_BINARY_VALUE_BYTES, check_json, check_size
+from shared.decoding import (
+    MAX_BAD_FRACTION,
+    Decoded,
+    Decoder,
+    describe_shape,
+    each_record,
+    flatten,
+    too_many_bad,
+)
+from shared.json_codecs import JsonDecoder, TelegrafJsonDecoder
+from shared.limits import MAX_BINARY_VALUE_BYTES, check_size
 
 __all__ = [
     "MAX_BAD_FRACTION",
@@ -38,91 +46,11 @@ __all__ = [
     "Decoder",
     "JsonDecoder",
     "RawDecoder",
+    "TelegrafJsonDecoder",
     "decoder_for",
+    "each_record",
     "too_many_bad",
 ]
-
-# More bad samples than this share of the announced ones fails a training.
-MAX_BAD_FRACTION: Final = 0.10
-
-
-@dataclass(frozen=True)
-class Decoded:
-    """The good samples of a batch, in batch order, and what was wrong with the others."""
-
-    x: np.ndarray[Any, Any]
-    y: np.ndarray[Any, Any] | None
-    bad: list[tuple[int, str]] = field(default_factory=list)
-
-    @property
-    def good_indices(self) -> list[int]:
-        """Indices (within the batch) of the samples in ``x``, for callers that track positions."""
-        skipped = {index for index, _ in self.bad}
-        return [i for i in range(len(self.x) + len(self.bad)) if i not in skipped]
-
-
-def too_many_bad(bad: int, announced: int) -> bool:
-    """The policy above: more than :data:`MAX_BAD_FRACTION` of the announced samples are bad."""
-    return bad > MAX_BAD_FRACTION * announced
-
-
-def _describe_shape(shape: tuple[int, ...]) -> str:
-    return str(shape) if shape else "scalar"
-
-
-class Decoder(ABC):
-    """Decodes batches of one stream's messages."""
-
-    input_format: str
-
-    @abstractmethod
-    def decode(self, values: Sequence[bytes | None], keys: Sequence[bytes | None] | None = None) -> Decoded:
-        """Decodes a batch: ``keys=None`` when there are no labels (values to predict)."""
-
-    @abstractmethod
-    def describe(self) -> str:
-        """What a sample is, for logs and error messages."""
-
-    @property
-    @abstractmethod
-    def sample_shape(self) -> tuple[int, ...] | None:
-        """The shape of one decoded sample, None until it is known (Avro: after a first record)."""
-
-
-T = TypeVar("T")
-
-
-def each_record(
-    values: Sequence[bytes | None],
-    keys: Sequence[bytes | None] | None,
-    sample: Callable[[bytes | None], T],
-    label: Callable[[bytes | None], T],
-) -> tuple[list[T], list[T], list[tuple[int, str]]]:
-    """Decodes formats that take one record at a time (Avro, JSON): the samples, their labels
-    (when there are keys), and the records that raised as ``(index, reason)``.
-
-    Any exception counts, not only the ValueError a decoder raises on purpose: a record
-    must not stop the stream with a RecursionError, a MemoryError or a library's own error.
-    """
-    if keys is not None and len(keys) != len(values):
-        raise ValueError(f"{len(values)} values but {len(keys)} keys")
-    xs: list[T] = []
-    ys: list[T] = []
-    bad: list[tuple[int, str]] = []
-    for index, value in enumerate(values):
-        try:
-            x = sample(value)
-            y = label(keys[index]) if keys is not None else None
-        except ValueError as exc:
-            bad.append((index, str(exc)))
-            continue
-        except Exception as exc:
-            bad.append((index, f"{type(exc).__name__}: {exc}"))
-            continue
-        xs.append(x)
-        if y is not None:
-            ys.append(y)
-    return xs, ys, bad
 
 
 # --- RAW ----------------------------------------------------------------------
@@ -148,10 +76,10 @@ class RawDecoder(Decoder):
         return self.shape
 
     def describe(self) -> str:
-        return f"{self.dtype.name} {_describe_shape(self.shape)}"
+        return f"{self.dtype.name} {describe_shape(self.shape)}"
 
     def describe_label(self) -> str:
-        return f"{self.label_dtype.name} {_describe_shape(self.label_shape)}"
+        return f"{self.label_dtype.name} {describe_shape(self.label_shape)}"
 
     def _check_value(self, value: bytes | None) -> str | None:
         if value is None:
@@ -231,24 +159,6 @@ def _is_scalar(schema: Any) -> bool:
     return False
 
 
-def _flatten(value: Any, name: str, out: list[float]) -> None:
-    # bool before int: bool is an int subclass, and we want 0/1 either way.
-    if isinstance(value, bool):
-        out.append(1.0 if value else 0.0)
-    elif isinstance(value, (int, float)):
-        out.append(float(value))
-    elif isinstance(value, (list, tuple)):
-        for item in value:
-            _flatten(item, name, out)
-    elif isinstance(value, Mapping):
-        for key, item in value.items():
-            _flatten(item, f"{name}.{key}", out)
-    elif value is None:
-        raise ValueError(f"field {name!r} is null")
-    else:
-        raise ValueError(f"field {name!r} is a {type(value).__name__}, not a number")
-
-
 class AvroDecoder(Decoder):
     """A value is the schemaless Avro binary of the data record, a key that of the label record.
 
@@ -302,9 +212,9 @@ class AvroDecoder(Decoder):
         out: list[float] = []
         if isinstance(record, Mapping):
             for name in fields or list(record):
-                _flatten(record.get(name), name, out)
+                flatten(record.get(name), name, out)
         else:  # a non-record schema: the value itself
-            _flatten(record, what, out)
+            flatten(record, what, out)
         return out
 
     def _data(self, raw: bytes | None) -> list[float]:
@@ -344,104 +254,6 @@ class AvroDecoder(Decoder):
         return Decoded(x=x_array, y=y_array, bad=bad)
 
 
-# --- JSON ---------------------------------------------------------------------
-
-
-def _json_array(raw: bytes | None, what: str) -> np.ndarray[Any, Any]:
-    """One JSON sample as a float64 array of its own shape (see the module docstring for the forms)."""
-    if raw is None:
-        raise ValueError(f"no {what}")
-    check_json(raw, what)  # before parsing: the parser recurses per level and holds it all
-    try:
-        document = json.loads(raw)
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise ValueError(f"{what} is not UTF-8 JSON ({type(exc).__name__}: {exc})") from None
-    if isinstance(document, Mapping):
-        if "values" in document:
-            document = document["values"]
-        else:
-            # An object: its numeric fields in document order (JSON objects keep their order).
-            flat: list[float] = []
-            _flatten(document, what, flat)
-            return np.asarray(flat, dtype=np.float64)
-    if isinstance(document, bool) or not isinstance(document, (int, float, list)):
-        raise ValueError(f"{what} is a JSON {type(document).__name__}, not numbers")
-    try:
-        # float64 first: a ragged list or a string inside fails here, not later in a cast.
-        array = np.asarray(document, dtype=np.float64)
-    except (TypeError, ValueError, OverflowError) as exc:
-        raise ValueError(f"{what} is not a rectangular list of numbers ({exc})") from None
-    return array
-
-
-class JsonDecoder(Decoder):
-    """Values to predict (not a training format upstream): UTF-8 JSON.
-
-    A list of numbers (nested lists allowed, they must be rectangular),
-    ``{"values": [...]}``, or any other object whose numeric fields, in
-    document order, form the vector (nested lists and objects flattened,
-    booleans as 0/1). ``input_config`` is optional: ``data_reshape`` (one
-    sample's shape: the values are reshaped to it) and ``data_type`` (a numpy
-    name, default float32). Without a shape, the first good sample's shape is
-    the stream's. A key, if given, is a label in the same JSON forms.
-    """
-
-    input_format = "JSON"
-
-    def __init__(self, config: Mapping[str, Any]) -> None:
-        self.config = dict(config)
-        checked = JsonConfig.model_validate(self.config)
-        self.dtype = checked.data_dtype
-        # An explicit shape is fixed; otherwise the first good sample sets it.
-        self._shape: tuple[int, ...] | None = checked.data_shape
-        self._fixed = self._shape is not None
-        self._label_shape: tuple[int, ...] | None = None
-
-    @property
-    def sample_shape(self) -> tuple[int, ...] | None:
-        return self._shape
-
-    def describe(self) -> str:
-        shape = "shape not known yet" if self._shape is None else _describe_shape(self._shape)
-        return f"JSON numbers as {self.dtype.name} {shape}"
-
-    def _sample(self, raw: bytes | None) -> np.ndarray[Any, Any]:
-        array = _json_array(raw, "value")
-        if self._shape is None:
-            self._shape = array.shape
-            return array
-        if self._fixed:
-            expected = math.prod(self._shape)
-            if array.size != expected:
-                raise ValueError(f"{array.size} numbers, expected {expected} for {self.describe()}")
-            return array.reshape(self._shape)
-        if array.shape != self._shape:
-            first = _describe_shape(self._shape)
-            raise ValueError(f"shape {_describe_shape(array.shape)}, the first sample had {first}")
-        return array
-
-    def _label(self, raw: bytes | None) -> np.ndarray[Any, Any]:
-        if raw is None:
-            raise ValueError("no label (the record has no key)")
-        array = _json_array(raw, "label")
-        if self._label_shape is None:
-            self._label_shape = array.shape
-        elif array.shape != self._label_shape:
-            raise ValueError(f"label of shape {_describe_shape(array.shape)}, the first had {self._label_shape}")
-        return array
-
-    def decode(self, values: Sequence[bytes | None], keys: Sequence[bytes | None] | None = None) -> Decoded:
-        xs, ys, bad = each_record(values, keys, self._sample, self._label)
-        shape = self._shape or ()
-        x_array = np.stack(xs).astype(self.dtype, copy=False) if xs else np.zeros((0, *shape), dtype=self.dtype)
-        y_array: np.ndarray[Any, Any] | None = None
-        if keys is not None:
-            labels = np.stack(ys) if ys else np.zeros((0, *(self._label_shape or ())))
-            integral = labels.size == 0 or bool(np.all(np.mod(labels, 1) == 0))
-            y_array = labels.astype(np.int64 if integral else np.float32)
-        return Decoded(x=x_array, y=y_array, bad=bad)
-
-
 # --- choosing -----------------------------------------------------------------
 
 
@@ -453,5 +265,7 @@ def decoder_for(input_format: str, input_config: Mapping[str, Any]) -> Decoder:
     if kind == "AVRO":
         return AvroDecoder(AvroConfig.model_validate(dict(input_config)))
     if kind == "JSON":
-        return JsonDecoder(input_config)
-    raise ValueError(f"unknown input format {input_format!r} (RAW, AVRO or JSON)")
+        return JsonDecoder(JsonConfig.model_validate(dict(input_config)))
+    if kind == "TELEGRAF_STR_JSON":
+        return TelegrafJsonDecoder(JsonConfig.model_validate(dict(input_config)))
+    raise ValueError(f"unknown input format {input_format!r} (RAW, AVRO, JSON or TELEGRAF_STR_JSON)")

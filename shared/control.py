@@ -14,10 +14,12 @@ import numpy as np
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from shared.errors import Invalid
+from shared.events.datasources import InputFormat
 from shared.limits import check_shape
 
-# Upstream's type names besides numpy's own.
-DTYPE_ALIASES = {"half": "float16", "float": "float32", "double": "float64"}
+# Upstream's type names besides numpy's own, meaning what upstream's trainer and inferencer make of
+# them: "float" is numpy's ``np.float``, Python's float, i.e. float64 (as in numpy itself).
+DTYPE_ALIASES = {"half": "float16", "float": "float64", "double": "float64"}
 
 
 def numpy_dtype(name: str) -> np.dtype[Any]:
@@ -121,12 +123,25 @@ class RawConfig(BaseModel):
 
 
 class JsonConfig(BaseModel):
-    """The optional ``input_config`` of JSON values to predict: a sample's shape and type."""
+    """The optional ``input_config`` of JSON and TELEGRAF_STR_JSON samples (upstream names none).
+
+    ``data_type``/``data_reshape``: a sample's type and shape. ``label_field``: in training, the
+    label is this field of the sample's object (else the record's key, JSON as well);
+    ``data_field``: the sample is this field (else the object, less ``label_field``).
+    """
 
     model_config = ConfigDict(extra="ignore")
 
     data_type: DtypeName | None = None
     data_reshape: ShapeText = None
+    label_field: str | None = Field(default=None, min_length=1)
+    data_field: str | None = Field(default=None, min_length=1)
+
+    @model_validator(mode="after")
+    def distinct_fields(self) -> JsonConfig:
+        if self.label_field is not None and self.label_field == self.data_field:
+            raise ValueError(f"label_field and data_field are both {self.label_field!r}")
+        return self
 
     @property
     def data_dtype(self) -> np.dtype[Any]:
@@ -169,7 +184,7 @@ class ControlMessage(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     topic: str = Field(min_length=1)
-    input_format: Literal["RAW", "AVRO"]
+    input_format: InputFormat
     input_config: dict[str, Any] = Field(default_factory=dict)
     validation_rate: float = Field(default=0.0, ge=0, lt=1)
     test_rate: float = Field(default=0.0, ge=0, lt=1)
@@ -190,8 +205,10 @@ class ControlMessage(BaseModel):
             raise ValueError("validation_rate + test_rate must leave samples to train on (sum below 1)")
         if self.input_format == "RAW":
             RawConfig.model_validate(self.input_config)
-        else:
+        elif self.input_format == "AVRO":
             AvroConfig.model_validate(self.input_config)
+        else:
+            JsonConfig.model_validate(self.input_config)
         if self.total_msg is not None:
             self.ranges()  # the bounded form must name its ranges
         return self

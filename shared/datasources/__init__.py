@@ -10,13 +10,17 @@ Upstream's scripts run with only their import changed::
         sink.send(data=x, label=y)
     sink.close()          # flushes, then sends the control message
 
-``AsyncRawSink``/``AsyncAvroSink`` are the asyncio versions (``await sink.send(...)``,
-``async with``); ``send_file`` streams a CSV, ``.npy`` or ``.npz`` file (``kafkaml send``).
+``OnlineRawSink`` streams without end for incremental training (it announces itself before its
+first record; ``online_close()`` ends it). ``AsyncRawSink``/``AsyncAvroSink`` are the asyncio
+versions (``await sink.send(...)``, ``async with``); ``send_file`` streams a CSV, ``.npy`` or
+``.npz`` file (``kafkaml send``). ``AvroInference`` sends Avro values to an inference's input topic.
 """
 
 from shared.datasources.async_sink import DEFAULT_CONTROL_TOPIC, AsyncKafkaMLSink
 from shared.datasources.avro import AsyncAvroSink, AvroEncoder, AvroSink, record_schema
 from shared.datasources.errors import DeliveryError, SinkError
+from shared.datasources.inference import AsyncAvroInference, AvroInference
+from shared.datasources.online import AsyncOnlineRawSink, OnlineRawSink
 from shared.datasources.ranges import AckRanges
 from shared.datasources.raw import AsyncRawSink, RawEncoder, RawSink
 from shared.datasources.sync_sink import KafkaMLSink
@@ -24,13 +28,17 @@ from shared.datasources.sync_sink import KafkaMLSink
 __all__ = [
     "DEFAULT_CONTROL_TOPIC",
     "AckRanges",
+    "AsyncAvroInference",
     "AsyncAvroSink",
     "AsyncKafkaMLSink",
+    "AsyncOnlineRawSink",
     "AsyncRawSink",
     "AvroEncoder",
+    "AvroInference",
     "AvroSink",
     "DeliveryError",
     "KafkaMLSink",
+    "OnlineRawSink",
     "RawEncoder",
     "RawSink",
     "SinkError",

@@ -43,7 +43,7 @@ AVRO_TYPES = {
     "float16": "float",
     "half": "float",
     "float32": "float",
-    "float": "float",
+    "float": "double",  # upstream's "float" is float64
     "float64": "double",
     "double": "double",
 }

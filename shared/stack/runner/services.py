@@ -61,9 +61,7 @@ KAFKA_SECRETS = frozenset({"sasl_password", "ssl_keyfile"})
 
 SERVICES: tuple[ServiceDef, ...] = (
     # The REST gateway reads through the read-only role and never sees the owner's URL.
-    ServiceDef(
-        "api", "services.api", secrets=frozenset({"api_database_url", "api_token", "bus_key"}) | KAFKA_SECRETS
-    ),
+    ServiceDef("api", "services.api", secrets=frozenset({"api_database_url", "api_token", "bus_key"}) | KAFKA_SECRETS),
     ServiceDef("orchestrator", "services.orchestrator", secrets=frozenset({"database_url", "bus_key"}) | KAFKA_SECRETS),
     # Builds users' model code in sandboxed children: Kafka, its sandbox limits and its own
     # signing key only (the validator drops the key from its environment before any child starts).

@@ -1,4 +1,4 @@
-"""shared.codecs' JSON values to predict: the accepted forms, reshaping, bad samples skipped."""
+"""shared.codecs' JSON and TELEGRAF_STR_JSON values to predict: the accepted forms, reshaping, bad samples skipped."""
 
 from __future__ import annotations
 
@@ -75,5 +75,31 @@ def test_an_empty_batch_and_labels() -> None:
 
 
 def test_unknown_formats_name_the_known_ones() -> None:
-    with pytest.raises(ValueError, match="RAW, AVRO or JSON"):
+    with pytest.raises(ValueError, match="RAW, AVRO, JSON or TELEGRAF_STR_JSON"):
         decoder_for("CSV", {})
+
+
+def test_upstreams_batch_of_one_form_fits_the_models_shape() -> None:
+    # Upstream hands json.loads(value) straight to model.predict: its clients send [[...]].
+    decoder = decoder_for("JSON", {"data_reshape": "3"})
+    decoded = decoder.decode(encode([[1, 2, 3]], [4, 5, 6]))
+    assert decoded.bad == [] and decoded.x.tolist() == [[1, 2, 3], [4, 5, 6]]
+
+
+def test_telegraf_values_to_predict() -> None:
+    def metric(document: Any) -> bytes:
+        return json.dumps({"fields": {"value": json.dumps(document)}, "name": "mqtt_consumer", "tags": {}}).encode()
+
+    decoder = decoder_for("TELEGRAF_STR_JSON", {"data_reshape": "2"})
+    decoded = decoder.decode([metric([1, 2]), metric({"values": [3, 4]}), b'{"fields": {}}', metric([5])])
+    assert decoded.x.tolist() == [[1, 2], [3, 4]] and decoded.y is None
+    assert [index for index, _ in decoded.bad] == [2, 3]
+    assert "fields.value" in decoded.bad[0][1] and "expected 2" in decoded.bad[1][1]
+    assert decoder.describe() == "TELEGRAF_STR_JSON numbers as float32 (2,)"
+
+
+def test_json_configs_are_checked() -> None:
+    with pytest.raises(ValueError, match="both 'x'"):
+        decoder_for("JSON", {"label_field": "x", "data_field": "x"})
+    with pytest.raises(ValueError, match="data_type"):
+        decoder_for("TELEGRAF_STR_JSON", {"data_type": "nosuchtype"})

@@ -1,9 +1,10 @@
-"""shared.codecs: RAW and Avro batches, bad samples skipped and counted."""
+"""shared.codecs: RAW, Avro, JSON and Telegraf training batches, bad samples skipped and counted."""
 
 from __future__ import annotations
 
 import io
 import json
+from typing import Any
 
 import numpy as np
 import pytest
@@ -26,7 +27,8 @@ def test_raw_uint8_images_and_scalar_labels() -> None:
 
 
 @pytest.mark.parametrize(
-    ("alias", "dtype"), [("half", np.float16), ("float", np.float32), ("double", np.float64), ("int32", np.int32)]
+    ("alias", "dtype"),
+    [("half", np.float16), ("float", np.float64), ("float32", np.float32), ("double", np.float64), ("int32", np.int32)],
 )
 def test_raw_dtype_aliases(alias: str, dtype: type) -> None:
     values = np.linspace(-1, 1, 12).astype(dtype).reshape(2, 2, 3)
@@ -132,3 +134,101 @@ def test_unknown_format_and_the_bad_policy() -> None:
     with pytest.raises(ValueError, match="unknown input format"):
         decoder_for("CSV", {})
     assert not too_many_bad(10, 100) and too_many_bad(11, 100)
+
+
+# --- JSON and TELEGRAF_STR_JSON training streams ---------------------------------------
+
+
+def upstream_telegraf(value: bytes) -> Any:
+    """Upstream's TELEGRAF_STR_JSON decoder, as its source writes it: the reference for ours."""
+    return json.loads(json.loads(value)["fields"]["value"])
+
+
+def telegraf(document: Any, **tags: str) -> bytes:
+    """A Telegraf JSON metric as the MQTT consumer with the string ``value`` parser emits it."""
+    metric = {"fields": {"value": json.dumps(document)}, "name": "mqtt_consumer", "tags": tags, "timestamp": 1}
+    return json.dumps(metric).encode()
+
+
+def test_json_training_labels_come_from_the_keys_by_default() -> None:
+    decoder = decoder_for("JSON", {})
+    values = [json.dumps([i, i + 0.5]).encode() for i in range(4)]
+    decoded = decoder.decode(values, [b"0", b"1", b"1", b"0"])
+    assert decoded.bad == [] and decoded.x.dtype == np.float32 and decoded.x.shape == (4, 2)
+    np.testing.assert_array_equal(decoded.x, [json.loads(v) for v in values])  # upstream: json.loads(value)
+    assert decoded.y is not None and decoded.y.dtype == np.int64 and decoded.y.tolist() == [0, 1, 1, 0]
+    missing = decoder.decode(values[:2], [b"1", None])
+    assert missing.bad == [(1, "no label (the record has no key)")] and missing.x.shape == (1, 2)
+
+
+def test_json_training_label_and_data_fields() -> None:
+    decoder = decoder_for("JSON", {"label_field": "label", "data_field": "data", "data_reshape": "2 2"})
+    values = [
+        b'{"data": [1, 2, 3, 4], "label": 1}',
+        b'{"data": [[5, 6], [7, 8]], "label": 0, "note": "ignored"}',
+        b'{"data": [1, 2, 3, 4]}',
+        b'{"label": 1}',
+        b"[1, 2, 3, 4]",
+        b'{"data": [1, 2, 3, 4], "label": "cat"}',
+    ]
+    decoded = decoder.decode(values, [None, b"junk", None, None, None, None])  # keys play no part
+    assert decoded.x.shape == (2, 2, 2) and decoded.y is not None and decoded.y.tolist() == [1, 0]
+    assert [(i, reason) for i, reason in decoded.bad][:4] == [
+        (2, "value has no label field 'label'"),
+        (3, "value has no data field 'data'"),
+        (4, "value is a JSON list, not an object with the field 'label'"),
+        (5, "label is a JSON str, not numbers"),
+    ]
+    # Values to predict may come without the label: the same config decodes them.
+    predict = decoder.decode([b'{"data": [1, 2, 3, 4]}'])
+    assert predict.bad == [] and predict.y is None and predict.x.shape == (1, 2, 2)
+
+
+def test_json_training_object_without_data_field_is_the_rest_of_the_object() -> None:
+    decoder = decoder_for("JSON", {"label_field": "y"})
+    decoded = decoder.decode([b'{"a": 1, "y": 0.5, "b": 2}', b'{"y": 1.5, "a": 3, "b": 4}'], [None, None])
+    assert decoded.x.tolist() == [[1, 2], [3, 4]]
+    assert decoded.y is not None and decoded.y.dtype == np.float32 and decoded.y.tolist() == [0.5, 1.5]
+
+
+def test_telegraf_training_decodes_as_upstream_and_takes_the_label_field() -> None:
+    documents = [{"data": [0.1 * i, 0.2 * i, 0.3], "label": i % 2} for i in range(5)]
+    values = [telegraf(d, topic="sensors/1") for d in documents]
+    assert [upstream_telegraf(v) for v in values] == documents
+    decoded = decoder_for("TELEGRAF_STR_JSON", {"label_field": "label", "data_field": "data"}).decode(
+        values, [None] * len(values)
+    )
+    assert decoded.bad == [] and decoded.x.shape == (5, 3)
+    np.testing.assert_allclose(decoded.x, np.array([d["data"] for d in documents], dtype=np.float32))
+    assert decoded.y is not None and decoded.y.tolist() == [0, 1, 0, 1, 0]
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (b'{"name": "cpu", "fields": {"usage": 3}}', "with a field 'value'"),
+        (b'{"fields": {"value": 3}}', "fields.value is a JSON int, not a string holding JSON"),
+        (b'{"fields": {"value": "not json"}}', "fields.value is not UTF-8 JSON"),
+        (b"[1, 2, 3]", "with a field 'value'"),
+        (b"\xff", "not UTF-8 JSON"),
+    ],
+)
+def test_telegraf_values_that_are_not_telegraf_metrics_are_bad(raw: bytes, reason: str) -> None:
+    decoded = decoder_for("TELEGRAF_STR_JSON", {}).decode([raw, telegraf([1, 2, 3])], [b"0", b"1"])
+    assert decoded.x.tolist() == [[1, 2, 3]] and decoded.y is not None and decoded.y.tolist() == [1]
+    assert len(decoded.bad) == 1 and decoded.bad[0][0] == 0 and reason in decoded.bad[0][1]
+
+
+def test_a_whole_batch_and_record_by_record_decode_the_same() -> None:
+    rng = np.random.default_rng(0)
+    samples = rng.normal(size=(50, 3, 2))
+    values = [json.dumps(s.tolist()).encode() for s in samples]
+    keys = [str(int(k)).encode() for k in rng.integers(0, 3, 50)]
+    whole = decoder_for("JSON", {}).decode(values, keys)
+    # One bad record sends the batch record by record: the others decode the same.
+    mixed = decoder_for("JSON", {}).decode([*values, b"[1, 2]"], [*keys, b"0"])
+    assert whole.bad == [] and [i for i, _ in mixed.bad] == [50]
+    np.testing.assert_array_equal(whole.x, mixed.x)
+    assert whole.y is not None and mixed.y is not None
+    np.testing.assert_array_equal(whole.y, mixed.y)
+    np.testing.assert_allclose(whole.x, samples.astype(np.float32))
