@@ -128,8 +128,10 @@ async def find_checkpoint(settings: Settings, spec: JobSpec, result_id: int) -> 
                         list(record.headers or ()),
                         lambda m: isinstance(m, ArtifactChunk) and m.payload.result_id == result_id,
                     )
-                except (Undecodable, Forged) as exc:
-                    log.debug("artifacts offset %d: not ours (%s)", record.offset, exc)
+                except Undecodable:
+                    continue  # not a message of ours (the metrics service dead-letters it)
+                except Forged as exc:
+                    log.warning("artifacts offset %d: a chunk not signed by this job, ignored (%s)", record.offset, exc)
                     continue
                 if isinstance(message, ArtifactChunk) and message.payload.state is not None:
                     chunk = message.payload

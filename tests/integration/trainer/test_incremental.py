@@ -16,7 +16,7 @@ import pytest
 from services.trainer.worker import train_job
 from shared.events import Envelope
 from shared.events.signing import Keyring, job_signer
-from shared.events.training import IncrementalParams, JobSpec, TrainingFailed, TrainingFinished
+from shared.events.training import ArtifactChunk, IncrementalParams, JobSpec, TrainingFailed, TrainingFinished
 from shared.events.versions import ModelVersionPublished, WindowCompleted
 from shared.settings import Settings
 from shared.topics import topics_for
@@ -203,3 +203,43 @@ async def test_a_killed_trainer_resumes_after_its_last_window(topics: Settings, 
     reported = windows(messages, 1221)
     check_chained(reported, len(DIGIT_LABELS))
     assert of_type(messages, TrainingFinished, 1221)
+
+
+async def test_a_checkpoint_signed_by_another_job_is_not_resumed_from(topics: Settings) -> None:
+    from shared.artifacts import chunk_artifact
+    from shared.events.signing import Key
+    from shared.events.training import IncrementalState
+    from shared.kafka import Producer
+
+    settings = topics
+    topic = await data_topic(settings)
+    # A checkpoint for our result, far ahead in the stream, signed by a key that is not this job's.
+    other = Keyring.of(settings).signing_key(job_signer("job-other", [1231]))
+    forged = chunk_artifact(1231, b"not a model")[0]
+    state = IncrementalState(window=5, topic=topic, next_offsets={0: 10_000, 1: 10_000})
+    async with Producer(settings) as producer:
+        await producer.publish(
+            ArtifactChunk(payload=forged.payload.model_copy(update={"state": state, "purpose": "checkpoint"})),
+            signer=Key.of(other),
+        )
+    await send_control(settings, 123, online_control(topic))
+    await send_part(settings, topic, 0, 600)
+    params = IncrementalParams(window_samples=300, stream_timeout_s=2)
+    spec = signed(job(123, [model(1231, {"code": TINY_KERAS})], fit={"epochs": 1}, incremental=params), settings)
+    assert await asyncio.wait_for(train_job(settings, spec), 60) == {1231: "finished"}
+    reported = windows(await outcome(settings, 1231, 10), 1231)
+    assert [w.window for w in reported] == [1, 2]
+    check_chained(reported, 600)
+
+
+async def test_a_monitored_metric_the_model_lacks_fails_naming_it(topics: Settings) -> None:
+    settings = topics
+    topic = await data_topic(settings)
+    await send_control(settings, 124, online_control(topic))
+    await send_part(settings, topic, 0, 300)
+    params = IncrementalParams(window_samples=300, stream_timeout_s=2, monitoring_metric="precision")
+    spec = signed(job(124, [model(1241, {"code": TINY_KERAS})], fit={"epochs": 1}, incremental=params), settings)
+    assert await asyncio.wait_for(train_job(settings, spec), 60) == {1241: "failed"}
+    (failed,) = of_type(await outcome(settings, 1241, 10), TrainingFailed, 1241)
+    assert "monitoring_metric 'precision'" in failed.payload.error and "accuracy" in failed.payload.error
+    assert of_type(await outcome(settings, 1241, 10), WindowCompleted, 1241) == []
