@@ -227,7 +227,8 @@ async def train_incremental(
         log.info("resuming after window %d (version %s) at %s", run.window, run.version, checkpoint.state.next_offsets)
     learner = await asyncio.to_thread(make_learner, spec, checkpoint.data if checkpoint else None)
     reader = StreamReader(settings, topic, spec.job_id)
-    await reader.start(checkpoint.state.next_offsets if checkpoint else starts, timeout_s=spec.data_timeout_s)
+    resume_at = checkpoint.state.next_offsets if checkpoint else {}
+    await reader.start({**starts, **resume_at}, timeout_s=spec.data_timeout_s)
     try:
         if checkpoint is not None:
             await _settle(publisher, reader, checkpoint.state)
