@@ -16,7 +16,8 @@ in this process (TensorFlow or PyTorch imported and warmed up first, so neither 
 Each side trains every sample once (the incremental one also evaluates each window before
 training on it and saves the model after every window). Printed: samples/s of each and the
 ratio incremental/bounded. Keep ``--samples`` a multiple of ``--window``: a last, partial window
-closes only when the stream has been quiet for the stream timeout. Not a timed test (not collected by pytest); noisy on a shared machine.
+closes only when the stream has been quiet for the stream timeout. Not a timed test (not
+collected by pytest); noisy on a shared machine.
 """
 
 from __future__ import annotations
