@@ -11,6 +11,9 @@ its data and every result travel through Kafka. The steps, each logged on one IN
 4. report ``training`` (with the data source), train in a thread, report each epoch;
 5. publish each model in checksummed chunks, then ``TrainingFinished``.
 
+An incremental deployment (``JobSpec.incremental``), or a control message that says
+``incremental: true``, goes instead from step 2 to the window loop of :mod:`.incremental`.
+
 Phases before the first epoch go out as ``TrainingProgress``, so a user sees what the
 trainer is doing. Any failure (no data in time, undecodable data, an exception in the
 user's code) ends every result of the job with ``TrainingFailed`` and a reason the user
@@ -155,6 +158,15 @@ async def _train(
         found.message.input_format,
         found.message.topic,
     )
+    if spec.incremental is not None or found.message.incremental:
+        from services.trainer.incremental import DEFAULT_PARAMS, train_incremental
+
+        async def progress(phase: TrainingPhase, detail: str) -> None:
+            await _progress(publisher, spec, phase, detail)
+
+        await train_incremental(settings, spec, publisher, found, spec.incremental or DEFAULT_PARAMS, progress)
+        finished.update(m.result_id for m in spec.models)
+        return
     started = time.monotonic()
     budget = spec.cache_mb * 1024 * 1024 if memory_budget is None else memory_budget
 

@@ -20,6 +20,7 @@ from shared.events.catalog import Framework
 from shared.events.datasources import InputFormat
 from shared.events.envelope import Command, Event, Payload
 from shared.events.signing import SigningKey
+from shared.events.versions import WindowMetrics
 
 ResultStatus = Literal["created", "waiting_data", "training", "finished", "failed", "stopped"]
 TERMINAL_STATUSES: frozenset[str] = frozenset({"finished", "failed", "stopped"})
@@ -296,9 +297,31 @@ class Chunk(Payload):
     # "checkpoint": an incremental trainer's state after a window that made no new version; only
     # that trainer reads it back (to resume after a restart); the metrics service does not store it.
     purpose: Literal["result", "checkpoint"] = "result"
+    # An incremental trainer's state after the window these bytes were saved at (None: a bounded
+    # training's model): what it reads back from its result's partition to resume after a restart.
+    state: IncrementalState | None = None
 
     def partition_key(self) -> int:
         return self.result_id
+
+
+class IncrementalState(Payload):
+    """Where an incremental training stood after a window: enough to continue after a restart."""
+
+    window: int = Field(ge=1)
+    topic: str
+    # Partition of the stream's topic → the offset the next window starts at.
+    next_offsets: dict[int, int] = Field(default_factory=dict)
+    # The newest version published so far (None: none yet), its artifact, and the value of the
+    # monitored metric that made it (the reference the next version must improve on).
+    version: int | None = None
+    version_artifact: ArtifactRef | None = None
+    reference: float | None = None
+    # The window's own event, published again on resume when the crash came before it was acknowledged.
+    completed: WindowMetrics | None = None
+    # Totals over every window so far (samples trained on, held out, undecodable) and the training time.
+    samples: SampleCounts = Field(default_factory=lambda: SampleCounts(train=0, validation=0, test=0))
+    training_time: float = 0.0
 
 
 class ArtifactChunk(Event):

@@ -23,11 +23,12 @@ becomes that job's supervised process) and a fresh warm one is started in its pl
 so a warm process never runs two jobs. One that dies while waiting is replaced when
 the next job of its framework comes.
 
-A trainer runs once: when it ends without having reported (crash, kill,
+A bounded trainer runs once: when it ends without having reported (crash, kill,
 memory), its results fail with the reason. An inference replica is a
 long-running consumer: a crashed replica is started again with back-off (its
 uncommitted inputs are redelivered), and only a replica that keeps crashing
-fails the inference.
+fails the inference. An incremental trainer (``JobSpec.incremental``) is restarted the
+same way, with the same spec: it resumes after its last checkpoint.
 """
 
 from __future__ import annotations
@@ -110,6 +111,11 @@ def trainer_argv(*extra: str) -> list[str]:
     return [sys.executable, "-m", "services.trainer", "--spec-file", "-", *extra]
 
 
+def restarts(spec: JobSpec) -> bool:
+    """Whether a crashed trainer is started again: an incremental one resumes from its checkpoint."""
+    return spec.incremental is not None
+
+
 def warm_frameworks(settings: Settings) -> list[str]:
     names = [name.strip() for name in settings.trainer_warm.split(",") if name.strip()]
     unknown = sorted(set(names) - {"tensorflow", "pytorch"})
@@ -152,7 +158,9 @@ class LocalLauncher:
                 with contextlib.suppress(OSError):
                     warm.log_path.rename(log_path)
                     warm.log_path = log_path
-            unit = Unit(spec, warm.argv, warm.log_path, restart=False, process=warm.process, work_dir=warm.work_dir)
+            unit = Unit(
+                spec, warm.argv, warm.log_path, restart=restarts(spec), process=warm.process, work_dir=warm.work_dir
+            )
             self.units[spec.job_id] = [unit]
             if await self._hand_spec(unit):
                 unit.watcher = asyncio.create_task(self._watch(unit), name=f"watch-{log_path.stem}")
@@ -161,7 +169,7 @@ class LocalLauncher:
         how = "warm"
         if unit is None:
             how = "cold"
-            unit = Unit(spec, trainer_argv("--job-id", spec.job_id), log_path, restart=False)
+            unit = Unit(spec, trainer_argv("--job-id", spec.job_id), log_path, restart=restarts(spec))
             self.units[spec.job_id] = [unit]
             await self._start(unit)
         log.info(

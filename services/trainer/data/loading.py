@@ -61,7 +61,8 @@ async def load_training_data(
     except ValueError as exc:
         raise DataError(
             f"the control message at offset {found.offset} announces no bounded ranges ({exc}): "
-            "this trainer reads topic:partition:start:end ranges; online (unbounded) training is not supported"
+            "a bounded training reads topic:partition:start:end ranges; to train on an unbounded stream, "
+            "deploy with `incremental` or announce the topic with incremental: true"
         ) from None
     announced = sum(r.count for r in ranges)
     if message.total_msg is not None and message.total_msg != announced:
