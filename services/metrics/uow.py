@@ -22,6 +22,8 @@ class Tally:
     finals: int = 0
     chunks: int = 0
     stats: int = 0
+    windows: int = 0
+    versions: list[tuple[int, int]] = field(default_factory=list)  # (result id, version) stored
     artifacts: list[tuple[int, int]] = field(default_factory=list)  # (result id, size in bytes)
     corrupt: list[int] = field(default_factory=list)  # results whose reassembled artifact failed its checksum
 
@@ -30,6 +32,10 @@ class Tally:
         line = f"stored {self.epochs} epochs, {self.finals} final metrics, {self.chunks} artifact chunks"
         if self.stats:
             line += f", {self.stats} inference statistics"
+        if self.windows:
+            line += f", {self.windows} windows"
+        if self.versions:
+            line += ", versions " + ", ".join(f"{v} of result {r}" for r, v in self.versions)
         if self.artifacts:
             done = "; ".join(f"result {r}, {human_size(size)}" for r, size in self.artifacts)
             plural = "artifact" if len(self.artifacts) == 1 else "artifacts"

@@ -50,4 +50,6 @@ def inference_record(inference: Inference) -> InferenceRecord:
         status=inference.status,
         error=inference.error,
         created_at=inference.created_at,
+        model_version="latest" if inference.follow_latest else inference.model_version,
+        serving_version=inference.serving_version,
     )

@@ -15,6 +15,7 @@ from shared.db.repositories import (
     OutcomeRepository,
     ProcessedRepository,
     TrainingRepository,
+    VersionRepository,
 )
 
 
@@ -27,6 +28,7 @@ class UnitOfWork(Protocol):
     training: TrainingRepository
     processed: ProcessedRepository
     outcomes: OutcomeRepository
+    versions: VersionRepository
 
     async def __aenter__(self) -> Self: ...
     async def __aexit__(self, *exc: object) -> None: ...
@@ -50,6 +52,7 @@ class SqlUnitOfWork:
         self.training = TrainingRepository(self.session)
         self.processed = ProcessedRepository(self.session)
         self.outcomes = OutcomeRepository(self.session)
+        self.versions = VersionRepository(self.session)
         return self
 
     async def __aexit__(self, *exc: object) -> None:

@@ -16,6 +16,7 @@ from shared.db.repositories.catalog import (
 from shared.db.repositories.datasources import DatasourceRepository
 from shared.db.repositories.housekeeping import Folded, Housekeeping
 from shared.db.repositories.metrics import ArtifactRepository, MetricsRepository
+from shared.db.repositories.versions import VersionRepository
 
 __all__ = [
     "ACTIVE_STATUSES",
@@ -34,4 +35,5 @@ __all__ = [
     "RepositoryBase",
     "Row",
     "TrainingRepository",
+    "VersionRepository",
 ]

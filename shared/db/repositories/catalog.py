@@ -13,12 +13,9 @@ from sqlalchemy import select
 
 from shared.db.repositories.base import RepositoryBase
 from shared.db.tables import (
-    Artifact,
-    ArtifactFormat,
     Configuration,
     ConfigurationModel,
     Deployment,
-    FinalMetrics,
     Inference,
     Model,
     TrainingJob,
@@ -118,10 +115,16 @@ class InferenceRepository(RepositoryBase[Inference]):
         statement = select(Inference).where(Inference.status.in_(("starting", "running"))).order_by(Inference.id)
         return (await self.session.scalars(statement)).all()
 
-    async def artifact(self, result_id: int) -> tuple[Artifact, ArtifactFormat] | None:
-        """The trained model of a result and its format, once the metrics service stored it."""
-        artifact = await self.session.get(Artifact, result_id)
-        final = await self.session.get(FinalMetrics, result_id)
-        if artifact is None or final is None:
-            return None
-        return artifact, final.artifact_format
+    async def following(self, result_id: int) -> Sequence[Inference]:
+        """The result's inferences that should be running and follow its newest version."""
+        statement = (
+            select(Inference)
+            .where(
+                Inference.result_id == result_id,
+                Inference.follow_latest.is_(True),
+                Inference.status.in_(("starting", "running")),
+            )
+            .order_by(Inference.id)
+            .with_for_update()
+        )
+        return (await self.session.scalars(statement)).all()

@@ -17,16 +17,17 @@ from shared.db.tables.catalog import (
 )
 from shared.db.tables.datasources import Datasource
 from shared.db.tables.metrics import (
-    Artifact,
     ArtifactPart,
     EpochMetric,
     FinalMetrics,
     InferenceStat,
+    ModelVersionRow,
     TrainingProgressRow,
+    VersionAnnouncement,
+    WindowMetricRow,
 )
 
 __all__ = [
-    "Artifact",
     "ArtifactFormat",
     "ArtifactPart",
     "Base",
@@ -42,9 +43,12 @@ __all__ = [
     "InferenceStat",
     "InputFormat",
     "Model",
+    "ModelVersionRow",
     "PendingCommand",
     "ProcessedMessage",
     "TrainingJob",
     "TrainingProgressRow",
     "TrainingResult",
+    "VersionAnnouncement",
+    "WindowMetricRow",
 ]

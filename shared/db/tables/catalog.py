@@ -69,6 +69,8 @@ class Deployment(Base):
     confusion_matrix: Mapped[bool] = mapped_column(Boolean)
     gpus: Mapped[int] = mapped_column(Integer)
     distributed: Mapped[dict[str, Any] | None] = mapped_column(StorableJSON, nullable=True)
+    # The window and version settings of an incremental (continuous) deployment; None: bounded.
+    incremental: Mapped[dict[str, Any] | None] = mapped_column(StorableJSON, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     command_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), unique=True)
 
@@ -122,6 +124,11 @@ class Inference(Base):
     error: Mapped[str | None] = mapped_column(StorableText, nullable=True)
     job_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), unique=True)
     spec: Mapped[dict[str, Any]] = mapped_column(StorableJSON)
+    # The version policy: follow_latest (every new version of the result), else the pinned
+    # model_version. serving_version: what the replicas last reported serving.
+    model_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    follow_latest: Mapped[bool] = mapped_column(Boolean, default=False)
+    serving_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     command_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), unique=True)

@@ -1,7 +1,10 @@
-"""The metrics service's tables: training curves, final metrics, artifacts, inference statistics.
+"""The metrics service's tables: training curves, final metrics, model versions, windows, statistics.
 
 Only the metrics service writes them, from the events trainers and inference replicas
-publish; the orchestrator reads a stored artifact to serve it, the API reads everything.
+publish; the orchestrator reads a stored version to serve it, the API reads everything.
+A model's bytes live in one place, ``model_versions``: a bounded training's model is its
+result's version 1, an incremental training adds versions 2, 3, ... (the download of a
+result's model is its newest version).
 """
 
 from __future__ import annotations
@@ -39,11 +42,14 @@ class FinalMetrics(Base):
 
 
 class ArtifactPart(Base):
-    """Chunks waiting for their siblings; deleted once the artifact is whole."""
+    """Chunks waiting for their siblings, and for the announcement (``TrainingFinished``, or
+    ``ModelVersionPublished``) that says what they are; deleted once their version is stored."""
 
     __tablename__ = "artifact_chunks"
 
     result_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    # The model version the chunks are (a bounded training's chunks: 1).
+    version: Mapped[int] = mapped_column(Integer, primary_key=True)
     index: Mapped[int] = mapped_column(Integer, primary_key=True)
     count: Mapped[int] = mapped_column(Integer)
     sha256: Mapped[str] = mapped_column(String(64))
@@ -52,13 +58,53 @@ class ArtifactPart(Base):
     received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 
-class Artifact(Base):
-    __tablename__ = "artifacts"
+class ModelVersionRow(Base):
+    """One stored, servable version of a result's model: its bytes and what made it a version."""
+
+    __tablename__ = "model_versions"
 
     result_id: Mapped[int] = mapped_column(ForeignKey("training_results.id", ondelete="CASCADE"), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer, primary_key=True)
     sha256: Mapped[str] = mapped_column(String(64))
     size: Mapped[int] = mapped_column(BigInteger)
+    format: Mapped[ArtifactFormat] = mapped_column(String(10))
+    # A window's prequential metrics (incremental), or the test metrics (bounded).
+    metrics: Mapped[dict[str, float | None]] = mapped_column(StorableJSON)
+    window: Mapped[int | None] = mapped_column(Integer, nullable=True)
     data: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class VersionAnnouncement(Base):
+    """A ``ModelVersionPublished`` whose chunks are not all here yet (the two travel on
+    different topics, so either may come first); deleted once the version is stored."""
+
+    __tablename__ = "version_announcements"
+
+    result_id: Mapped[int] = mapped_column(ForeignKey("training_results.id", ondelete="CASCADE"), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    sha256: Mapped[str] = mapped_column(String(64))
+    size: Mapped[int] = mapped_column(BigInteger)
+    format: Mapped[ArtifactFormat] = mapped_column(String(10))
+    metrics: Mapped[dict[str, float | None]] = mapped_column(StorableJSON)
+    window: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class WindowMetricRow(Base):
+    """One window of an incremental training: the curve a continuous result draws."""
+
+    __tablename__ = "window_metrics"
+
+    result_id: Mapped[int] = mapped_column(ForeignKey("training_results.id", ondelete="CASCADE"), primary_key=True)
+    window: Mapped[int] = mapped_column(Integer, primary_key=True)
+    samples: Mapped[int] = mapped_column(BigInteger)
+    prequential: Mapped[dict[str, float | None]] = mapped_column(StorableJSON)
+    train: Mapped[dict[str, float | None]] = mapped_column(StorableJSON)
+    val: Mapped[dict[str, float | None]] = mapped_column(StorableJSON)
+    topic: Mapped[str] = mapped_column(StorableText)
+    offsets: Mapped[list[dict[str, int]]] = mapped_column(StorableJSON)
+    version: Mapped[int | None] = mapped_column(Integer, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 
