@@ -223,6 +223,12 @@ async def test_continuous_learning_in_the_pages(
     assert [c.payload.model_dump() for c in commands] == [
         {"inference_id": ids.inference, "model_version": 2, "version": None}
     ]
+    # As the orchestrator would: the switch is stored before (or while) it is pushed.
+    connection = await asyncpg.connect(plain_url(database))
+    try:
+        await connection.execute("UPDATE inferences SET serving_version = 2 WHERE id = $1", ids.inference)
+    finally:
+        await connection.close()
     switched = events.InferenceVersionChanged(
         payload=events.VersionChange(inference_id=ids.inference, replica="kafkaml-infer-x-0", version=2)
     )

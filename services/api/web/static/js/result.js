@@ -36,7 +36,9 @@ function drawWindows() {
   if (section.hidden) return;
   const box = $("#windows");
   box.dataset.windows = windows.length;
-  const at = (rows, which, name) => { const values = []; rows.forEach((w) => { values[w.window - 1] = (w[which] || {})[name] ?? null; }); return values; };
+  // By window number: a window not (yet) read leaves a gap in the line, not a shifted curve.
+  const last = Math.max(0, ...windows.map((w) => w.window));
+  const at = (rows, which, name) => { const values = Array(last).fill(null); rows.forEach((w) => { values[w.window - 1] = (w[which] || {})[name] ?? null; }); return values; };
   const names = [...new Set(windows.flatMap((w) => [...Object.keys(w.prequential || {}), ...Object.keys(w.train || {})]))].sort();
   box.replaceChildren(...(names.length ? names.map((m) => lineChart(`${m} per window`, [
     { name: "prequential", values: at(windows, "prequential", m) },
