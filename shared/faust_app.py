@@ -27,7 +27,7 @@ from shared.alive import AliveFile
 from shared.db.engine import make_engine, make_sessionmaker
 from shared.db.repositories import Housekeeping
 from shared.events import Envelope
-from shared.events.signing import Keyring
+from shared.events.signing import Keyring, Signs
 from shared.fetching import FetchWait, set_fetch_wait
 from shared.kafka import Handle, Producer, Received, deliver, ensure_topics, fetch_wait_for
 from shared.kafka_security import KafkaSecurityError, check_connection, faust_credentials
@@ -153,9 +153,14 @@ class Service:
     async def process(self, received: Received) -> None:
         raise NotImplementedError
 
+    def signer_for(self, answer: Envelope) -> Signs | None:
+        """The key that signs ``answer`` (None: the service's own). A service overrides it for
+        answers that only a worker's key may sign, e.g. a version switch to an inference's replicas."""
+        return None
+
     async def publish(self, answers: Sequence[Envelope]) -> None:
         for answer in answers:
-            await self.producer.publish(answer)
+            await self.producer.publish(answer, signer=self.signer_for(answer))
 
 
 # --- liveness ------------------------------------------------------------

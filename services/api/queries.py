@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from shared.db.repositories import VersionRepository
 from shared.db.tables import (
-    Artifact,
     Datasource,
     Deployment,
     EpochMetric,
@@ -18,7 +19,14 @@ from shared.db.tables import (
     TrainingProgressRow,
     TrainingResult,
 )
-from shared.events.training import DeploymentRecord, DistributedParams, ResultRef, TrainingParams, deployment_status
+from shared.events.training import (
+    DeploymentRecord,
+    DistributedParams,
+    IncrementalParams,
+    ResultRef,
+    TrainingParams,
+    deployment_status,
+)
 
 
 class ProgressPublic(BaseModel):
@@ -44,6 +52,35 @@ class ResultPublic(BaseModel):
     model_available: bool
     # What the trainer reported last before its epochs (starting, waiting for data, reading N samples).
     progress: ProgressPublic | None = None
+    # The newest stored model version (an incremental training adds versions while it runs).
+    latest_version: int | None = None
+
+
+class VersionPublic(BaseModel):
+    """One stored model version of a result (``GET /results/{id}/versions``)."""
+
+    version: int
+    created_at: datetime
+    # The window's prequential metrics (incremental), or the test metrics (bounded).
+    metrics: dict[str, float | None]
+    sha256: str
+    size: int
+    format: str
+    window: int | None
+
+
+class WindowPublic(BaseModel):
+    """One window of an incremental training (``GET /results/{id}/windows``)."""
+
+    window: int
+    samples: int
+    prequential: dict[str, float | None]
+    train: dict[str, float | None]
+    val: dict[str, float | None]
+    version: int | None
+    created_at: datetime
+    topic: str
+    offsets: list[dict[str, int]]
 
 
 def curves(rows: Sequence[EpochMetric], which: str) -> dict[str, list[float | None]]:
@@ -70,7 +107,7 @@ async def results(
         f.result_id: f
         for f in (await session.scalars(select(FinalMetrics).where(FinalMetrics.result_id.in_(ids)))).all()
     }
-    artifacts = set((await session.scalars(select(Artifact.result_id).where(Artifact.result_id.in_(ids)))).all())
+    newest = await VersionRepository(session).newest(ids)
     progress = {
         p.result_id: ProgressPublic(phase=p.phase, detail=p.detail, done=p.done, total=p.total)
         for p in (
@@ -95,8 +132,9 @@ async def results(
                 error=row.error,
                 datasource_id=await datasource_id(session, row.datasource),
                 samples=final.samples if final else None,
-                model_available=row.id in artifacts,
+                model_available=row.id in newest,
                 progress=progress.get(row.id),
+                latest_version=newest.get(row.id),
             )
         )
     return answer
@@ -143,6 +181,7 @@ async def deployments(session: AsyncSession, deployment_id: int | None = None) -
             confusion_matrix=row.confusion_matrix,
             gpus=row.gpus,
             distributed=DistributedParams.model_validate(row.distributed) if row.distributed else None,
+            incremental=IncrementalParams.model_validate(row.incremental) if row.incremental else None,
         )
         answer.append(
             DeploymentRecord(
@@ -154,3 +193,37 @@ async def deployments(session: AsyncSession, deployment_id: int | None = None) -
             )
         )
     return answer
+
+
+async def versions(session: AsyncSession, result_id: int) -> list[VersionPublic]:
+    rows = await VersionRepository(session).of_result(result_id)
+    return [
+        VersionPublic(
+            version=r.version,
+            created_at=r.created_at,
+            metrics=r.metrics,
+            sha256=r.sha256,
+            size=r.size,
+            format=r.format,
+            window=r.window,
+        )
+        for r in rows
+    ]
+
+
+async def windows(session: AsyncSession, result_id: int) -> list[WindowPublic]:
+    rows = await VersionRepository(session).windows(result_id)
+    return [
+        WindowPublic(
+            window=r.window,
+            samples=r.samples,
+            prequential=r.prequential,
+            train=r.train,
+            val=r.val,
+            version=r.version,
+            created_at=r.created_at,
+            topic=r.topic,
+            offsets=r.offsets,
+        )
+        for r in rows
+    ]

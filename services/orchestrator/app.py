@@ -34,11 +34,12 @@ from shared.events import (
     JobSpec,
     ServeModel,
     ServeSpec,
+    SwitchModelVersion,
     TrainingFailed,
     TrainingStopped,
     TrainJob,
 )
-from shared.events.signing import Forged
+from shared.events.signing import Forged, Signs, inference_signer
 from shared.faust_app import Service
 from shared.handling import handle_once
 from shared.kafka import Received, create_topics, existing_topics
@@ -84,7 +85,8 @@ class Orchestrator(Service):
             return  # another service's event
         outgoing = await handle_once(message, self.router, uow=SqlUnitOfWork(self.sessions), consumer=self.name)
         # Job specs carry secrets: the launcher hands them to their worker, no topic carries them.
-        await self.publish([a for a in outgoing if not isinstance(a, (TrainJob, ServeModel))])
+        # A version switch follows its version's chunks (``after_commit``).
+        await self.publish([a for a in outgoing if not isinstance(a, (TrainJob, ServeModel, SwitchModelVersion))])
         for answer in outgoing:
             await self.after_commit(answer)
         log.info("%s %s → %s", message.type, message.event_id, ", ".join(a.type for a in outgoing) or "nothing")
@@ -141,6 +143,8 @@ class Orchestrator(Service):
                 await self.report_failure(spec, f"could not launch the workload: {type(exc).__name__}: {exc}")
         elif isinstance(answer, (TrainingStopped, InferenceStopped, InferenceDeleted)) and answer.payload.job_id:
             await self.launcher.stop(answer.payload.job_id)
+        elif isinstance(answer, SwitchModelVersion):
+            await self.switch(answer)
         elif isinstance(answer, DatasourceSent):
             sent = answer.payload
             await self.producer.send(
@@ -192,20 +196,43 @@ class Orchestrator(Service):
             failure = Failure(result_id=model.result_id, deployment_id=spec.deployment_id, error=reason)
             await self.producer.publish(TrainingFailed(payload=failure))
 
+    def signer_for(self, answer: Envelope) -> Signs | None:
+        """A version switch is signed with its inference's key: its replicas hold only that one."""
+        if isinstance(answer, SwitchModelVersion) and answer.payload.job_id:
+            return self.keyring.key(inference_signer(answer.payload.job_id, answer.payload.inference_id))
+        return None
+
+    async def send_version(self, result_id: int, version: int) -> bool:
+        """Publishes the stored version's chunks on the artifacts topic (again); False when it is gone."""
+        async with SqlUnitOfWork(self.sessions) as uow:
+            stored = await uow.versions.get(result_id, version)
+            # Read inside the block: leaving it rolls back, which expires the row.
+            data = stored.data if stored is not None else None
+        if data is None:
+            return False
+        for chunk in chunk_artifact(result_id, data):
+            chunk.payload.version = version
+            await self.producer.publish(chunk)
+        return True
+
+    async def switch(self, answer: SwitchModelVersion) -> None:
+        """The version's chunks, then the switch its inference's replicas obey."""
+        switch = answer.payload
+        if not await self.send_version(switch.result_id, switch.version):
+            log.warning(
+                "inference %d: version %d of result %d is gone", switch.inference_id, switch.version, switch.result_id
+            )
+            return
+        await self.publish([answer])
+
     async def serve(self, spec: ServeSpec) -> None:
         """Everything an inference's replicas need, then the replicas: the model on the artifacts
         topic, an input topic with enough partitions for the replicas to share it, and the
         output (and upper) topics if missing. Only the input topic, the inference's own, is ever
         grown: the others may be read by anyone, and growing one moves its keys' partitions."""
-        async with SqlUnitOfWork(self.sessions) as uow:
-            stored = await uow.inferences.artifact(spec.result_id)
-            # Read inside the block: leaving it rolls back, which expires the row.
-            data = stored[0].data if stored else None
-        if data is None:
-            await self.report_failure(spec, f"the trained model of result {spec.result_id} is gone")
+        if not await self.send_version(spec.result_id, spec.model_version):
+            await self.report_failure(spec, f"version {spec.model_version} of result {spec.result_id} is gone")
             return
-        for chunk in chunk_artifact(spec.result_id, data):
-            await self.producer.publish(chunk)
         await ensure_inference_topics(self.settings, spec)
         await self.launcher.launch_inference(spec)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from functools import partial
 
-from services.orchestrator import catalog, inference, training
+from services.orchestrator import catalog, inference, training, versions
 from shared.db.uow import UnitOfWork
 from shared.events import (
     ArtifactRejected,
@@ -21,10 +21,13 @@ from shared.events import (
     DeployInference,
     DeployTraining,
     InferenceStatusChanged,
+    InferenceVersionChanged,
     ModelValidated,
     ModelValidationFailed,
+    ModelVersionStored,
     ResultStored,
     SendDatasource,
+    SetModelVersion,
     StopInference,
     StopTraining,
     TrainingFailed,
@@ -69,4 +72,9 @@ def make_router(
     router.command(StopInference, inference.stop_inference)
     router.command(DeleteInference, inference.delete_inference)
     router.event(InferenceStatusChanged, inference.inference_status_changed)
+
+    # Model versions
+    router.command(SetModelVersion, versions.set_model_version)
+    router.event(ModelVersionStored, versions.model_version_stored)
+    router.event(InferenceVersionChanged, versions.inference_version_changed)
     return router

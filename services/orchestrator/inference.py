@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import ValidationError
 
 from services.orchestrator.training import JobDefaults
 from shared.control import AvroConfig, JsonConfig, RawConfig
 from shared.db.records import inference_record
-from shared.db.tables import Inference
+from shared.db.tables import Inference, ModelVersionRow
 from shared.db.uow import UnitOfWork
 from shared.errors import Rejected
 from shared.events import Envelope
@@ -80,6 +80,29 @@ def check_input_config(input_format: str, config: dict[str, Any]) -> None:
         raise Rejected(422, f"input_config: {problem}", field="input_config") from None
 
 
+async def pick_version(
+    uow: UnitOfWork, result_id: int, wanted: int | Literal["latest"] | None, *, status: str
+) -> ModelVersionRow:
+    """The stored version an inference is to serve: ``wanted`` (a number), else the newest.
+    Without its bytes (``ModelVersionRow.data`` is not loaded)."""
+    if isinstance(wanted, int):
+        row = await uow.versions.get(result_id, wanted, data=False)
+        if row is None:
+            have = [v.version for v in await uow.versions.of_result(result_id)]
+            stored = f"its versions are {', '.join(map(str, have))}" if have else "it has no stored version yet"
+            raise Rejected(422, f"result {result_id} has no version {wanted}: {stored}", field="model_version")
+        return row
+    row = await uow.versions.get(result_id, data=False)
+    if row is None:
+        raise Rejected(
+            409,
+            f"result {result_id} is {status} and has no stored model yet; try again once its training "
+            "stored one (a bounded training's when it finishes, an incremental one's after a window)",
+            field="result_id",
+        )
+    return row
+
+
 def upper_input(summary: dict[str, Any]) -> dict[str, Any]:
     """What an upper model of a chain receives: the lower model's tensor as raw float32."""
     shapes = summary.get("input_shapes") or [[None]]
@@ -95,20 +118,8 @@ async def deploy_inference(
     result = await uow.training.result(params.result_id)
     if result is None:
         raise Rejected(422, f"result {params.result_id} does not exist", field="result_id")
-    if result.status != "finished":
-        raise Rejected(
-            409,
-            f"result {result.id} is {result.status}; only a finished result can be served",
-            field="result_id",
-        )
-    stored = await uow.inferences.artifact(result.id)
-    if stored is None:
-        raise Rejected(
-            409,
-            f"the trained model of result {result.id} is not stored yet; try again in a moment",
-            field="result_id",
-        )
-    artifact, artifact_format = stored
+    # Any stored version can be served, while an incremental training still makes more.
+    version = await pick_version(uow, result.id, params.model_version, status=result.status)
     model = await uow.models.get(result.model_id)
     assert model is not None  # results keep their model (foreign key)
     is_upper = any(upper == model.id for upper in (await uow.models.upper_links()).values())
@@ -143,8 +154,10 @@ async def deploy_inference(
         framework=model.framework,
         code=model.code,
         imports=model.imports,
-        artifact_sha256=artifact.sha256,
-        artifact_format=artifact_format,
+        artifact_sha256=version.sha256,
+        artifact_format=version.format,
+        model_version=version.version,
+        follow_latest=params.model_version == "latest",
         input_topic=params.input_topic,
         output_topic=params.output_topic,
         input_format=input_format,
@@ -172,6 +185,8 @@ async def deploy_inference(
             status="starting",
             job_id=job_id,
             spec={},
+            model_version=version.version,
+            follow_latest=params.model_version == "latest",
             command_id=command.event_id,
         )
     )

@@ -141,6 +141,13 @@ async def deploy_training(
             if problem:
                 raise Rejected(422, problem[1], field=problem[0])
     jobs = chains(models)
+    if params.incremental is not None and any(len(chain) > 1 for chain in jobs):
+        raise Rejected(
+            422,
+            "incremental training of a distributed chain is not supported yet: deploy its models in a "
+            "configuration without upper_model_id links, or train the chain bounded",
+            field="incremental",
+        )
     for chain in jobs:
         if len(chain) > 1 and chain[0].framework != "tensorflow":
             raise Rejected(
@@ -161,6 +168,7 @@ async def deploy_training(
             confusion_matrix=params.confusion_matrix,
             gpus=params.gpus,
             distributed=params.distributed.model_dump(mode="json") if params.distributed else None,
+            incremental=params.incremental.model_dump(mode="json") if params.incremental else None,
             command_id=command.event_id,
         )
     )
@@ -224,6 +232,7 @@ def job_spec(
         data_timeout_s=defaults.data_timeout_s,
         cache_mb=defaults.cache_mb,
         signing_key=defaults.signing_key(job_signer(job_id, result_ids)),
+        incremental=params.incremental,
     )
 
 
@@ -258,7 +267,8 @@ async def training_finished(event: TrainingFinished, uow: UnitOfWork) -> list[En
 
 
 async def result_stored(event: ResultStored, uow: UnitOfWork) -> list[Envelope]:
-    """Everything a user downloads is stored: the result is finished."""
+    """Everything a user downloads is stored: the result is finished. (An incremental training's
+    versions, ``ModelVersionStored``, leave it ``training``: only its TrainingFinished ends it.)"""
     await move_result(uow, event.payload.result_id, "finished")
     return []
 

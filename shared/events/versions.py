@@ -129,6 +129,8 @@ class VersionSwitch(Payload):
     version: int = Field(ge=1)
     sha256: str
     format: Literal["keras", "pt"]
+    # The inference's job: its key (signer job:<job id>:inference:<id>) signs the switch.
+    job_id: str | None = None
 
     def partition_key(self) -> int:
         return self.inference_id

@@ -10,12 +10,12 @@ from types import SimpleNamespace
 from typing import Any, Self
 
 from shared.db.tables import (
-    Artifact,
     Configuration,
     Datasource,
     Deployment,
     Inference,
     Model,
+    ModelVersionRow,
     TrainingJob,
     TrainingResult,
 )
@@ -148,7 +148,6 @@ class FakeInferences:
     def __init__(self) -> None:
         self.rows: dict[int, Inference] = {}
         self.ids = itertools.count(1)
-        self.artifacts: dict[int, tuple[Artifact, str]] = {}
 
     async def add(self, inference: Inference) -> Inference:
         inference.id = next(self.ids)
@@ -162,8 +161,47 @@ class FakeInferences:
     async def delete(self, inference_id: int) -> None:
         del self.rows[inference_id]
 
-    async def artifact(self, result_id: int) -> tuple[Artifact, str] | None:
-        return self.artifacts.get(result_id)
+    async def following(self, result_id: int) -> Sequence[Inference]:
+        return [
+            i
+            for i in self.rows.values()
+            if i.result_id == result_id and i.follow_latest and i.status in ("starting", "running")
+        ]
+
+
+class FakeVersions:
+    def __init__(self) -> None:
+        self.rows: dict[tuple[int, int], ModelVersionRow] = {}
+
+    def put(self, result_id: int, version: int, data: bytes, *, fmt: str = "keras") -> ModelVersionRow:
+        """A stored version (the metrics service writes them in production)."""
+        import hashlib
+
+        row = ModelVersionRow(
+            result_id=result_id,
+            version=version,
+            sha256=hashlib.sha256(data).hexdigest(),
+            size=len(data),
+            format=fmt,
+            metrics={},
+            window=None,
+            data=data,
+            created_at=datetime.now(UTC),
+        )
+        self.rows[(result_id, version)] = row
+        return row
+
+    async def get(self, result_id: int, version: int | None = None, *, data: bool = True) -> ModelVersionRow | None:
+        if version is not None:
+            return self.rows.get((result_id, version))
+        mine = [v for (r, v) in self.rows if r == result_id]
+        return self.rows[(result_id, max(mine))] if mine else None
+
+    async def of_result(self, result_id: int) -> Sequence[ModelVersionRow]:
+        return [self.rows[k] for k in sorted(self.rows) if k[0] == result_id]
+
+    async def newest(self, result_ids: Sequence[int]) -> dict[int, int]:
+        return {r: max(v for (q, v) in self.rows if q == r) for r in {q for (q, _) in self.rows} if r in result_ids}
 
 
 class FakeProcessed:
@@ -208,6 +246,7 @@ class FakeUnitOfWork:
         self.inferences = FakeInferences()
         self.processed = FakeProcessed()
         self.outcomes = FakeOutcomes()
+        self.versions = FakeVersions()
         self.commits = 0
 
     async def __aenter__(self) -> Self:

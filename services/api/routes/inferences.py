@@ -6,10 +6,11 @@ import asyncio
 import json
 from collections.abc import AsyncIterator
 from importlib.resources import files
-from typing import Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import HTMLResponse, StreamingResponse
+from pydantic import BaseModel, Field
 from sqlalchemy import select
 
 from services.api.deps import BusDep, PathId, SessionDep
@@ -30,6 +31,7 @@ from shared.events.inference import (
     InferenceRef,
     StopInference,
 )
+from shared.events.versions import SetModelVersion, VersionPolicy
 
 router = APIRouter(prefix="/inferences", tags=["inference"])
 
@@ -79,6 +81,28 @@ async def get_inference(inference_id: PathId, session: SessionDep) -> InferenceR
 )
 async def stop_inference(inference_id: PathId, bus: BusDep, session: SessionDep) -> Any:
     command = StopInference(payload=InferenceRef(inference_id=inference_id))
+    outcome = await bus.send(command)
+    if outcome is None:
+        return pending(command)
+    raise_if_rejected(outcome)
+    return await one(session, inference_id)
+
+
+class VersionChoice(BaseModel):
+    """``{"model_version": n}`` pins the inference to version n (promote, roll back);
+    ``{"model_version": "latest"}`` makes it follow every new version of its result."""
+
+    model_version: Annotated[int, Field(ge=1, le=2**31 - 1)] | Literal["latest"]
+
+
+@router.post(
+    "/{inference_id}/model-version",
+    response_model=InferenceRecord,
+    summary="Serve another model version (pin n, or follow the latest)",
+    responses=answers(*SENT_WITH_BODY),
+)
+async def set_model_version(inference_id: PathId, body: VersionChoice, bus: BusDep, session: SessionDep) -> Any:
+    command = SetModelVersion(payload=VersionPolicy(inference_id=inference_id, model_version=body.model_version))
     outcome = await bus.send(command)
     if outcome is None:
         return pending(command)

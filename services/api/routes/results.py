@@ -2,22 +2,26 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Path, Response
 from sqlalchemy import select
 
 from services.api import pictures, queries
 from services.api.deps import BusDep, PathId, QueryId, SessionDep
 from services.api.openapi import SENT, answers, binary
 from services.api.outcomes import pending, raise_if_rejected
-from services.api.queries import ResultPublic
+from services.api.queries import ResultPublic, VersionPublic, WindowPublic
 from services.api.routes.listing import LISTED, PageDep, paginate, words
-from shared.db.tables import Artifact, FinalMetrics, TrainingResult
+from shared.db.repositories import VersionRepository
+from shared.db.tables import ModelVersionRow, TrainingResult
 from shared.errors import Conflict, NotFound
 from shared.events.training import StopTraining, StopTrainingPayload
 
 router = APIRouter(prefix="/results", tags=["training"])
+
+# Version numbers are PostgreSQL integers, from 1.
+VersionNumber = Annotated[int, Path(ge=1, le=2**31 - 1)]
 
 MEDIA = {"keras": "application/octet-stream", "pt": "application/octet-stream"}
 
@@ -44,27 +48,67 @@ async def get_result(result_id: PathId, session: SessionDep) -> ResultPublic:
     return await one(session, result_id)
 
 
+def model_file(result_id: int, version: ModelVersionRow, filename: str) -> Response:
+    """A stored version as a download (the same headers for the newest and a named version)."""
+    return Response(
+        version.data,
+        media_type=MEDIA.get(version.format, "application/octet-stream"),
+        headers={
+            "Content-Disposition": f'attachment; filename="{filename}.{version.format}"',
+            "X-Checksum-SHA256": version.sha256,
+            "X-Model-Version": str(version.version),
+        },
+    )
+
+
 @router.get(
     "/{result_id}/model",
-    summary="Download the trained model (.keras or .pt state dict)",
+    summary="Download the trained model (.keras or .pt state dict): its newest version",
     response_class=Response,
     responses=binary("application/octet-stream", "The trained model") | answers(404, 409, 422),
 )
 async def download_model(result_id: PathId, session: SessionDep) -> Response:
     await one(session, result_id)
-    artifact = await session.get(Artifact, result_id)
-    final = await session.get(FinalMetrics, result_id)
-    if artifact is None or final is None:
+    version = await VersionRepository(session).get(result_id)
+    if version is None:
         raise Conflict(f"result {result_id} has no trained model yet", field="result_id")
-    extension = final.artifact_format
-    return Response(
-        artifact.data,
-        media_type=MEDIA.get(extension, "application/octet-stream"),
-        headers={
-            "Content-Disposition": f'attachment; filename="result-{result_id}.{extension}"',
-            "X-Checksum-SHA256": artifact.sha256,
-        },
-    )
+    return model_file(result_id, version, f"result-{result_id}")
+
+
+@router.get(
+    "/{result_id}/versions",
+    response_model=list[VersionPublic],
+    summary="The stored model versions of a result, oldest first",
+    responses=answers(404, 422),
+)
+async def list_versions(result_id: PathId, session: SessionDep) -> list[VersionPublic]:
+    await one(session, result_id)
+    return await queries.versions(session, result_id)
+
+
+@router.get(
+    "/{result_id}/versions/{version}/model",
+    summary="Download one model version (.keras or .pt state dict)",
+    response_class=Response,
+    responses=binary("application/octet-stream", "The model version") | answers(404, 422),
+)
+async def download_version(result_id: PathId, version: VersionNumber, session: SessionDep) -> Response:
+    await one(session, result_id)
+    stored = await VersionRepository(session).get(result_id, version)
+    if stored is None:
+        raise NotFound(f"result {result_id} has no version {version}", field="version")
+    return model_file(result_id, stored, f"result-{result_id}-v{version}")
+
+
+@router.get(
+    "/{result_id}/windows",
+    response_model=list[WindowPublic],
+    summary="The windows of an incremental training: prequential, train and validation metrics",
+    responses=answers(404, 422),
+)
+async def list_windows(result_id: PathId, session: SessionDep) -> list[WindowPublic]:
+    await one(session, result_id)
+    return await queries.windows(session, result_id)
 
 
 @router.get(

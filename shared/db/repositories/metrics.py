@@ -139,11 +139,13 @@ class MetricsRepository(RepositoryBase[FinalMetrics]):
         await self.session.execute(statement.on_conflict_do_nothing(index_elements=[InferenceStat.event_id]))
 
 
-class ArtifactRepository(RepositoryBase[ModelVersionRow]):
+class ArtifactRepository:
     """Chunks wait in ``artifact_chunks`` (by result and version) until they are whole and
-    announced; then the version moves, bytes and metrics, to ``model_versions``."""
+    announced; then the version moves, bytes and metrics, to ``model_versions``. Flushes, never
+    commits (the tables have composite keys, so this is no ``RepositoryBase``)."""
 
-    table = ModelVersionRow
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
 
     async def stored_sha256(self, result_id: int, version: int) -> str | None:
         return await self.session.scalar(

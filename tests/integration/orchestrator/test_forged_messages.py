@@ -103,7 +103,8 @@ async def test_forged_commands_and_worker_events_are_dead_lettered_and_a_signed_
             await producer.publish(chunk, signer=own_job)
         epoch = EpochCompleted(payload=EpochMetrics(result_id=rows.result, epoch=1, train={"loss": 0.5}))
         await producer.publish(epoch, signer=own_job)
-        await until(database, "SELECT data FROM artifacts WHERE result_id = $1", model, rows.result)
+        # Whole, it waits for its TrainingFinished to become the result's version 1.
+        await until(database, "SELECT data FROM artifact_chunks WHERE result_id = $1", model, rows.result)
         await until(database, "SELECT count(*) FROM epoch_metrics WHERE result_id = $1", 1, rows.result)
 
         await forge(producer, DeleteModel(payload=DeleteModelPayload(model_id=victim)), other_job)
@@ -120,7 +121,7 @@ async def test_forged_commands_and_worker_events_are_dead_lettered_and_a_signed_
         assert any(f"may not sign {kind}" in reason or "may not sign a" in reason for reason in why), why
     assert await fetchval(database, "SELECT count(*) FROM models WHERE id = $1", victim) == 1
     assert await fetchval(database, "SELECT status FROM training_results WHERE id = $1", rows.result) == "training"
-    assert await fetchval(database, "SELECT data FROM artifacts WHERE result_id = $1", rows.result) == model
+    assert await fetchval(database, "SELECT data FROM artifact_chunks WHERE result_id = $1", rows.result) == model
 
     # A user's own producer, signing as the docs say: the command is carried out.
     env = {

@@ -13,10 +13,21 @@ import pytest
 from services.metrics.app import split_by_size
 from services.metrics.handlers import ROUTER
 from services.metrics.uow import Tally
-from shared.db.tables import FinalMetrics
+from shared.db.tables import FinalMetrics, VersionAnnouncement
 from shared.errors import Invalid
-from shared.events import ArtifactChunk, ArtifactRejected, Envelope, EpochCompleted, ResultStored, TrainingFinished
+from shared.events import (
+    ArtifactChunk,
+    ArtifactRejected,
+    Envelope,
+    EpochCompleted,
+    ModelVersionPublished,
+    ModelVersionStored,
+    ResultStored,
+    TrainingFinished,
+    WindowCompleted,
+)
 from shared.events.training import ArtifactRef, Chunk, EpochMetrics, SampleCounts, TrainingOutcome
+from shared.events.versions import ModelVersion, WindowMetrics
 from shared.handling import handle_batch_once
 from shared.kafka import Received
 from tests.unit.fakes import FakeOutcomes
@@ -45,6 +56,7 @@ class FakeMetrics:
         self.results = results
         self.epochs: dict[tuple[int, int], tuple[dict[str, Any], dict[str, Any]]] = {}
         self.finals: dict[int, FinalMetrics] = {}
+        self.windows: dict[tuple[int, int], WindowMetrics] = {}
 
     async def result_exists(self, result_id: int) -> bool:
         return result_id in self.results
@@ -58,31 +70,77 @@ class FakeMetrics:
     async def final(self, result_id: int) -> FinalMetrics | None:
         return self.finals.get(result_id)
 
+    async def upsert_window(self, window: WindowMetrics) -> bool:
+        if (window.result_id, window.window) in self.windows:
+            return False
+        self.windows[(window.result_id, window.window)] = window
+        return True
+
 
 class FakeArtifacts:
     def __init__(self) -> None:
-        self.chunks: dict[tuple[int, int], tuple[int, str, bytes]] = {}  # (result, index) → (count, sha, data)
-        self.stored: dict[int, tuple[str, bytes]] = {}
+        # (result, version, index) → (count, sha, data)
+        self.chunks: dict[tuple[int, int, int], tuple[int, str, bytes]] = {}
+        self.versions: dict[tuple[int, int], tuple[ModelVersion, bytes]] = {}
+        self.announced: dict[tuple[int, int], VersionAnnouncement] = {}
 
-    async def stored_sha256(self, result_id: int) -> str | None:
-        return self.stored[result_id][0] if result_id in self.stored else None
+    @property
+    def stored(self) -> dict[int, tuple[str, bytes]]:
+        """Version 1 of each result: a bounded training's model."""
+        return {r: (mv.sha256, data) for (r, v), (mv, data) in self.versions.items() if v == 1}
 
-    async def put_chunk(self, result_id: int, index: int, count: int, sha256: str, data: bytes) -> None:
-        self.chunks[(result_id, index)] = (count, sha256, data)
+    async def stored_sha256(self, result_id: int, version: int) -> str | None:
+        found = self.versions.get((result_id, version))
+        return found[0].sha256 if found else None
 
-    async def discard_chunks(self, result_id: int, *, keep_sha256: str | None = None) -> None:
+    async def version_with_sha256(self, result_id: int, sha256: str) -> ModelVersion | None:
+        mine = [mv for (r, _), (mv, _) in sorted(self.versions.items()) if r == result_id and mv.sha256 == sha256]
+        return mine[-1] if mine else None
+
+    async def put_chunk(self, result_id: int, version: int, index: int, count: int, sha256: str, data: bytes) -> None:
+        self.chunks[(result_id, version, index)] = (count, sha256, data)
+
+    async def discard_chunks(self, result_id: int, version: int, *, keep_sha256: str | None = None) -> None:
         for key, (_, sha, _) in list(self.chunks.items()):
-            if key[0] == result_id and sha != keep_sha256:
+            if key[:2] == (result_id, version) and sha != keep_sha256:
                 del self.chunks[key]
 
-    async def chunks_present(self, result_id: int, sha256: str, count: int) -> int:
-        return sum(1 for (r, i), (c, s, _) in self.chunks.items() if r == result_id and s == sha256 and c == count)
+    async def chunks_present(self, result_id: int, version: int, sha256: str, count: int | None = None) -> int:
+        return sum(
+            1
+            for (r, v, i), (c, s, _) in self.chunks.items()
+            if (r, v) == (result_id, version) and s == sha256 and (count is None or c == count) and i < c
+        )
 
-    async def chunk_data(self, result_id: int, sha256: str) -> list[bytes]:
-        return [d for (r, _), (_, s, d) in sorted(self.chunks.items()) if r == result_id and s == sha256]
+    async def chunk_count(self, result_id: int, version: int, sha256: str) -> int | None:
+        return next(
+            (c for (r, v, _), (c, s, _) in self.chunks.items() if (r, v) == (result_id, version) and s == sha256), None
+        )
 
-    async def store(self, result_id: int, sha256: str, data: bytes) -> None:
-        self.stored[result_id] = (sha256, data)
+    async def chunk_data(self, result_id: int, version: int, sha256: str) -> list[bytes]:
+        return [
+            d for (r, v, _), (_, s, d) in sorted(self.chunks.items()) if (r, v) == (result_id, version) and s == sha256
+        ]
+
+    async def announce(self, announced: ModelVersion) -> None:
+        self.announced[(announced.result_id, announced.version)] = VersionAnnouncement(
+            result_id=announced.result_id,
+            version=announced.version,
+            sha256=announced.sha256.lower(),
+            size=announced.size,
+            format=announced.format,
+            metrics=dict(announced.metrics),
+            window=announced.window,
+        )
+
+    async def announcement(self, result_id: int, version: int) -> VersionAnnouncement | None:
+        return self.announced.get((result_id, version))
+
+    async def forget_announcement(self, result_id: int, version: int) -> None:
+        self.announced.pop((result_id, version), None)
+
+    async def store(self, version: ModelVersion, data: bytes) -> None:
+        self.versions[(version.result_id, version.version)] = (version, data)
 
 
 class FakeMetricsUnitOfWork:
@@ -103,7 +161,9 @@ class FakeMetricsUnitOfWork:
             dict(self.metrics.epochs),
             dict(self.metrics.finals),
             dict(self.artifacts.chunks),
-            dict(self.artifacts.stored),
+            dict(self.artifacts.versions),
+            dict(self.artifacts.announced),
+            dict(self.metrics.windows),
             dict(self.processed.rows),
         )
         return self
@@ -114,7 +174,9 @@ class FakeMetricsUnitOfWork:
                 self.metrics.epochs,
                 self.metrics.finals,
                 self.artifacts.chunks,
-                self.artifacts.stored,
+                self.artifacts.versions,
+                self.artifacts.announced,
+                self.metrics.windows,
                 self.processed.rows,
             ) = self._snapshot
 
@@ -220,6 +282,7 @@ async def test_out_of_order_and_duplicated_chunks_reassemble_the_artifact() -> N
     uow = FakeMetricsUnitOfWork()
     data = bytes(range(256)) * 40
     first, second, third = chunks_of(data, 3)
+    await run(uow, [finished(sha256=hashlib.sha256(data).hexdigest())])
     await run(uow, [third, first])
     assert not uow.artifacts.stored and len(uow.artifacts.chunks) == 2
     outcome = await run(uow, [first, second])  # ``first`` again: a redelivery
@@ -247,6 +310,7 @@ async def test_chunks_of_a_newer_attempt_replace_the_older_attempts() -> None:
     uow = FakeMetricsUnitOfWork()
     old = chunks_of(b"old model" * 50, 3)
     new = chunks_of(b"new model, other size" * 80, 2)
+    await run(uow, [finished(sha256=new[0].payload.sha256)])
     await run(uow, [old[0], old[1]])
     await run(uow, [new[1]])
     assert {sha for _, sha, _ in uow.artifacts.chunks.values()} == {new[0].payload.sha256}
@@ -259,7 +323,7 @@ async def test_a_chunk_of_an_artifact_already_whole_is_not_kept() -> None:
     uow = FakeMetricsUnitOfWork()
     data = b"x" * 999
     chunks = chunks_of(data, 3)
-    await run(uow, chunks)
+    await run(uow, [finished(sha256=chunks[0].payload.sha256), *chunks])
     resent = chunks_of(data, 3)  # the same artifact under new event ids
     await run(uow, [resent[0]])
     assert not uow.artifacts.chunks
@@ -315,9 +379,13 @@ async def test_result_stored_is_announced_once_metrics_and_model_are_both_stored
         else:
             first, second = await run(uow, [finished(sha256=sha)]), await run(uow, parts)
         assert first.outgoing == [], f"{order}: nothing is announced while a part is missing"
-        [stored] = second.outgoing
+        version, stored = second.outgoing
         assert isinstance(stored, ResultStored), order
         assert (stored.payload.result_id, stored.payload.sha256) == (7, sha)
+        # A bounded training's model is its result's version 1, with the test metrics.
+        assert isinstance(version, ModelVersionStored), order
+        assert (version.payload.version, version.payload.size, version.payload.format) == (1, len(data), "keras")
+        assert version.payload.metrics == {"loss": 0.25, "accuracy": 0.9}
 
 
 async def test_metrics_naming_another_artifact_do_not_announce_the_stored_one() -> None:
@@ -326,3 +394,107 @@ async def test_metrics_naming_another_artifact_do_not_announce_the_stored_one() 
     await run(uow, chunks_of(data, 1))
     outcome = await run(uow, [finished(sha256="ab" * 32)])  # a newer attempt whose model is still on its way
     assert outcome.outgoing == []
+
+
+# --- model versions and windows ------------------------------------------------------------
+
+
+def versioned(chunks: list[ArtifactChunk], version: int, purpose: str = "result") -> list[ArtifactChunk]:
+    for chunk in chunks:
+        chunk.payload.version = version
+        chunk.payload.purpose = purpose  # type: ignore[assignment]  # the two literals, from a test's str
+    return chunks
+
+
+def published(data: bytes, version: int, result_id: int = 7) -> ModelVersionPublished:
+    return ModelVersionPublished(
+        payload=ModelVersion(
+            result_id=result_id,
+            version=version,
+            sha256=hashlib.sha256(data).hexdigest(),
+            size=len(data),
+            format="pt",
+            metrics={"accuracy": 0.5 + version / 10, "loss": math.nan},
+            window=version * 2,
+        )
+    )
+
+
+def window(n: int, version: int | None = None) -> WindowCompleted:
+    return WindowCompleted(
+        payload=WindowMetrics(
+            result_id=7,
+            deployment_id=1,
+            window=n,
+            samples=100,
+            prequential={"accuracy": 0.7, "loss": math.inf},
+            train={"loss": 0.3},
+            topic="stream",
+            offsets=[{"partition": 0, "start": 100 * (n - 1), "end": 100 * n}],  # type: ignore[list-item]  # validated
+            version=version,
+        )
+    )
+
+
+async def test_checkpoint_chunks_are_not_stored_and_are_no_error() -> None:
+    uow = FakeMetricsUnitOfWork()
+    outcome = await run(uow, versioned(chunks_of(b"state" * 100, 2), 3, purpose="checkpoint"))
+    assert outcome.outgoing == [] and outcome.applied == 2
+    assert not uow.artifacts.chunks and not uow.artifacts.versions
+
+
+async def test_a_published_version_is_stored_whichever_of_its_chunks_and_announcement_comes_first() -> None:
+    for order in ("chunks first", "announcement first"):
+        uow = FakeMetricsUnitOfWork()
+        one, two = b"version one" * 90, b"version two" * 120
+        parts = versioned(chunks_of(two, 3), 2)
+        if order == "chunks first":
+            first, second = await run(uow, parts), await run(uow, [published(two, 2)])
+        else:
+            first, second = await run(uow, [published(two, 2)]), await run(uow, parts)
+        assert first.outgoing == [], order
+        [stored] = second.outgoing
+        assert isinstance(stored, ModelVersionStored), order
+        assert (stored.payload.version, stored.payload.window, stored.payload.format) == (2, 4, "pt")
+        assert stored.payload.metrics == {"accuracy": 0.7, "loss": None}
+        await run(uow, [*versioned(chunks_of(one, 1), 1), published(one, 1)])
+        assert {k: d for k, (_, d) in uow.artifacts.versions.items()} == {(7, 1): one, (7, 2): two}
+        assert not uow.artifacts.chunks and not uow.artifacts.announced, order
+
+
+async def test_a_redelivered_version_changes_nothing_and_repeats_its_answer() -> None:
+    uow = FakeMetricsUnitOfWork()
+    data = b"v1" * 500
+    messages: list[Envelope] = [*versioned(chunks_of(data, 2), 1), published(data, 1)]
+    first = await run(uow, messages)
+    again = await run(uow, messages)
+    assert [m.event_id for m in again.outgoing] == [m.event_id for m in first.outgoing]
+    assert (again.applied, again.skipped) == (0, 3)
+    # The same version announced again under a new id (a trainer's retry): nothing new to say.
+    assert (await run(uow, [published(data, 1)])).outgoing == []
+
+
+async def test_an_incremental_result_is_stored_when_its_last_version_is() -> None:
+    uow = FakeMetricsUnitOfWork()
+    data = b"last version" * 70
+    await run(uow, [*versioned(chunks_of(data, 1), 3), published(data, 3)])
+    [stored] = (await run(uow, [finished(sha256=hashlib.sha256(data).hexdigest())])).outgoing
+    assert isinstance(stored, ResultStored) and stored.payload.size == len(data)
+    assert list(uow.artifacts.versions) == [(7, 3)], "no version 1 is made of it"
+
+
+async def test_a_corrupted_version_is_dropped_without_failing_the_result() -> None:
+    uow = FakeMetricsUnitOfWork()
+    outcome = await run(uow, versioned(chunks_of(b"bytes" * 99, 2, sha256="1" * 64), 4))
+    assert outcome.outgoing == [] and not uow.artifacts.chunks and uow.tally.corrupt == [7]
+
+
+async def test_windows_are_stored_once_each_with_finite_metrics() -> None:
+    uow = FakeMetricsUnitOfWork()
+    await run(uow, [window(1), window(2, version=1)])
+    await run(uow, [window(2, version=1)])  # a new event id for a window already stored
+    assert sorted(uow.metrics.windows) == [(7, 1), (7, 2)]
+    assert uow.metrics.windows[(7, 1)].prequential == {"accuracy": 0.7, "loss": None}
+    assert uow.tally.windows == 0 and "windows" not in uow.tally.summary()
+    with pytest.raises(Invalid, match="training result 8 does not exist"):
+        await run(uow, [WindowCompleted(payload=window(1).payload.model_copy(update={"result_id": 8}))])

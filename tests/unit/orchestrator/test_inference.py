@@ -9,7 +9,6 @@ import pytest
 from services.orchestrator import app
 from services.orchestrator.handlers import make_router
 from services.orchestrator.inference import DEFAULT_TOPICS
-from shared.db.tables import Artifact
 from shared.events import CommandRejected
 from shared.events.inference import (
     DeleteInference,
@@ -47,10 +46,7 @@ async def trained(uow: FakeUnitOfWork, *, finished: bool = True, stored: bool = 
     result.status = "finished" if finished else "training"
     result.datasource = DATASOURCE
     if stored:
-        uow.inferences.artifacts[result_id] = (
-            Artifact(result_id=result_id, sha256="ab" * 32, size=3, data=b"abc"),
-            "keras",
-        )
+        uow.versions.put(result_id, 1, b"abc")
     return result_id
 
 
@@ -66,20 +62,21 @@ async def test_format_and_config_default_to_the_training_stream() -> None:
     assert isinstance(created, InferenceCreated) and isinstance(spec, ServeModel)
     assert (created.payload.input_format, created.payload.input_config) == ("RAW", DATASOURCE["input_config"])
     assert created.payload.status == "starting"
-    assert spec.payload.replicas == 2 and spec.payload.artifact_sha256 == "ab" * 32
+    assert spec.payload.replicas == 2 and spec.payload.artifact_sha256 == uow.versions.rows[(result, 1)].sha256
     assert spec.payload.group_id.startswith("kafkaml-inference-")
 
 
-async def test_only_finished_results_with_a_stored_model_are_served() -> None:
+async def test_results_with_a_stored_version_are_served_even_while_training() -> None:
     uow = FakeUnitOfWork()
     training = await trained(uow, finished=False)
-    [busy] = await serve(uow, result_id=training)
-    assert isinstance(busy, CommandRejected) and busy.payload.status == 409
+    created, spec = await serve(uow, result_id=training)
+    assert isinstance(created, InferenceCreated) and spec.payload.model_version == 1
     [missing] = await serve(uow, result_id=999)
     assert isinstance(missing, CommandRejected) and missing.payload.field == "result_id"
-    unstored = await trained(uow, stored=False)
+    unstored = await trained(uow, finished=False, stored=False)
     [later] = await serve(uow, result_id=unstored)
-    assert isinstance(later, CommandRejected) and "not stored yet" in later.payload.detail
+    assert isinstance(later, CommandRejected) and later.payload.status == 409
+    assert "no stored model yet" in later.payload.detail
 
 
 async def test_bad_input_config_and_half_distributed_settings_are_refused() -> None:
