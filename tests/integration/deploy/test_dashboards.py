@@ -70,31 +70,6 @@ CREATE TABLE IF NOT EXISTS inference_stats (
 """
 
 
-# The continuous-learning tables as migration 0006 creates them (created here only while it is missing).
-VERSION_TABLES = """
-CREATE TABLE IF NOT EXISTS window_metrics (
-    result_id bigint NOT NULL,
-    "window" integer NOT NULL,
-    samples bigint NOT NULL,
-    prequential jsonb NOT NULL,
-    train jsonb NOT NULL,
-    val jsonb NOT NULL,
-    version integer NULL,
-    created_at timestamptz NOT NULL DEFAULT now(),
-    PRIMARY KEY (result_id, "window")
-);
-CREATE TABLE IF NOT EXISTS model_versions (
-    result_id bigint NOT NULL,
-    version integer NOT NULL,
-    sha256 text NOT NULL,
-    metrics jsonb NOT NULL,
-    "window" integer NULL,
-    created_at timestamptz NOT NULL DEFAULT now(),
-    PRIMARY KEY (result_id, version)
-);
-"""
-
-
 def panels() -> list[tuple[str, str, dict[str, Any]]]:
     found = []
     for path in DASHBOARDS:
@@ -110,7 +85,7 @@ def variables() -> list[tuple[str, dict[str, Any]]]:
     ]
 
 
-def annotations() -> list[tuple[str, str, dict[str, Any]]]:
+def annotation_queries() -> list[tuple[str, str, dict[str, Any]]]:
     """The dashboards' annotation queries (model versions marked on the time axis)."""
     return [
         (path.stem, annotation["name"], annotation["target"])
@@ -248,7 +223,6 @@ async def sample_rows(url: str, now: datetime) -> dict[str, str]:
             json.dumps({"train": 1200, "validation": 300, "test": 297, "bad": 0}),
             "0" * 64,
         )
-        await connection.execute(VERSION_TABLES)
         # A continuous training: three windows (one with a null metric, as a diverged window reports),
         # two of which made versions.
         for window in (1, 2, 3):
@@ -332,7 +306,7 @@ async def test_every_dashboard_query_runs_on_postgresql_through_the_read_only_ro
                 if target["format"] == "time_series":
                     assert "time" in rows[0], f"{dashboard} / {title}: a time series needs a time column"
                 ran += 1
-        for dashboard, name, target in annotations():
+        for dashboard, name, target in annotation_queries():
             sql = expand(target["rawSql"], values, window)
             rows = await grafana.fetch(sql)
             assert rows and {"time", "text"} <= set(rows[0].keys()), f"{dashboard}: annotation {name}\n{sql}"
@@ -352,7 +326,7 @@ def test_dashboards_cover_what_the_issue_asks_for() -> None:
     # Continuous learning (issue 12): the prequential curve per window and the versions, also on the time axis.
     for wanted in ("prequential metrics over time", "per window", "model versions"):
         assert wanted in titles, wanted
-    assert any(name == "Model versions" for _, name, _ in annotations())
+    assert any(name == "Model versions" for _, name, _ in annotation_queries())
     for path in DASHBOARDS:
         dashboard = json.loads(path.read_text())
         assert dashboard["uid"] and dashboard["title"].startswith("Kafka-ML")
