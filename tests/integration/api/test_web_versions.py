@@ -183,6 +183,8 @@ async def test_continuous_learning_in_the_pages(
     assert href == f"/api/v1/results/{ids.result}/versions/1/model"
     download = await tab.request.get(base + href)
     assert download.status == 200 and await download.body() == MODELS[1]
+    about = "windows of 500 samples · runs until stopped · a version when accuracy goes up by more than 0.01"
+    assert await tab.inner_text("#incremental") == about
     assert await tab.get_attribute("#windows", "data-windows") == "3"
     charts = tab.locator("#windows svg.chart")
     assert await charts.count() == 2, "one chart per metric: accuracy and loss"

@@ -11,6 +11,7 @@ const id = pageId();
 let result = null;
 let model = null;
 let incremental = false;
+let settings = null;  // the deployment's incremental settings
 let windows = [];
 let versions = [];
 const ACTIVE = ["created", "waiting_data", "training"];
@@ -71,6 +72,15 @@ async function loadVersions() {
   drawAbout();
 }
 
+function learningText(i) {
+  const window = [i.window_samples ? `${fmt(i.window_samples)} samples` : null, i.window_s ? `${fmt(i.window_s, 1)} s` : null].filter(Boolean).join(" or ");
+  const end = i.stream_timeout_s ? `ends after ${fmt(i.stream_timeout_s, 1)} s without a record` : "runs until stopped";
+  const version = i.monitoring_metric
+    ? `a version when ${i.monitoring_metric} goes ${i.change} by more than ${i.improvement}`
+    : "a version per window";
+  return `windows of ${window} · ${end} · ${version}`;
+}
+
 function drawAbout() {
   const r = result;
   const status = h("span", { id: "status", "data-status": r.status }, badge(r.status),
@@ -84,6 +94,7 @@ function drawAbout() {
     ["Data source", r.datasource_id ? link(`/datasources?q=${r.datasource_id}`, `#${r.datasource_id}`) : "–"],
     r.samples ? ["Samples", `${fmt(r.samples.train)} training, ${fmt(r.samples.validation)} validation, ${fmt(r.samples.test)} test${r.samples.bad ? `, ${r.samples.bad} undecodable` : ""}`] : null,
     r.training_time !== null ? ["Training time", `${fmt(r.training_time, 1)} s`] : null,
+    settings ? ["Continuous learning", h("span", { id: "incremental" }, learningText(settings))] : null,
   ]));
   const actions = [];
   if (r.model_available) actions.push(h("a", { class: "button", id: "download", href: `/api/v1/results/${id}/model`, download: "" }, "Download the trained model"));
@@ -142,7 +153,8 @@ async function main() {
   document.querySelector("h1").textContent = `Result #${id}${model ? " · " + model.name : ""}`;
   const deployment = await get(`/deployments/${result.deployment_id}`).catch(() => ({}));
   [windows, versions] = await Promise.all([orNone(get(`/results/${id}/windows`)), orNone(get(`/results/${id}/versions`))]);
-  incremental = Boolean(deployment.incremental) || windows.length > 0;
+  settings = deployment.incremental || null;
+  incremental = Boolean(settings) || windows.length > 0;
   drawAbout();
   drawCurves();
   drawWindows();
