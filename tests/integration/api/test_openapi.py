@@ -5,7 +5,8 @@ not declare.
 No orchestrator runs, so every command waits its KAFKAML_COMMAND_TIMEOUT_S (kept short) and is
 answered 202: the run checks that answer too. One finished result (curves, confusion matrix, trained
 model) is in the database, and half the generated ids name its rows, so the routes that draw
-pictures and send files answer 200 as well as 404. The run is bounded (few examples per operation, a time
+pictures and send files answer 200 as well as 404 (it has a model version and a window).
+The run is bounded (few examples per operation, a time
 budget) to stay well under two minutes on a small machine.
 """
 
@@ -59,7 +60,16 @@ async def add_finished_result(database: str) -> ResultRows:
             rows.result, json.dumps([[5, 1, 0], [0, 6, 1], [1, 0, 7]]), "0" * 64,
         )  # fmt: skip
         await connection.execute(
-            "INSERT INTO artifacts (result_id, sha256, size, data) VALUES ($1, $2, 5, 'model')", rows.result, "0" * 64
+            "INSERT INTO model_versions (result_id, version, sha256, size, format, metrics, data)"
+            " VALUES ($1, 1, $2, 5, 'keras', '{\"accuracy\": 0.5}', 'model')",
+            rows.result, "0" * 64,
+        )  # fmt: skip
+        await connection.execute(
+            'INSERT INTO window_metrics (result_id, "window", samples, prequential, train, val, topic, offsets,'
+            " version)"
+            " VALUES ($1, 1, 10, '{\"accuracy\": 0.5}', '{}', '{}', 'stream', '[{\"partition\": 0, \"start\": 0,"
+            ' "end": 10}]\', 1)',
+            rows.result,
         )
         await connection.execute(
             "UPDATE training_results SET datasource = $2::jsonb WHERE id = $1", rows.result, json.dumps(stream)
@@ -77,6 +87,7 @@ def config_file(folder: Path, rows: ResultRows) -> Path:
         "path.deployment_id": rows.deployment,
         "query.deployment_id": rows.deployment,
         "path.result_id": rows.result,
+        "path.version": 1,
     }
     lines = [f"[dictionaries.{key.replace('.', '_')}]\nvalues = [{value}]\n" for key, value in ids.items()]
     lines.append("[parameters]")

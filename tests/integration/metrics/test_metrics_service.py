@@ -174,8 +174,11 @@ async def test_a_batch_applied_twice_adds_no_row(database: str) -> None:
         await engine.dispose()
     assert (first.applied, first.skipped) == (6, 0)
     assert (again.applied, again.skipped) == (0, 6)
-    [artifact] = await fetch(database, "SELECT sha256, size, data FROM artifacts WHERE result_id = $1", result)
+    [artifact] = await fetch(
+        database, "SELECT sha256, size, data, version FROM model_versions WHERE result_id = $1", result
+    )
     assert bytes(artifact["data"]) == data and artifact["sha256"] == hashlib.sha256(data).hexdigest()
+    assert artifact["version"] == 1
     counts = await fetch(
         database,
         "SELECT (SELECT count(*) FROM epoch_metrics) AS epochs, (SELECT count(*) FROM final_metrics) AS finals,"
@@ -229,7 +232,7 @@ async def test_metrics_service_stores_curves_final_metrics_and_artifact_once(
         for chunk in (chunks[2], chunks[0], chunks[2], chunks[1]):
             await producer.publish(chunk)
 
-        assert await wait_until(database, "SELECT count(*) FROM artifacts", 1) == 1
+        assert await wait_until(database, "SELECT count(*) FROM model_versions", 1) == 1
         assert await wait_until(database, "SELECT count(*) FROM epoch_metrics", 10) == 10
         assert await wait_until(database, "SELECT count(*) FROM final_metrics", 1) == 1
 
@@ -241,7 +244,7 @@ async def test_metrics_service_stores_curves_final_metrics_and_artifact_once(
         await producer.publish(marker)
     assert await wait_until(database, "SELECT count(*) FROM epoch_metrics", 11) == 11
 
-    [artifact] = await fetch(database, "SELECT sha256, size, data FROM artifacts WHERE result_id = $1", result)
+    [artifact] = await fetch(database, "SELECT sha256, size, data FROM model_versions WHERE result_id = $1", result)
     assert bytes(artifact["data"]) == data
     assert artifact["sha256"] == hashlib.sha256(data).hexdigest() and artifact["size"] == len(data)
     assert await fetch(database, "SELECT * FROM artifact_chunks") == []
