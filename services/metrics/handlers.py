@@ -94,8 +94,11 @@ async def store_version(uow: MetricsUnitOfWork, described: ModelVersion, data: b
     return answers
 
 
-async def store_if_whole(uow: MetricsUnitOfWork, result_id: int, version: int, sha256: str) -> list[Envelope]:
-    """Stores the version once both its chunks and its announcement are here (nothing otherwise)."""
+async def store_if_whole(
+    uow: MetricsUnitOfWork, result_id: int, version: int, sha256: str, data: bytes | None = None
+) -> list[Envelope]:
+    """Stores the version once both its chunks and its announcement are here (nothing otherwise);
+    ``data``: its bytes, already joined and checked."""
     announced = await uow.artifacts.announcement(result_id, version)
     if announced is not None and announced.sha256 == sha256:
         described = ModelVersion(
@@ -112,7 +115,7 @@ async def store_if_whole(uow: MetricsUnitOfWork, result_id: int, version: int, s
         if final is None or final.artifact_sha256 != sha256:
             return []  # the chunks wait for what they are
         described = bounded_version(final)
-    data = await whole(uow, result_id, version, sha256)
+    data = data if data is not None else await whole(uow, result_id, version, sha256)
     return [] if data is None else await store_version(uow, described, data)
 
 
@@ -209,7 +212,7 @@ async def store_artifact_chunk(event: ArtifactChunk, uow: MetricsUnitOfWork) -> 
             f"the trained model arrived corrupted (its {chunk.count} chunks do not match their checksum); train again"
         )
         return [ArtifactRejected(payload=RejectedArtifact(result_id=chunk.result_id, error=error))]
-    return await store_if_whole(uow, chunk.result_id, version, sha256)
+    return await store_if_whole(uow, chunk.result_id, version, sha256, artifact)
 
 
 async def record_version_published(event: ModelVersionPublished, uow: MetricsUnitOfWork) -> list[Envelope]:

@@ -32,6 +32,7 @@ from shared.settings import Settings
 from shared.topics import Topics
 
 DEFAULTS = JobDefaults()
+MAX_VERSION = 2**31 - 1
 ORDER = {"starting": 0, "running": 1, "stopped": 2, "failed": 2}
 
 # The stack's topics with the default settings: what a router built without settings protects.
@@ -86,7 +87,8 @@ async def pick_version(
     """The stored version an inference is to serve: ``wanted`` (a number), else the newest.
     Without its bytes (``ModelVersionRow.data`` is not loaded)."""
     if isinstance(wanted, int):
-        row = await uow.versions.get(result_id, wanted, data=False)
+        # Beyond a PostgreSQL integer no version can exist (and the query could not be asked).
+        row = await uow.versions.get(result_id, wanted, data=False) if wanted <= MAX_VERSION else None
         if row is None:
             have = [v.version for v in await uow.versions.of_result(result_id)]
             stored = f"its versions are {', '.join(map(str, have))}" if have else "it has no stored version yet"

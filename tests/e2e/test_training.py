@@ -425,6 +425,12 @@ def test_keras_digits_train_evaluate_and_download(stack: dict[str, Any], user: U
         assert download.status_code == 200, download.text
         assert 'filename="result-' in download.headers["content-disposition"]
         assert download.headers["content-disposition"].endswith('.keras"')
+        # A bounded training's model is its result's version 1, with the test metrics.
+        [version] = user.get(f"/results/{run.result_id}/versions")
+        assert (version["version"], version["format"], version["size"]) == (1, "keras", len(download.content))
+        assert (
+            version["sha256"] == download.headers["x-checksum-sha256"] and version["metrics"] == result["test_metrics"]
+        )
         import keras
 
         with tempfile.TemporaryDirectory() as folder:

@@ -3,7 +3,7 @@
 A stack left running must not grow without end: the ids of handled messages are
 needed only while a redelivery can still come; inference statistics (a row per
 replica every few seconds) are folded into hourly rows once they are old; the
-chunks of an artifact that never completed are dropped.
+chunks of an artifact that never completed (and a version announced whose chunks never came) are dropped.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from sqlalchemy import Delete, delete, select
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from shared.db.tables import ArtifactPart, InferenceStat, ProcessedMessage
+from shared.db.tables import ArtifactPart, InferenceStat, ProcessedMessage, VersionAnnouncement
 
 # Statistics windows at most this long are replicas' own reports (seconds); folded rows are longer.
 RAW_WINDOW_MAX_S = 60.0
@@ -49,8 +49,11 @@ class Housekeeping:
         return await self._deleted(statement)
 
     async def purge_orphan_chunks(self, older_than: timedelta) -> int:
-        """Drops chunks that waited longer than ``older_than`` for siblings that never came."""
+        """Drops chunks that waited longer than ``older_than`` for siblings (or the announcement
+        of their version) that never came, and version announcements that waited for their chunks
+        as long; returns how many chunks."""
         cutoff = datetime.now(UTC) - older_than
+        await self._deleted(delete(VersionAnnouncement).where(VersionAnnouncement.received_at < cutoff))
         return await self._deleted(delete(ArtifactPart).where(ArtifactPart.received_at < cutoff))
 
     async def _deleted(self, statement: Delete) -> int:

@@ -75,6 +75,15 @@ async def test_housekeeping_forgets_folds_and_drops_only_what_is_old(database: s
                 index,
                 when,
             )
+        result = await connection.fetchval("SELECT result_id FROM inferences WHERE id = $1", inference)
+        for version, when in ((1, OLD), (2, datetime.now(UTC))):
+            await connection.execute(
+                "INSERT INTO version_announcements (result_id, version, sha256, size, format, metrics, received_at)"
+                " VALUES ($1, $2, 'ab', 1, 'pt', '{}', $3)",
+                result,
+                version,
+                when,
+            )
 
         async with sessions() as session:
             tidy = Housekeeping(session)
@@ -98,6 +107,7 @@ async def test_housekeeping_forgets_folds_and_drops_only_what_is_old(database: s
         assert json.loads(hourly["predicted"]) == {"1": 200}
         assert hourly["throughput"] == pytest.approx(400 / 10)
         assert dropped == 1 and await connection.fetchval("SELECT count(*) FROM artifact_chunks") == 1
+        assert await connection.fetchval("SELECT array_agg(version) FROM version_announcements") == [2]
     finally:
         await connection.close()
         await engine.dispose()
