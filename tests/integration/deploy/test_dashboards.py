@@ -85,6 +85,16 @@ def variables() -> list[tuple[str, dict[str, Any]]]:
     ]
 
 
+def annotation_queries() -> list[tuple[str, str, dict[str, Any]]]:
+    """The dashboards' annotation queries (model versions marked on the time axis)."""
+    return [
+        (path.stem, annotation["name"], annotation["target"])
+        for path in DASHBOARDS
+        for annotation in json.loads(path.read_text()).get("annotations", {}).get("list", [])
+        if "target" in annotation
+    ]
+
+
 def _literal(moment: datetime) -> str:
     return f"'{moment.isoformat()}'::timestamptz"
 
@@ -129,7 +139,7 @@ async def fill_required(connection: asyncpg.Connection, table: str, row: dict[st
         "WHERE table_name = $1 AND is_nullable = 'NO' AND column_default IS NULL AND is_identity = 'NO'",
         table,
     )
-    defaults = {"text": "x", "character varying": "x", "jsonb": {}, "boolean": False}
+    defaults: dict[str, Any] = {"text": "x", "character varying": "x", "jsonb": {}, "boolean": False, "bytea": b"m"}
     for column in columns:
         name, kind = column["column_name"], column["data_type"]
         if name in row:
@@ -213,6 +223,31 @@ async def sample_rows(url: str, now: datetime) -> dict[str, str]:
             json.dumps({"train": 1200, "validation": 300, "test": 297, "bad": 0}),
             "0" * 64,
         )
+        # A continuous training: three windows (one with a null metric, as a diverged window reports),
+        # two of which made versions.
+        for window in (1, 2, 3):
+            prequential = {"loss": 1.0 / window, "accuracy": 0.6 + window / 10 if window != 2 else None}
+            row = {
+                "result_id": results[0],
+                "window": window,
+                "samples": 256,
+                "prequential": prequential,
+                "train": {"loss": 0.9 / window, "accuracy": 0.65 + window / 10},
+                "val": {},
+                "version": window if window != 2 else None,
+                "created_at": now - timedelta(minutes=10 - window),
+            }
+            await fill_required(connection, "window_metrics", row, now)
+        for version in (1, 3):
+            row = {
+                "result_id": results[0],
+                "version": version,
+                "sha256": f"{version:064x}",
+                "metrics": {"accuracy": 0.6 + version / 10},
+                "window": version,
+                "created_at": now - timedelta(minutes=10 - version),
+            }
+            await fill_required(connection, "model_versions", row, now)
         await fill_required(connection, "inferences", {"id": 7, "result_id": results[0], "status": "running"}, now)
         await fill_required(connection, "inferences", {"id": 8, "result_id": results[0], "status": "failed"}, now)
         for minute in range(0, 30, 2):
@@ -271,7 +306,12 @@ async def test_every_dashboard_query_runs_on_postgresql_through_the_read_only_ro
                 if target["format"] == "time_series":
                     assert "time" in rows[0], f"{dashboard} / {title}: a time series needs a time column"
                 ran += 1
-        assert ran >= 15
+        for dashboard, name, target in annotation_queries():
+            sql = expand(target["rawSql"], values, window)
+            rows = await grafana.fetch(sql)
+            assert rows and {"time", "text"} <= set(rows[0].keys()), f"{dashboard}: annotation {name}\n{sql}"
+            ran += 1
+        assert ran >= 19
         # Read-only: Grafana cannot write.
         with pytest.raises(asyncpg.PostgresError):
             await grafana.execute("DELETE FROM training_results")
@@ -283,6 +323,10 @@ def test_dashboards_cover_what_the_issue_asks_for() -> None:
     titles = " | ".join(title.lower() for _, title, _ in panels())
     for wanted in ("loss per epoch", "throughput", "latency", "predicted classes", "consumer lag", "failed training"):
         assert wanted in titles, wanted
+    # Continuous learning (issue 12): the prequential curve per window and the versions, also on the time axis.
+    for wanted in ("prequential metrics over time", "per window", "model versions"):
+        assert wanted in titles, wanted
+    assert any(name == "Model versions" for _, name, _ in annotation_queries())
     for path in DASHBOARDS:
         dashboard = json.loads(path.read_text())
         assert dashboard["uid"] and dashboard["title"].startswith("Kafka-ML")

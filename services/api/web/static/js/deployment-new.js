@@ -47,6 +47,47 @@ function renderParams() {
   $("#distributed-set").hidden = !chained;
 }
 
+// The incremental fieldset: shown when its box is ticked; the timeout is off when "indefinite".
+function syncIncremental() {
+  $("#incremental-set").hidden = !$("#incremental").checked;
+  $("[name='incremental.stream_timeout_s']").disabled = $("[name='incremental.indefinite']").checked;
+  // Epochs are per window when learning continuously (1 by default), per run otherwise.
+  const epochs = form.elements.namedItem("fit.epochs") || form.elements.namedItem("fit.max_epochs");
+  if (epochs && $("#incremental").checked && epochs.value === String(KINDS.epochs[1])) epochs.value = "1";
+}
+
+const invalid = (field, message) => Object.assign(new Error(message), { field });
+
+function optionalNumber(data, key, { integer = false, zero = false } = {}) {
+  const raw = String(data.get(key) ?? "").trim();
+  if (raw === "") return null;
+  const value = Number(raw);
+  const name = key.split(".")[1];
+  if (!Number.isFinite(value) || (integer && !Number.isInteger(value))) throw invalid(key, `${name} must be ${integer ? "a whole number" : "a number"}`);
+  if (zero ? value < 0 : value <= 0) throw invalid(key, `${name} must be ${zero ? "0 or more" : "more than 0"}`);
+  return value;
+}
+
+/** The REST contract's "incremental" object, checked here first so each mistake shows at its field. */
+function incremental(data) {
+  const windowSamples = optionalNumber(data, "incremental.window_samples", { integer: true });
+  const windowS = optionalNumber(data, "incremental.window_s");
+  if (windowSamples === null && windowS === null) {
+    throw invalid("incremental.window_samples", "give the window's size in samples or in seconds (or both)");
+  }
+  const indefinite = data.get("incremental.indefinite") === "on";
+  const timeout = indefinite ? null : optionalNumber(data, "incremental.stream_timeout_s");
+  if (!indefinite && timeout === null) {
+    throw invalid("incremental.stream_timeout_s", "give the seconds without a record after which training ends, or tick Indefinite");
+  }
+  const metric = String(data.get("incremental.monitoring_metric") || "").trim();
+  return {
+    window_samples: windowSamples, window_s: windowS, stream_timeout_s: timeout,
+    monitoring_metric: metric || null, change: data.get("incremental.change") === "down" ? "down" : "up",
+    improvement: optionalNumber(data, "incremental.improvement", { zero: true }) ?? 0,
+  };
+}
+
 function section(data, name) {
   const found = {};
   for (const [key, raw] of data) {
@@ -72,6 +113,9 @@ async function load() {
 }
 
 $("#configuration_id").addEventListener("change", renderParams);
+$("#incremental").addEventListener("change", syncIncremental);
+$("[name='incremental.indefinite']").addEventListener("change", syncIncremental);
+syncIncremental();
 onSubmit(form, async (data) => {
   const configuration = configurations.find((c) => c.id === Number(data.get("configuration_id")));
   if (!configuration) throw Object.assign(new Error("pick a configuration (create one first)"), { field: "configuration_id" });
@@ -83,6 +127,7 @@ onSubmit(form, async (data) => {
     fit: section(data, "fit"),
     evaluate: section(data, "evaluate"),
   };
+  if (data.get("incremental") === "on") body.incremental = incremental(data);
   if (frameworkOf(configuration).chained) {
     body.distributed = {
       optimizer: data.get("distributed.optimizer"), learning_rate: Number(data.get("distributed.learning_rate")),

@@ -1,9 +1,11 @@
 // An inference, live: status, each replica's throughput, latency, lag and errors (pushed stats),
 // and the predictions drawn as they stream: class counts with the configured labels and colours,
-// or the regression outputs, over the visualization's average window. Stop and delete.
+// or the regression outputs, over the visualization's average window. Stop and delete. The version
+// policy (pinned or following the latest) and the version the replicas serve, with the control that
+// promotes, rolls back or follows the latest (SetModelVersion), both kept live by pushed events.
 import { get, post } from "./api.js";
 import { bars, lineChart, PALETTE } from "./charts.js";
-import { $, badge, confirmAction, destroy, facts, flashError, fmt, h, link, pageId, table, updates, soonAndLater } from "./ui.js";
+import { $, badge, clearErrors, confirmAction, destroy, facts, flash, flashError, fmt, h, link, pageId, payloadOf, showError, table, updates, soonAndLater } from "./ui.js";
 
 const id = pageId();
 let inference = null;
@@ -12,6 +14,7 @@ let counts = [];
 let windowClasses = [];
 let series = [];
 let total = 0;
+let versions = [];
 
 const labelOf = (i) => (config.labels.find((l) => l.id === i) || { label: String(i) }).label;
 const colorOf = (i) => (config.labels.find((l) => l.id === i) || { color: PALETTE[i % PALETTE.length] }).color;
@@ -27,12 +30,55 @@ function drawAbout() {
     ["Topics", h("span", {}, h("code", {}, i.input_topic), " → ", h("code", {}, i.output_topic), i.upper_topic ? h("span", {}, " (unsure → ", h("code", {}, i.upper_topic), `, limit ${i.limit})`) : null)],
     ["Input", h("details", {}, h("summary", {}, i.input_format || "from training"), h("pre", { class: "block" }, JSON.stringify(i.input_config, null, 2)))],
     ["Replicas", String(i.replicas)],
+    ["Version policy", h("span", { id: "policy", "data-policy": String(i.model_version ?? "") }, policyText(i.model_version))],
+    ["Serving version", h("span", { id: "serving", "data-version": i.serving_version ?? "" }, i.serving_version ? `v${i.serving_version}` : "– (no replica reported yet)")],
   ]));
+  drawVersionChoice();
   const running = i.status === "running" || i.status === "starting";
   $("#actions").replaceChildren(...[
     running ? h("button", { type: "button", class: "danger", id: "stop", onclick: stop }, "Stop inference") : null,
     h("button", { type: "button", class: "danger", id: "delete", onclick: () => destroy(`inference #${id}`, `/inferences/${id}`, () => location.assign("/inferences")) }, "Delete inference"),
   ].filter(Boolean));
+}
+
+function policyText(policy) {
+  if (policy === "latest") return "follows the latest version";
+  return policy ? `pinned to v${policy}` : "–";
+}
+
+const newest = () => Math.max(0, ...versions.map((v) => v.version));
+
+function drawVersionChoice() {
+  const select = $("#model_version");
+  const policy = String(inference.model_version ?? "");
+  const chosen = select.dataset.touched ? select.value : policy;
+  const metric = (v) => Object.entries(v.metrics || {}).slice(0, 2).map(([k, x]) => `${k} ${fmt(x)}`).join(", ");
+  select.replaceChildren(
+    h("option", { value: "latest" }, "Follow the latest version"),
+    ...[...versions].sort((a, b) => b.version - a.version).map((v) => h("option", { value: String(v.version) },
+      `v${v.version}${v.version === newest() ? " (newest)" : ""}${metric(v) ? ` · ${metric(v)}` : ""}`)),
+  );
+  if ([...select.options].some((o) => o.value === chosen)) select.value = chosen;
+  labelButton();
+}
+
+function labelButton() {
+  // The button says what it will do: promote, roll back, pin, or follow the latest.
+  const wanted = $("#model_version").value;
+  const serving = inference.serving_version || (typeof inference.model_version === "number" ? inference.model_version : null);
+  const button = $("#apply-version");
+  if (wanted === "latest") button.textContent = "Follow latest";
+  else if (!serving) button.textContent = `Serve v${wanted}`;
+  else if (Number(wanted) > serving) button.textContent = `Promote to v${wanted}`;
+  else if (Number(wanted) < serving) button.textContent = `Roll back to v${wanted}`;
+  else button.textContent = `Pin v${wanted}`;
+  button.disabled = wanted === String(inference.model_version ?? "");
+}
+
+async function loadVersions() {
+  try { versions = await get(`/results/${inference.result_id}/versions`); }
+  catch (error) { if (error.status !== 404) throw error; versions = []; }
+  drawVersionChoice();
 }
 
 async function stop() {
@@ -119,10 +165,40 @@ async function main() {
   if (inference.visualization) config = Object.assign(config, inference.visualization);
   drawAbout();
   drawViz();
+  await loadVersions();
   await drawStats();
   stream();
+  const select = $("#model_version");
+  select.addEventListener("change", () => { select.dataset.touched = "1"; labelButton(); });
+  const versionForm = $("#version-form");
+  versionForm.addEventListener("submit", async (event) => {
+    // Not ui.onSubmit: the button's label is this page's (it names the action), redrawn after.
+    event.preventDefault();
+    clearErrors(versionForm);
+    const wanted = select.value === "latest" ? "latest" : Number(select.value);
+    const button = $("#apply-version");
+    button.disabled = true;
+    try {
+      await post(`/inferences/${id}/model-version`, { model_version: wanted });
+      delete select.dataset.touched;
+      inference = await get(`/inferences/${id}`);
+      flash(wanted === "latest" ? "Following the latest version." : `Pinned to v${wanted}: the replicas switch between two micro-batches.`);
+    } catch (error) {
+      showError(versionForm, error);
+    } finally {
+      drawAbout();
+    }
+  });
   const again = soonAndLater(async () => { inference = await get(`/inferences/${id}`); drawAbout(); });
-  updates([["inference", id]], (message) => {
+  const versionsAgain = soonAndLater(loadVersions, [150, 2000]);
+  updates([["inference", id], ["result", inference.result_id]], (message) => {
+    // One stream for both: its filters cross (entities x ids), so each update is checked here.
+    if (message.entity === "result") { if (message.id === inference.result_id && message.kind === "ModelVersionStored") versionsAgain(); return; }
+    if (message.id !== id) return;
+    if (message.kind === "InferenceVersionChanged") {
+      const p = payloadOf(message);
+      if (p.version) { inference.serving_version = p.version; drawAbout(); }
+    }
     if (message.kind === "InferenceStats") drawStats();
     // Stats say a replica runs even when its status change was stored after it was pushed.
     if (message.kind !== "InferenceStats" || inference.status === "starting") again();

@@ -14,6 +14,7 @@ const list = pagedList(search, {
     { title: "Deployment", cell: (r) => `#${r.deployment_id}` },
     { title: "Status", cell: (r) => h("span", {}, badge(r.status), r.error ? h("span", { class: "hint" }, ` ${r.error.slice(0, 120)}`) : null) },
     { title: "Epochs", num: true, cell: (r) => String(Math.max(0, ...Object.values(r.train_metrics).map((v) => v.length))) },
+    { title: "Version", num: true, cell: (r) => (r.latest_version ? `v${r.latest_version}` : "–") },
     { title: "Test metrics", cell: (r) => Object.entries(r.test_metrics).map(([k, v]) => `${k} ${fmt(v)}`).join(", ") || "–" },
   ],
 });
