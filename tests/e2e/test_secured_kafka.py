@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hashlib
 import json
 import os
 import stat
@@ -23,6 +24,7 @@ from typing import Any
 
 import httpx
 import numpy as np
+import psutil
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from sklearn.datasets import load_digits
@@ -174,3 +176,17 @@ def test_digits_train_and_serve_over_sasl_ssl(stack: Stack, tmp_path: Path) -> N
     )
     stack.until(f"/inferences/{inference['id']}", lambda i: i["status"] == "running", timeout_s=120)
     assert asyncio.run(predictions(stack, "secured-in", "secured-out", 20)) == 20
+
+    # The replicas (this stack's: they work in its workers' folder) log in as the workers' own
+    # user, and hold nothing of the services' login.
+    work = f"kafkaml-work-{hashlib.sha256(str(stack.home.resolve()).encode()).hexdigest()[:12]}"
+    replicas = [
+        p for p in psutil.process_iter(["cmdline", "cwd"])
+        if "services.inferencer" in (p.info["cmdline"] or []) and "shared.confine" not in (p.info["cmdline"] or [])
+        and work in (p.info["cwd"] or "")
+    ]  # fmt: skip
+    assert replicas
+    for replica in replicas:
+        environment = replica.environ()
+        assert environment["KAFKAML_SASL_USERNAME"] == "kafkaml-worker", environment.get("KAFKAML_SASL_USERNAME")
+        assert str(stack.security.sasl_password) not in " ".join(environment.values())
