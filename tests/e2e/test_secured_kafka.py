@@ -31,6 +31,7 @@ from sklearn.datasets import load_digits
 
 from shared.kafka_security import KafkaSecurity, security_options
 from tests.conftest import REPO, free_port
+from tests.e2e.client import ok, until
 from tests.e2e.test_stack import KERAS, kafkaml
 
 pytestmark = pytest.mark.e2e
@@ -53,24 +54,10 @@ class Stack:
         self.http = httpx.Client(base_url=self.info["api_url"] + "/api/v1", headers=headers, timeout=60)
 
     def ok(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
-        """The answer of a request; a 202 (a slow validation on a busy machine) is followed to its outcome."""
-        answer = self.http.request(method, path, json=body)
-        if answer.status_code == 202:
-            location = answer.headers["Location"].removeprefix("/api/v1")
-            state = self.until(location, lambda c: c["status"] != "pending", timeout_s=120)
-            assert state["status"] == "succeeded", f"{method} {path}: {state}"
-            return state["outcome"]
-        assert answer.status_code in (200, 201), f"{method} {path}: {answer.status_code} {answer.text}"
-        return answer.json()
+        return ok(self.http, method, path, body)
 
     def until(self, path: str, ready: Callable[[Any], bool], timeout_s: float = 240) -> Any:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            found = self.ok("GET", path)
-            if ready(found):
-                return found
-            assert time.monotonic() < deadline, f"{path} never got there: {found}"
-            time.sleep(0.5)
+        return until(self.http, path, ready, timeout_s)
 
 
 @pytest.fixture(scope="module")
