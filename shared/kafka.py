@@ -33,7 +33,7 @@ from shared.errors import KafkaMLError, TooLarge
 from shared.events import Envelope
 from shared.events.signing import Keyring, Signs
 from shared.fetching import AdaptiveConsumer, FetchWait
-from shared.kafka_security import security_options
+from shared.kafka_security import security_options, start_client
 from shared.limits import DEAD_LETTER_HEADROOM_BYTES
 from shared.process import Backoff
 from shared.settings import Settings
@@ -62,7 +62,7 @@ async def create_topics(settings: Settings, specs: Sequence[TopicSpec], *, grow:
     """Creates the topics that do not exist; with ``grow``, also adds partitions to existing
     topics that have fewer than the spec asks (never removes any)."""
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.brokers, **security_options(settings))
-    await admin.start()
+    await start_client(admin.start, settings)
     try:
         existing = set(await admin.list_topics())
         missing = [s for s in specs if s.name not in existing]
@@ -87,7 +87,7 @@ async def create_topics(settings: Settings, specs: Sequence[TopicSpec], *, grow:
 async def existing_topics(settings: Settings) -> set[str]:
     """The names of the topics the broker has now."""
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.brokers, **security_options(settings))
-    await admin.start()
+    await start_client(admin.start, settings)
     try:
         return set(await admin.list_topics())
     finally:
@@ -137,6 +137,7 @@ class Producer:
         }
         options.update(overrides)
         self._options = options
+        self._settings = settings
         self._client: AIOKafkaProducer | None = None
         self.topics = topics_for(settings)
         self.max_message_bytes: int = options["max_request_size"]
@@ -154,7 +155,11 @@ class Producer:
     async def start(self) -> None:
         # aiokafka binds its client to the running loop, so it is created here, not in __init__.
         self._client = AIOKafkaProducer(**self._options)
-        await self._client.start()
+        try:
+            await start_client(self._client.start, self._settings)
+        except BaseException:
+            await self._client.stop()  # a client that did not start still holds its connections
+            raise
 
     async def stop(self) -> None:
         await self._producer.stop()
@@ -315,7 +320,18 @@ def make_consumer(settings: Settings, *topics: str, group_id: str | None, **over
         **security_options(settings),
     }
     options.update(overrides)
-    return AdaptiveConsumer(*topics, fetch_wait=fetch_wait_for(settings, busy_ms), **options)
+    return LoginCheckedConsumer(*topics, settings=settings, fetch_wait=fetch_wait_for(settings, busy_ms), **options)
+
+
+class LoginCheckedConsumer(AdaptiveConsumer):
+    """A consumer whose ``start`` tells a refused login from brokers that are away (``start_client``)."""
+
+    def __init__(self, *topics: str, settings: Settings, **options: Any) -> None:
+        super().__init__(*topics, **options)
+        self.login = settings
+
+    async def start(self) -> None:
+        await start_client(super().start, self.login)
 
 
 def fetch_wait_for(settings: Settings, busy_ms: int | None = None) -> FetchWait:

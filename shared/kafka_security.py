@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -205,23 +206,40 @@ def faust_credentials(settings: Settings) -> CredentialsT | None:
     return None
 
 
-async def check_connection(settings: Settings, timeout_s: float = 30.0) -> None:
-    """Connects once as the settings say; a broker that refuses the login or the TLS handshake
-    becomes a clear :class:`KafkaSecurityError`.
+class KafkaLoginRefused(KafkaSecurityError):
+    """The brokers refused the login (or the TLS handshake): no retry cures it."""
 
-    Services call it before anything else, so that wrong credentials stop them with a message
-    that names the user, the mechanism and the settings to check, instead of a client's
-    traceback (aiokafka's own clients report any failure as "Unable to bootstrap"). The password
-    never appears: the cause's text is scrubbed of it too. Brokers that cannot be reached at
-    all raise ``KafkaConnectionError`` as before.
+
+def login_refused(security: KafkaSecurity, brokers: str, cause: str) -> str:
+    """The one sentence every client says when the brokers refuse its login; never the password."""
+    text = (
+        f"Kafka at {brokers} refused the login for user {security.sasl_username} ({security.describe()}): {cause}; "
+        "check KAFKAML_SASL_USERNAME, KAFKAML_SASL_PASSWORD and KAFKAML_SASL_MECHANISM"
+    )
+    return text.replace(security.sasl_password, "***") if security.sasl_password else text
+
+
+async def check_connection(settings: Settings, timeout_s: float = 30.0) -> None:
+    """:func:`check_login` with the settings' security and brokers (what the services call first)."""
+    await check_login(KafkaSecurity.of(settings), settings.brokers, timeout_s)
+
+
+async def check_login(security: KafkaSecurity, brokers: str, timeout_s: float = 30.0) -> None:
+    """Connects once as ``security`` says; a broker that refuses the login or the TLS handshake
+    becomes a clear :class:`KafkaLoginRefused`.
+
+    Services call it before anything else, and :func:`start_client` when a client cannot start,
+    so that wrong credentials stop them with a message that names the user, the mechanism and
+    the settings to check, instead of a client's "Unable to bootstrap" (which every caller
+    treats as a broker not up yet, and retries). The password never appears: the cause's text is
+    scrubbed of it too. Brokers that cannot be reached at all raise ``KafkaConnectionError``.
     """
     from aiokafka.conn import collect_hosts, create_conn
     from aiokafka.errors import KafkaConnectionError
 
-    security = KafkaSecurity.of(settings)
     options = security_options(security)
     refused: str | None = None
-    for host, port, _family in collect_hosts(settings.brokers):
+    for host, port, _family in collect_hosts(brokers):
         try:
             conn = await asyncio.wait_for(
                 create_conn(host, port, request_timeout_ms=round(timeout_s * 1000), **options), timeout_s
@@ -233,15 +251,37 @@ async def check_connection(settings: Settings, timeout_s: float = 30.0) -> None:
         except Exception as exc:
             # aiokafka's SCRAM client fails with KeyError('v') when the broker's final message is an error.
             cause = "no server signature came back" if isinstance(exc, KeyError) else f"{type(exc).__name__}: {exc}"
-            refused = (
-                f"the login {security.describe()} was refused ({cause}); check "
-                "KAFKAML_SASL_USERNAME, KAFKAML_SASL_PASSWORD and KAFKAML_SASL_MECHANISM"
-            )
+            refused = login_refused(security, brokers, cause)
         else:
             conn.close()
             return
     if refused is None:
-        raise KafkaConnectionError(f"no Kafka broker answers at {settings.brokers}")
+        raise KafkaConnectionError(f"no Kafka broker answers at {brokers}")
     if security.sasl_password:
         refused = refused.replace(security.sasl_password, "***")
-    raise KafkaSecurityError(f"the Kafka brokers at {settings.brokers}: {refused}", field="security_protocol")
+    if not refused.startswith("Kafka at"):
+        refused = f"the Kafka brokers at {brokers}: {refused}"
+    raise KafkaLoginRefused(refused, field="security_protocol")
+
+
+async def start_client(
+    start: Callable[[], Awaitable[None]], source: Settings | KafkaSecurity, brokers: str | None = None
+) -> None:
+    """``await start()`` (an aiokafka client's ``start``); when it cannot connect and the client
+    logs in or speaks TLS, asks the brokers once more to tell a refused login
+    (:class:`KafkaLoginRefused`, which no caller retries) from brokers that are away (the
+    original error, retried as before)."""
+    from aiokafka.errors import KafkaConnectionError
+
+    try:
+        await start()
+    except KafkaConnectionError:
+        security = source if isinstance(source, KafkaSecurity) else KafkaSecurity.of(source)
+        if security.uses_sasl or security.uses_tls:
+            try:
+                await check_login(security, brokers or (source.brokers if isinstance(source, Settings) else ""))
+            except KafkaLoginRefused as refused:
+                raise refused from None  # the client's "Unable to bootstrap" says nothing more
+            except KafkaConnectionError:
+                pass  # none answers: the original error says so
+        raise

@@ -131,6 +131,15 @@ class Settings(BaseSettings):
     # Frameworks the local launcher keeps one trainer process ready for, its framework imported
     # (comma-separated; empty: none, every trainer starts cold).
     trainer_warm: str = "tensorflow,pytorch"
+    # --- the spool launcher (KAFKAML_LAUNCHER=spool) and its runner ---------------
+    # The folder the orchestrator hands job specs over in, shared with the runner that starts
+    # the workers (services/orchestrator/launchers/spool.py); default: $KAFKAML_HOME/spool.
+    spool_dir: Path | None = None
+    # --- the workers' own Kafka login ------------------------------------------------
+    # Launchers give workers these instead of KAFKAML_SASL_USERNAME/PASSWORD (the services'),
+    # so that a broker's ACLs can keep user code to the topics workers need.
+    worker_sasl_username: str | None = None
+    worker_sasl_password: SecretStr | None = None
 
     @property
     def brokers(self) -> str:

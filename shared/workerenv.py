@@ -66,6 +66,21 @@ def allowed(name: str) -> bool:
     return name in ALLOWED_NAMES or name.startswith(ALLOWED_PREFIXES)
 
 
+def worker_login(settings: Settings) -> dict[str, str]:
+    """The workers' own Kafka login (``KAFKAML_WORKER_SASL_*``) as the variables a worker reads;
+    empty when none is set (workers then log in as the services do)."""
+    if settings.worker_sasl_username is None:
+        return {}
+    login = {"KAFKAML_SASL_USERNAME": settings.worker_sasl_username}
+    if settings.worker_sasl_password is not None:
+        login["KAFKAML_SASL_PASSWORD"] = settings.worker_sasl_password.get_secret_value()
+    return login
+
+
+def worker_has_own_login(settings: Settings) -> bool:
+    return settings.worker_sasl_username is not None
+
+
 def worker_environment(settings: Settings, base: Mapping[str, str] | None = None) -> dict[str, str]:
     """``base`` (default: ours) reduced to the allow-list, plus the worker's Kafka settings."""
     source = os.environ if base is None else base
@@ -76,8 +91,13 @@ def worker_environment(settings: Settings, base: Mapping[str, str] | None = None
             value = value.get_secret_value()
         if value is not None:
             env[f"KAFKAML_{name.upper()}"] = str(value).lower() if isinstance(value, bool) else str(value)
+    if worker_has_own_login(settings):
+        env.pop("KAFKAML_SASL_PASSWORD", None)  # the services' password, never a worker's
+        env.update(worker_login(settings))
     env["PYTHONUNBUFFERED"] = "1"
     # A second guard: no allowed variable may carry a secret setting's value (an owner URL
     # someone put into PYTHONPATH's neighbours, say); such a variable is dropped, not passed.
     secrets = [s for s in (settings.api_token, settings.database_url, settings.api_database_url) if s]
+    if worker_has_own_login(settings) and settings.sasl_password is not None:
+        secrets.append(settings.sasl_password.get_secret_value())  # the services' login stays theirs
     return {name: value for name, value in env.items() if not any(secret in value for secret in secrets)}

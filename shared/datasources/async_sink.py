@@ -32,7 +32,7 @@ from shared.control import ControlMessage, TopicRange, key_for_deployment
 from shared.datasources.arguments import check_rates, deployment_number, servers
 from shared.datasources.errors import DeliveryError, SinkError
 from shared.datasources.ranges import AckRanges, ranges_text
-from shared.kafka_security import KafkaSecurity, security_options
+from shared.kafka_security import KafkaSecurity, security_options, start_client
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -134,7 +134,8 @@ class AsyncKafkaMLSink(abc.ABC):
         self.request_timeout_ms = request_timeout_ms
         self._producer_config = dict(producer_config or {})
         # Resolved now, so that a credential that cannot work fails here, naming its setting.
-        self._security = security_options(security or KafkaSecurity.of(Settings()))
+        self._login = security or KafkaSecurity.of(Settings())
+        self._security = security_options(self._login)
 
         self._main = Stream(topic)
         self._unsupervised = Stream(self.unsupervised_topic) if self.unsupervised_topic else None
@@ -207,7 +208,7 @@ class AsyncKafkaMLSink(abc.ABC):
         producer = AIOKafkaProducer(**options)
         try:
             try:
-                await producer.start()
+                await start_client(producer.start, self._login, self.boostrap_servers)
             except KafkaError as exc:
                 raise SinkError(f"cannot reach the Kafka brokers at {self.boostrap_servers}: {exc}") from exc
             for stream in self._streams():
@@ -232,7 +233,7 @@ class AsyncKafkaMLSink(abc.ABC):
             bootstrap_servers=self.boostrap_servers, request_timeout_ms=self.request_timeout_ms, **self._security
         )
         try:
-            await admin.start()
+            await start_client(admin.start, self._login, self.boostrap_servers)
             existing = set(await admin.list_topics())
             missing = [s.name for s in self._streams() if s.name not in existing]
             if missing:

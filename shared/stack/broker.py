@@ -22,12 +22,13 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
 from shared.kafka_security import KafkaSecurity, security_options
+from shared.stack import netns
 from shared.stack.certs import ServerCertificate
 from shared.stack.processes import open_log, parent_death_hook, signal_group, tail
 
@@ -73,6 +74,8 @@ class Broker:
     # How clients reach it (PLAINTEXT, or TLS and SASL through the relay), and the relay if any.
     security: KafkaSecurity = field(default_factory=KafkaSecurity)
     front: subprocess.Popen[bytes] | None = None
+    # Whether the broker itself is in a network namespace only the relay reaches (shared.stack.netns).
+    isolated: bool = False
 
     @property
     def bootstrap_servers(self) -> str:
@@ -188,6 +191,8 @@ def launch_broker(
         "--storage-engine",
         "memory://tansu/",
     ]
+    # Behind the relay, in a network of its own where the kernel allows: only the relay reaches it.
+    isolated = secured and netns.can_isolate()
     try:
         process = subprocess.Popen(
             argv,
@@ -195,16 +200,26 @@ def launch_broker(
             stdout=logf,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            preexec_fn=parent_death_hook(),
+            preexec_fn=_preexec(isolated),
         )
-    except OSError as exc:
+    except (OSError, subprocess.SubprocessError) as exc:
         logf.close()
         raise BrokerError(f"cannot run the broker binary {binary}: {exc}") from exc
+    if secured and not isolated:
+        log.warning(
+            "no network namespace for the broker (needs root): its plain port %s is open to local processes, "
+            "which may skip the relay's TLS and login (docs/security.md, The bus)",
+            listener,
+        )
     log.info("started the broker (pid %d) on %s:%d, log %s", process.pid, host, port, log_path)
     broker = Broker(process=process, host=host, port=port, log_path=log_path, _log=logf)
     if secured:
         try:
-            broker.front = _launch_front(f"{host}:{port}", listener.removeprefix("tcp://"), tls, sasl_users, logf)
+            netns_path = netns.namespace_of(process.pid) if isolated else None
+            broker.front = _launch_front(
+                f"{host}:{port}", listener.removeprefix("tcp://"), tls, sasl_users, logf, netns_path
+            )
+            broker.isolated = isolated
         except BrokerError:
             broker.stop()
             raise
@@ -227,8 +242,27 @@ def front_security(tls: ServerCertificate | None, sasl_users: Path | None) -> Ka
     )
 
 
+def _preexec(isolated: bool) -> Callable[[], None] | None:
+    """The broker's ``preexec_fn``: tied to our life where safe, in its own network if ``isolated``."""
+    hook = parent_death_hook()
+    if not isolated:
+        return hook
+
+    def both() -> None:
+        if hook is not None:
+            hook()
+        netns.isolate()
+
+    return both
+
+
 def _launch_front(
-    listen: str, target: str, tls: ServerCertificate | None, sasl_users: Path | None, logf: IO[bytes]
+    listen: str,
+    target: str,
+    tls: ServerCertificate | None,
+    sasl_users: Path | None,
+    logf: IO[bytes],
+    netns_path: str | None = None,
 ) -> subprocess.Popen[bytes]:
     import sys
 
@@ -237,6 +271,8 @@ def _launch_front(
         argv += ["--cert", str(tls.cert), "--key", str(tls.key)]
     if sasl_users is not None:
         argv += ["--users", str(sasl_users)]
+    if netns_path is not None:
+        argv += ["--target-netns", netns_path]
     try:
         # Like the broker: a session of its own, dying with its parent where that is safe.
         return subprocess.Popen(
@@ -268,14 +304,22 @@ def start_broker(
             broker.wait_ready(within)
             return broker
         except BaseException:  # also Ctrl-C: never leave a half-started broker behind
-            exited_early = broker.process.poll() is not None
-            broker.stop()
-            # A port picked by binding port 0 may be taken by someone else before
-            # Tansu binds it (Tansu then exits at once): try another one.
-            if attempt == attempts or not exited_early:
+            if not _try_again(broker, attempt, attempts):
                 raise
-            log.warning("the broker did not start on port %d; trying another port", broker.port)
     raise AssertionError("unreachable")
+
+
+def _try_again(broker: Broker, attempt: int, attempts: int) -> bool:
+    """After a start that failed: the broker stopped; whether to try another port.
+
+    A port picked by binding port 0 may be taken by someone else before Tansu binds it (Tansu
+    then exits at once): that is worth another try, anything else is not."""
+    exited_early = broker.process.poll() is not None
+    broker.stop()
+    if attempt == attempts or not exited_early:
+        return False
+    log.warning("the broker did not start on port %d; trying another port", broker.port)
+    return True
 
 
 async def start_broker_async(
@@ -295,11 +339,8 @@ async def start_broker_async(
             await broker.wait_ready_async(within)
             return broker
         except BaseException:
-            exited_early = broker.process.poll() is not None
-            broker.stop()
-            if attempt == attempts or not exited_early:
+            if not _try_again(broker, attempt, attempts):
                 raise
-            log.warning("the broker did not start on port %d; trying another port", broker.port)
     raise AssertionError("unreachable")
 
 

@@ -20,18 +20,21 @@ import argparse
 import asyncio
 import base64
 import contextlib
+import functools
 import hashlib
 import hmac
 import json
 import logging
 import os
 import secrets
+import socket
 import ssl
 import struct
 from dataclasses import dataclass
 from pathlib import Path
 
 from shared.process import on_stop_signals
+from shared.stack.netns import connector
 
 log = logging.getLogger("kafkaml.broker-front")
 CHUNK = 256 * 1024
@@ -233,11 +236,27 @@ async def _log_in(
 
 
 async def serve(
-    listen: tuple[str, int], target: tuple[str, int], context: ssl.SSLContext | None, users: dict[str, User]
+    listen: tuple[str, int],
+    target: tuple[str, int],
+    context: ssl.SSLContext | None,
+    users: dict[str, User],
+    target_netns: str | None = None,
 ) -> None:
+    loop = asyncio.get_running_loop()
+    # The broker in a network namespace of its own (shared.stack.netns): reached from a thread in it.
+    inside = connector(target_netns) if target_netns else None
+    if inside is not None:
+        await loop.run_in_executor(inside, lambda: None)  # a namespace we may not enter stops us now
+
+    async def open_broker() -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        if inside is None:
+            return await asyncio.open_connection(*target)
+        sock = await loop.run_in_executor(inside, functools.partial(socket.create_connection, target, 10))
+        return await asyncio.open_connection(sock=sock)
+
     async def relay(client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
         try:
-            broker_reader, broker_writer = await asyncio.open_connection(*target)
+            broker_reader, broker_writer = await open_broker()
         except OSError as exc:
             log.warning("cannot reach the broker at %s:%d: %s", *target, exc)
             client_writer.close()
@@ -258,7 +277,8 @@ async def serve(
     stop = asyncio.Event()
     on_stop_signals(lambda _sig: stop.set(), asyncio.get_running_loop())
     what = ", ".join(filter(None, ["TLS" if context else "", "SASL/SCRAM" if users else ""]))
-    log.info("%s on %s:%d, relaying to %s:%d", what, *listen, *target)
+    where = f" in network namespace {target_netns}" if target_netns else ""
+    log.info("%s on %s:%d, relaying to %s:%d%s", what, *listen, *target, where)
     async with server:
         await stop.wait()
 
@@ -275,6 +295,7 @@ def main() -> None:
     parser.add_argument("--cert", help="server certificate (PEM); with --key: TLS")
     parser.add_argument("--key", help="its private key (PEM)")
     parser.add_argument("--users", type=Path, help="JSON users file (mode 0600): SASL/SCRAM required")
+    parser.add_argument("--target-netns", help="the network namespace (a /proc/PID/ns/net path) the target is in")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     context = None
@@ -282,7 +303,7 @@ def main() -> None:
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         context.load_cert_chain(args.cert, args.key)
     users = {u.name: u for u in read_users(args.users)} if args.users else {}
-    asyncio.run(serve(args.listen, args.target, context, users))
+    asyncio.run(serve(args.listen, args.target, context, users, args.target_netns))
 
 
 if __name__ == "__main__":

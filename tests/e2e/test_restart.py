@@ -20,8 +20,8 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from sklearn.datasets import load_digits
 
-from shared.datasources import RawSink
 from tests.conftest import free_port
+from tests.e2e.client import ok, send_digits, until
 from tests.e2e.test_stack import KERAS, kafkaml
 
 pytestmark = pytest.mark.e2e
@@ -53,33 +53,15 @@ class Stack:
         assert down.returncode == 0, down.stderr
 
     def ok(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
-        """The answer of a request; a 202 (the first validation after `up` waits for the sandbox's
-        framework import, longer than the command timeout on a busy machine) is followed."""
         assert self.http is not None
-        answer = self.http.request(method, path, json=body)
-        if answer.status_code == 202:
-            location = answer.headers["Location"].removeprefix("/api/v1")
-            state = self.until(location, lambda c: c["status"] != "pending")
-            assert state["status"] == "succeeded", f"{method} {path}: {state}"
-            return state["outcome"]
-        assert answer.status_code in (200, 201), f"{method} {path}: {answer.status_code} {answer.text}"
-        return answer.json()
+        return ok(self.http, method, path, body)
 
     def until(self, path: str, ready: Callable[[Any], bool], timeout_s: float = 120) -> Any:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            found = self.ok("GET", path)
-            if ready(found):
-                return found
-            assert time.monotonic() < deadline, f"{path} never got there: {found}"
-            time.sleep(0.5)
+        assert self.http is not None
+        return until(self.http, path, ready, timeout_s)
 
     def send_digits(self, deployment_id: int, topic: str) -> None:
-        with RawSink(
-            self.info["bootstrap_servers"], topic, deployment_id, data_type="uint8", label_type="uint8",
-            data_reshape="8 8", label_reshape="1", validation_rate=0.1, test_rate=0.1,
-        ) as sink:  # fmt: skip
-            sink.send_many(IMAGES, LABELS)
+        send_digits(self.info["bootstrap_servers"], deployment_id, topic, IMAGES, LABELS)
 
 
 @pytest.fixture(scope="module")

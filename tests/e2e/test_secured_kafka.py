@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hashlib
 import json
 import os
 import stat
@@ -23,12 +24,14 @@ from typing import Any
 
 import httpx
 import numpy as np
+import psutil
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from sklearn.datasets import load_digits
 
 from shared.kafka_security import KafkaSecurity, security_options
 from tests.conftest import REPO, free_port
+from tests.e2e.client import ok, until
 from tests.e2e.test_stack import KERAS, kafkaml
 
 pytestmark = pytest.mark.e2e
@@ -51,24 +54,10 @@ class Stack:
         self.http = httpx.Client(base_url=self.info["api_url"] + "/api/v1", headers=headers, timeout=60)
 
     def ok(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
-        """The answer of a request; a 202 (a slow validation on a busy machine) is followed to its outcome."""
-        answer = self.http.request(method, path, json=body)
-        if answer.status_code == 202:
-            location = answer.headers["Location"].removeprefix("/api/v1")
-            state = self.until(location, lambda c: c["status"] != "pending", timeout_s=120)
-            assert state["status"] == "succeeded", f"{method} {path}: {state}"
-            return state["outcome"]
-        assert answer.status_code in (200, 201), f"{method} {path}: {answer.status_code} {answer.text}"
-        return answer.json()
+        return ok(self.http, method, path, body)
 
     def until(self, path: str, ready: Callable[[Any], bool], timeout_s: float = 240) -> Any:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            found = self.ok("GET", path)
-            if ready(found):
-                return found
-            assert time.monotonic() < deadline, f"{path} never got there: {found}"
-            time.sleep(0.5)
+        return until(self.http, path, ready, timeout_s)
 
 
 @pytest.fixture(scope="module")
@@ -174,3 +163,17 @@ def test_digits_train_and_serve_over_sasl_ssl(stack: Stack, tmp_path: Path) -> N
     )
     stack.until(f"/inferences/{inference['id']}", lambda i: i["status"] == "running", timeout_s=120)
     assert asyncio.run(predictions(stack, "secured-in", "secured-out", 20)) == 20
+
+    # The replicas (this stack's: they work in its workers' folder) log in as the workers' own
+    # user, and hold nothing of the services' login.
+    work = f"kafkaml-work-{hashlib.sha256(str(stack.home.resolve()).encode()).hexdigest()[:12]}"
+    replicas = [
+        p for p in psutil.process_iter(["cmdline", "cwd"])
+        if "services.inferencer" in (p.info["cmdline"] or []) and "shared.confine" not in (p.info["cmdline"] or [])
+        and work in (p.info["cwd"] or "")
+    ]  # fmt: skip
+    assert replicas
+    for replica in replicas:
+        environment = replica.environ()
+        assert environment["KAFKAML_SASL_USERNAME"] == "kafkaml-worker", environment.get("KAFKAML_SASL_USERNAME")
+        assert str(stack.security.sasl_password) not in " ".join(environment.values())

@@ -33,8 +33,9 @@ import psutil
 import pytest
 from sklearn.datasets import load_breast_cancer, load_digits
 
-from shared.datasources import AvroSink, RawSink
+from shared.datasources import AvroSink
 from tests.conftest import REPO
+from tests.e2e.client import followed, ok, send_digits
 
 pytestmark = pytest.mark.e2e
 
@@ -188,25 +189,10 @@ class User:
 
     def command(self, method: str, path: str, body: dict[str, Any] | None = None) -> tuple[int, Any]:
         """(status, body) of a mutation; a 202 is followed until the command ends."""
-        answer = self.http.request(method, path, json=body)
-        if answer.status_code != 202:
-            return answer.status_code, answer.json() if answer.content else None
-        location = answer.headers["Location"].removeprefix("/api/v1")
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            state = self.http.get(location).json()
-            if state["status"] == "rejected":
-                outcome = state["outcome"]
-                return int(outcome["status"]), outcome
-            if state["status"] == "succeeded":
-                return 200, state["outcome"]
-            time.sleep(0.5)
-        raise AssertionError(f"{method} {path}: command still pending after 120 s")
+        return followed(self.http, method, path, body)
 
     def ok(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
-        status, answer = self.command(method, path, body)
-        assert status < 300, f"{method} {path} answered {status}: {answer}"
-        return answer
+        return ok(self.http, method, path, body)
 
     def get(self, path: str) -> Any:
         answer = self.http.get(path)
@@ -231,13 +217,10 @@ class User:
 
     def send_digits(self, deployment_id: int, topic: str, count: int = len(DIGIT_LABELS)) -> dict[str, Any]:
         """Upstream's RAW digits for a deployment; the input_config the sink announced."""
-        with RawSink(
-            self.bootstrap, topic, deployment_id, data_type="uint8", label_type="uint8", data_reshape="8 8",
-            label_reshape="1", validation_rate=0.1, test_rate=0.1, description=f"digits for {deployment_id}",
-            partitions=2,
-        ) as sink:  # fmt: skip
-            sink.send_many(DIGIT_IMAGES[:count], DIGIT_LABELS[:count])
-        return dict(sink.input_config)
+        return send_digits(
+            self.bootstrap, deployment_id, topic, DIGIT_IMAGES[:count], DIGIT_LABELS[:count],
+            description=f"digits for {deployment_id}", partitions=2,
+        )  # fmt: skip
 
     def result(self, result_id: int) -> dict[str, Any]:
         found: dict[str, Any] = self.get(f"/results/{result_id}")

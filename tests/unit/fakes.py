@@ -19,6 +19,8 @@ from shared.db.tables import (
     TrainingJob,
     TrainingResult,
 )
+from shared.events.inference import ServeSpec
+from shared.events.training import JobModel, JobSpec
 
 
 class FakeModels:
@@ -260,3 +262,35 @@ class FakeUnitOfWork:
 
     async def rollback(self) -> None:
         return None
+
+
+# --- job specs: one literal each, what a test changes given by keyword ----------------------------
+
+
+def job_spec(
+    job_id: str = "job-1",
+    *results: int,
+    framework: str = "tensorflow",
+    gpus: int = 0,
+    code: str = "model = build()",
+    **fields: Any,
+) -> JobSpec:
+    """A training's spec with one model per result id (default: result 1)."""
+    models = [
+        JobModel(result_id=r, model_id=r, name=f"model-{r}", code=code, upper_model_id=None) for r in results or (1,)
+    ]
+    values: dict[str, Any] = {
+        "job_id": job_id, "deployment_id": 42, "framework": framework, "models": models, "batch_size": 32,
+        "fit": {"epochs": 3}, "evaluate": {}, "confusion_matrix": True, "gpus": gpus,
+    }  # fmt: skip
+    return JobSpec.model_validate({**values, **fields})
+
+
+def serve_spec(job_id: str = "inference-1", **fields: Any) -> ServeSpec:
+    """An inference's spec: one replica, RAW input; what ``fields`` names overrides."""
+    values: dict[str, Any] = {
+        "job_id": job_id, "inference_id": 1, "result_id": 1, "framework": "tensorflow", "code": "",
+        "artifact_sha256": "0" * 64, "artifact_format": "keras", "input_topic": "in", "output_topic": "out",
+        "input_format": "RAW", "input_config": {}, "group_id": "g",
+    }  # fmt: skip
+    return ServeSpec.model_validate({**values, **fields})

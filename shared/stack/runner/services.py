@@ -62,7 +62,12 @@ KAFKA_SECRETS = frozenset({"sasl_password", "ssl_keyfile"})
 SERVICES: tuple[ServiceDef, ...] = (
     # The REST gateway reads through the read-only role and never sees the owner's URL.
     ServiceDef("api", "services.api", secrets=frozenset({"api_database_url", "api_token", "bus_key"}) | KAFKA_SECRETS),
-    ServiceDef("orchestrator", "services.orchestrator", secrets=frozenset({"database_url", "bus_key"}) | KAFKA_SECRETS),
+    # It hands the workers' own Kafka login (not its own) to the trainers and inferencers it starts.
+    ServiceDef(
+        "orchestrator",
+        "services.orchestrator",
+        secrets=frozenset({"database_url", "bus_key", "worker_sasl_password"}) | KAFKA_SECRETS,
+    ),
     # Builds users' model code in sandboxed children: Kafka, its sandbox limits and its own
     # signing key only (the validator drops the key from its environment before any child starts).
     ServiceDef(
@@ -115,7 +120,10 @@ def service_env(service: ServiceDef, settings: Settings, base: Mapping[str, str]
     """
     base = os.environ if base is None else base
     if service.user_code_settings is not None:
-        env = worker_environment(settings, base)
+        # A service that runs users' code still logs in to Kafka as a service (its children have
+        # no network): the workers' allow-list, without the workers' own login.
+        own = settings.model_copy(update={"worker_sasl_username": None, "worker_sasl_password": None})
+        env = worker_environment(own, base)
         for name in (*service.user_code_settings, *sorted(service.secrets)):
             value = getattr(settings, name)
             if value is not None:

@@ -21,6 +21,8 @@ from collections.abc import Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TypeVar
 
+from pydantic import SecretStr
+
 from shared.kafka_security import KafkaSecurity
 from shared.process import STOP_SIGNALS, on_stop_signals
 from shared.settings import Settings
@@ -67,6 +69,10 @@ EMBEDDED_SECURITY = ("none", "ssl", "sasl", "sasl-ssl")
 KAFKA_USER = "kafkaml"
 KAFKA_PASSWORD_FILE = "kafka-password"
 KAFKA_USERS_FILE = "kafka-users.json"
+# The workers' own SCRAM user (trainers and inferencers log in as it, never as the services'
+# user), and its password, kept likewise.
+KAFKA_WORKER_USER = "kafkaml-worker"
+KAFKA_WORKER_PASSWORD_FILE = "kafka-worker-password"
 
 
 class _Interrupted(Exception):
@@ -114,6 +120,8 @@ class _Up:
     ) -> None:
         self.settings = settings
         self.kafka_security = kafka_security
+        # The workers' own Kafka login, when the embedded broker asks for one.
+        self.worker_login: dict[str, object] = {}
         self.home = home
         self.echo = echo
         self.services = services
@@ -259,6 +267,7 @@ class _Up:
         self.resolved = s.model_copy(
             update={
                 **security,
+                **self.worker_login,
                 "sandbox_uid": sandbox.uid if sandbox else None,
                 "sandbox_gid": sandbox.gid if sandbox else None,
                 "validation_uid": validation.uid if validation else None,
@@ -293,9 +302,14 @@ class _Up:
         self.echo(f"services: {', '.join(s.name for s in self.services)}")
 
     def _kafka_users(self) -> Path:
+        """The relay's users: the services' first (clients of the stack log in as it), the workers'."""
         password = read_or_create_secret(self.home / KAFKA_PASSWORD_FILE)
+        worker = read_or_create_secret(self.home / KAFKA_WORKER_PASSWORD_FILE)
         path = self.home / KAFKA_USERS_FILE
-        write_users(path, [User(KAFKA_USER, password, "SCRAM-SHA-512")])
+        write_users(
+            path, [User(KAFKA_USER, password, "SCRAM-SHA-512"), User(KAFKA_WORKER_USER, worker, "SCRAM-SHA-512")]
+        )
+        self.worker_login = {"worker_sasl_username": KAFKA_WORKER_USER, "worker_sasl_password": SecretStr(worker)}
         return path
 
     async def _serve(self) -> None:

@@ -48,8 +48,10 @@ from services.orchestrator.launchers.kubernetes import (
     training_name,
 )
 from shared.events.inference import ServeSpec
-from shared.events.training import JobModel, JobSpec
+from shared.events.training import JobSpec
 from shared.settings import Settings
+from tests.unit import fakes
+from tests.unit.fakes import job_spec
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
@@ -369,36 +371,15 @@ async def launcher_of(fake: FakeKubernetes, reports: Reports) -> AsyncIterator[K
         await launcher._client.close()
 
 
-def job_spec(job_id: str, *results: int, gpus: int = 0) -> JobSpec:
-    models = [
-        JobModel(result_id=r, model_id=r, name=f"model-{r}", code="model = build()", upper_model_id=None)
-        for r in results or (1,)
-    ]
-    return JobSpec(
-        job_id=job_id,
-        deployment_id=42,
-        framework="tensorflow",
-        models=models,
-        batch_size=32,
-        fit={"epochs": 3},
-        evaluate={},
-        confusion_matrix=True,
-        gpus=gpus,
-    )
-
-
 def serve_spec(job_id: str, replicas: int = 2) -> ServeSpec:
-    return ServeSpec(
-        job_id=job_id,
+    return fakes.serve_spec(
+        job_id,
         inference_id=9,
-        result_id=1,
         framework="pytorch",
         code="model = Net()",
-        artifact_sha256="0" * 64,
         artifact_format="pt",
         input_topic="digits-in",
         output_topic="digits-out",
-        input_format="RAW",
         input_config={"data_type": "float32", "data_reshape": "64"},
         replicas=replicas,
         group_id=f"kafkaml-inference-{job_id}",

@@ -17,29 +17,20 @@ import pytest
 
 from services.orchestrator.launchers.local import LocalLauncher
 from shared.events.inference import ServeSpec
-from shared.events.training import JobModel, JobSpec
+from shared.events.training import JobSpec
 from shared.settings import Settings
 from shared.stack.broker import Broker
+from tests.unit.fakes import job_spec, serve_spec
 
 pytestmark = pytest.mark.integration
 
 
 def job(job_id: str, framework: str = "tensorflow", gpus: int = 0) -> JobSpec:
-    model = JobModel(result_id=1, model_id=1, name="m", code="model = 1")
-    return JobSpec.model_validate(
-        {
-            "job_id": job_id, "deployment_id": 1, "framework": framework, "models": [model], "batch_size": 32,
-            "fit": {}, "evaluate": {}, "confusion_matrix": False, "gpus": gpus,
-        }
-    )  # fmt: skip
+    return job_spec(job_id, framework=framework, gpus=gpus, code="model = 1")
 
 
 def serving(job_id: str) -> ServeSpec:
-    return ServeSpec(
-        job_id=job_id, inference_id=1, result_id=1, framework="tensorflow", code="", artifact_sha256="0" * 64,
-        artifact_format="keras", input_topic="in", output_topic="out", input_format="RAW", input_config={},
-        group_id="g",
-    )  # fmt: skip
+    return serve_spec(job_id)
 
 
 @pytest.fixture

@@ -125,3 +125,24 @@ def test_images_are_built_from_the_project_dockerfile(compose: dict[str, Any]) -
             assert service["build"]["dockerfile"] == "deploy/docker/Dockerfile", name
             target = service["build"]["target"]
             assert re.search(rf"^FROM \S+ AS {target}$", (REPO / "deploy/docker/Dockerfile").read_text(), re.M)
+
+
+def test_workers_run_in_a_runner_without_credentials_not_in_the_orchestrator(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    orchestrator, runner = services["orchestrator"], services["runner"]
+    # The orchestrator hands specs over (spool) and starts no worker; its image has no framework.
+    assert orchestrator["environment"]["KAFKAML_LAUNCHER"] == "spool"
+    assert orchestrator["build"]["target"] == "service"
+    assert runner["command"] == ["python", "-m", "services.orchestrator.launchers.spool_runner"]
+    # No credential of any kind in the runner: its children run users' code.
+    secret = re.compile(r"DATABASE|TOKEN|PASSWORD|BUS_KEY|VALIDATOR_KEY|SECRET")
+    assert not [key for key in runner["environment"] if secret.search(key)]
+    assert "postgres" not in runner.get("depends_on", {}) and "migrate" not in runner.get("depends_on", {})
+    # The two share only the spool volume, where the orchestrator's spool folder is the runner's.
+    mounts = {m.split(":")[0]: m.split(":")[1] for m in runner["volumes"]}
+    assert mounts == {m.split(":")[0]: m.split(":")[1] for m in orchestrator["volumes"]}
+    assert set(mounts) <= set(compose["volumes"])
+    home = runner["environment"]["KAFKAML_HOME"]
+    assert orchestrator["environment"]["KAFKAML_SPOOL_DIR"] == f"{home}/spool"
+    assert mounts["spool"] == home
+    assert runner["cap_drop"] == ["ALL"] and runner["read_only"] is True

@@ -24,6 +24,7 @@ from shared.events.inference import ServeSpec
 from shared.events.signing import Keyring
 from shared.events.training import JobModel, JobSpec
 from shared.settings import Settings
+from tests.unit.fakes import job_spec, serve_spec
 
 K8S_VERSIONS = ["1.30.0", "1.33.0"]
 SETTINGS = Settings(
@@ -44,33 +45,28 @@ GPU = KubernetesSettings(
 
 
 def job(gpus: int = 0, models: int = 1, job_id: str = "0b6f0d0a-3d47-4a5a-9a55-6f3b8c1e7a10") -> JobSpec:
-    return JobSpec(
-        job_id=job_id,
-        deployment_id=12,
+    return job_spec(
+        job_id,
         framework="pytorch",
+        gpus=gpus,
+        deployment_id=12,
         models=[
             JobModel(result_id=100 + i, model_id=i, name=f"m{i}", code="model = 1" * 50, upper_model_id=None)
             for i in range(models)
         ],
         batch_size=64,
         fit={"epochs": 10},
-        evaluate={},
         confusion_matrix=False,
-        gpus=gpus,
     )
 
 
 def serve(gpus: int = 0, replicas: int = 4) -> ServeSpec:
-    return ServeSpec(
-        job_id="inference-31-3f2a",
+    return serve_spec(
+        "inference-31-3f2a",
         inference_id=31,
         result_id=100,
-        framework="tensorflow",
         code="model = keras.Sequential()",
         artifact_sha256="f" * 64,
-        artifact_format="keras",
-        input_topic="in",
-        output_topic="out",
         input_format="AVRO",
         input_config={"data_scheme": "{}"},
         replicas=replicas,

@@ -11,21 +11,9 @@ import pytest
 from shared.errors import SpecNotFound
 from shared.events.inference import ServeSpec
 from shared.jobs import read_spec
+from tests.unit.fakes import serve_spec
 
-SPEC = ServeSpec(
-    job_id="job-1",
-    inference_id=1,
-    result_id=2,
-    framework="tensorflow",
-    code="",
-    artifact_sha256="0" * 64,
-    artifact_format="keras",
-    input_topic="in",
-    output_topic="out",
-    input_format="RAW",
-    input_config={"data_type": "float32", "data_reshape": "2"},
-    group_id="g",
-)
+SPEC = serve_spec("job-1", result_id=2, input_config={"data_type": "float32", "data_reshape": "2"})
 
 
 def test_a_spec_is_read_from_a_file_or_standard_input(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

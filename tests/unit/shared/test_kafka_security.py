@@ -10,7 +10,13 @@ from faust.auth import SASLCredentials, SSLCredentials
 from faust.types.auth import AuthProtocol, SASLMechanism
 from pydantic import SecretStr
 
-from shared.kafka_security import KafkaSecurity, KafkaSecurityError, faust_credentials, security_options
+from shared.kafka_security import (
+    KafkaSecurity,
+    KafkaSecurityError,
+    faust_credentials,
+    login_refused,
+    security_options,
+)
 from shared.settings import Settings
 from shared.stack.certs import ensure_server_certificate
 from shared.stack.runner.services import SERVICES, service_env
@@ -128,3 +134,12 @@ def test_workers_and_every_service_get_the_login(ca: Path) -> None:
         got = service_env(service, settings, base={})
         assert got["KAFKAML_SASL_PASSWORD"] == PASSWORD, service.name
         assert got["KAFKAML_SASL_MECHANISM"] == "SCRAM-SHA-512", service.name
+
+
+def test_a_refused_login_names_the_user_mechanism_and_settings_never_the_password() -> None:
+    security = KafkaSecurity(
+        security_protocol="SASL_SSL", sasl_mechanism="SCRAM-SHA-256", sasl_username="alice", sasl_password="pw-Secret-1"
+    )
+    text = login_refused(security, "kafka:9096", "the broker said: bad password pw-Secret-1")
+    assert text.startswith("Kafka at kafka:9096 refused the login for user alice (SASL_SSL (SCRAM-SHA-256 as alice))")
+    assert "KAFKAML_SASL_USERNAME, KAFKAML_SASL_PASSWORD" in text and "pw-Secret-1" not in text and "***" in text

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from pydantic import SecretStr
 
 from services.orchestrator.launchers.kubernetes import training_job_manifest
 from shared.events.training import JobModel, JobSpec
@@ -88,3 +89,49 @@ def test_worker_pods_get_the_worker_environment_without_inheriting_ours(monkeypa
     assert env["KAFKAML_BOOTSTRAP_SERVERS"] == "127.0.0.1:9092" and env["KAFKAML_JOB_ID"] == "job-1"
     # base={}: nothing of the orchestrator's own environment, not even allow-listed names.
     assert not [name for name in env if name in DROPPED or name in ("PATH", "LANG", "OMP_NUM_THREADS")]
+
+
+SECURED = SETTINGS.model_copy(
+    update={
+        "security_protocol": "SASL_SSL",
+        "sasl_mechanism": "SCRAM-SHA-512",
+        "sasl_username": "kafkaml",
+        "sasl_password": SecretStr("services-password"),
+        "worker_sasl_username": "kafkaml-worker",
+        "worker_sasl_password": SecretStr("workers-password"),
+    }
+)
+
+
+def test_workers_log_in_as_the_workers_user_never_as_the_services() -> None:
+    env = worker_environment(SECURED, PARENT_ENV)
+    assert env["KAFKAML_SASL_USERNAME"] == "kafkaml-worker" and env["KAFKAML_SASL_PASSWORD"] == "workers-password"
+    assert "services-password" not in " ".join(env.values())
+    # A worker user without its password (Kubernetes: the pod reads it from a Secret): still not the services'.
+    partial = worker_environment(SECURED.model_copy(update={"worker_sasl_password": None}), PARENT_ENV)
+    assert partial["KAFKAML_SASL_USERNAME"] == "kafkaml-worker" and "KAFKAML_SASL_PASSWORD" not in partial
+    # Without a worker user, workers log in as the services do (one login for a cluster that has one).
+    shared_login = worker_environment(SECURED.model_copy(update={"worker_sasl_username": None}), PARENT_ENV)
+    assert shared_login["KAFKAML_SASL_USERNAME"] == "kafkaml"
+
+
+def test_only_the_orchestrator_holds_the_workers_password_and_the_validator_logs_in_as_a_service() -> None:
+    envs = {service.name: service_env(service, SECURED, PARENT_ENV) for service in SERVICES}
+    holders = {name for name, env in envs.items() if env.get("KAFKAML_WORKER_SASL_PASSWORD")}
+    assert holders == {"orchestrator"}
+    validator = envs["validator"]
+    assert validator["KAFKAML_SASL_USERNAME"] == "kafkaml" and validator["KAFKAML_SASL_PASSWORD"] == "services-password"
+
+
+def test_worker_pods_read_the_workers_password_from_its_key_of_the_kafka_secret() -> None:
+    spec = JobSpec(
+        job_id="j", deployment_id=1, framework="tensorflow", batch_size=1, fit={}, evaluate={},
+        confusion_matrix=False, models=[JobModel(result_id=1, model_id=1, name="m", code="model = 1")],
+    )  # fmt: skip
+    for settings in (SECURED, SECURED.model_copy(update={"worker_sasl_password": None})):
+        env = training_job_manifest(spec, settings)["spec"]["template"]["spec"]["containers"][0]["env"]
+        by_name = {e["name"]: e for e in env}
+        assert by_name["KAFKAML_SASL_USERNAME"]["value"] == "kafkaml-worker"
+        ref = by_name["KAFKAML_SASL_PASSWORD"]["valueFrom"]["secretKeyRef"]
+        assert ref == {"name": "kafkaml-kafka", "key": "worker-sasl-password"}
+        assert "password" not in str([e.get("value") for e in env])

@@ -43,7 +43,7 @@ from shared.alive import probe_command
 from shared.events.inference import ServeSpec
 from shared.events.training import JobSpec
 from shared.settings import Settings
-from shared.workerenv import worker_environment
+from shared.workerenv import worker_environment, worker_has_own_login
 
 # Where a worker's spec Secret is mounted, and the file its launcher names.
 SPEC_DIR = "/var/run/kafkaml/spec"
@@ -55,7 +55,8 @@ SPEC_FILE_MODE = 0o440
 # --- pod template pieces ------------------------------------------------------------------------
 
 
-def _env(settings: Settings, k8s: KubernetesSettings, job_id: str) -> list[dict[str, Any]]:
+def _env(settings: Settings, k8s: KubernetesSettings, job_id: str, *extra: Manifest) -> list[dict[str, Any]]:
+    """A worker's environment: the workers' settings, its job id, then ``extra`` entries."""
     values = worker_environment(settings, base={})
     values.update(
         KAFKAML_JOB_ID=job_id,
@@ -65,12 +66,14 @@ def _env(settings: Settings, k8s: KubernetesSettings, job_id: str) -> list[dict[
         TF_CPP_MIN_LOG_LEVEL="2",
     )
     env: list[dict[str, Any]] = [{"name": key, "value": values[key]} for key in sorted(values) if key != _PASSWORD]
-    if _PASSWORD in values:
+    # With a login of their own, workers need its password even where the orchestrator does not hold it.
+    own_login = worker_has_own_login(settings) and settings.security_protocol.startswith("SASL")
+    if _PASSWORD in values or own_login:
         # The password comes from a Secret the pod references, never as a value in the pod's spec.
         check_kafka_secret(settings, k8s)
-        ref = {"secretKeyRef": {"name": k8s.kafka_secret, "key": "sasl-password"}}
-        env.append({"name": _PASSWORD, "valueFrom": ref})
-    return env
+        key = "worker-sasl-password" if worker_has_own_login(settings) else "sasl-password"
+        env.append({"name": _PASSWORD, "valueFrom": {"secretKeyRef": {"name": k8s.kafka_secret, "key": key}}})
+    return [*env, *extra]
 
 
 _PASSWORD = "KAFKAML_SASL_PASSWORD"
@@ -79,10 +82,11 @@ _KAFKA_TLS = "kafka-tls"
 
 def check_kafka_secret(settings: Settings, k8s: KubernetesSettings) -> None:
     """A Kafka password needs the Secret that worker pods read it from (KAFKAML_K8S_KAFKA_SECRET)."""
-    if settings.sasl_password is not None and not k8s.kafka_secret:
+    if (settings.sasl_password is not None or worker_has_own_login(settings)) and not k8s.kafka_secret:
         raise ValueError(
-            "KAFKAML_SASL_PASSWORD is set: name the Secret that holds it (key sasl-password) in "
-            "KAFKAML_K8S_KAFKA_SECRET, so that worker pods read it from there, never from their spec"
+            "KAFKAML_SASL_PASSWORD is set: name the Secret that holds it (key sasl-password, and "
+            "worker-sasl-password for KAFKAML_WORKER_SASL_USERNAME) in KAFKAML_K8S_KAFKA_SECRET, so that "
+            "worker pods read it from there, never from their spec"
         )
 
 
@@ -173,6 +177,11 @@ def _container(name: str, image: str, args: list[str], env: list[dict[str, Any]]
     }
 
 
+def _metadata(k8s: KubernetesSettings, **fields: Any) -> Manifest:
+    """A manifest's metadata: ``fields``, in the launcher's namespace when it names one."""
+    return {**fields, "namespace": k8s.namespace} if k8s.namespace else dict(fields)
+
+
 def alive_probe_command(k8s: KubernetesSettings) -> list[str]:
     """Exits 0 while the alive file was touched within ``alive_max_age_s``."""
     return probe_command(k8s.alive_file, k8s.alive_max_age_s)
@@ -207,9 +216,7 @@ def training_job_manifest(spec: JobSpec, settings: Settings, k8s: KubernetesSett
         rules.append({"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]})
     # Exit 1 (outcome not publishable) and 2 (no such job spec) are the trainer's own verdicts: no retry.
     rules.append({"action": "FailJob", "onExitCodes": {"containerName": TRAINER, "operator": "In", "values": [1, 2]}})
-    metadata: Manifest = {"name": training_name(spec.job_id), "labels": labels, "annotations": annotations}
-    if k8s.namespace:
-        metadata["namespace"] = k8s.namespace
+    metadata = _metadata(k8s, name=training_name(spec.job_id), labels=labels, annotations=annotations)
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
@@ -242,10 +249,14 @@ def inference_deployment_manifest(
     labels = workload_labels(
         settings, INFERENCER, spec.job_id, **{INFERENCE_ID: spec.inference_id, RESULT_ID: spec.result_id}
     )
-    env = _env(settings, k8s, spec.job_id)
-    env.append({"name": "KAFKAML_ALIVE_FILE", "value": k8s.alive_file})
-    # The replica's name is its pod's name (a Deployment's pods have no index).
-    env.append({"name": "KAFKAML_REPLICA", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}})
+    env = _env(
+        settings,
+        k8s,
+        spec.job_id,
+        {"name": "KAFKAML_ALIVE_FILE", "value": k8s.alive_file},
+        # The replica's name is its pod's name (a Deployment's pods have no index).
+        {"name": "KAFKAML_REPLICA", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+    )
     container = _container(
         INFERENCER,
         _image(spec.framework, spec.gpus, k8s),
@@ -268,13 +279,12 @@ def inference_deployment_manifest(
     }
     container["livenessProbe"] = {**probe, "periodSeconds": 20, "failureThreshold": 3}
     selector_labels = {COMPONENT: INFERENCER, INSTANCE: labels[INSTANCE], JOB_ID: labels[JOB_ID]}
-    metadata: Manifest = {
-        "name": inference_name(spec.job_id),
-        "labels": labels,
-        "annotations": {JOB_ID: spec.job_id, SPEC: spec_annotation(spec)},
-    }
-    if k8s.namespace:
-        metadata["namespace"] = k8s.namespace
+    metadata = _metadata(
+        k8s,
+        name=inference_name(spec.job_id),
+        labels=labels,
+        annotations={JOB_ID: spec.job_id, SPEC: spec_annotation(spec)},
+    )
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -311,14 +321,13 @@ def spec_secret_manifest(spec: JobSpec | ServeSpec, owner: Manifest, k8s: Kubern
         "name": meta["name"],
         "uid": meta["uid"],
     }
-    metadata: Manifest = {
-        "name": meta["name"],
-        "labels": dict(meta.get("labels") or {}),
-        "annotations": {JOB_ID: spec.job_id},
-        "ownerReferences": [reference],
-    }
-    if k8s.namespace:
-        metadata["namespace"] = k8s.namespace
+    metadata = _metadata(
+        k8s,
+        name=meta["name"],
+        labels=dict(meta.get("labels") or {}),
+        annotations={JOB_ID: spec.job_id},
+        ownerReferences=[reference],
+    )
     return {
         "apiVersion": "v1",
         "kind": "Secret",
