@@ -30,6 +30,7 @@ from services.trainer.worker import train_job, warm_up
 from shared.errors import SpecNotFound
 from shared.events.training import JobSpec
 from shared.jobs import read_spec
+from shared.kafka_security import KafkaSecurityError
 from shared.process import on_stop_signals, setup_logging
 from shared.settings import get_settings
 
@@ -49,6 +50,9 @@ async def _main(spec: JobSpec) -> int:
     settings = get_settings()
     try:
         statuses = await train_job(settings, spec)
+    except KafkaSecurityError as exc:  # wrong credentials: said once, and no retry cures them
+        log.error("job %s: %s", spec.job_id, exc.detail)
+        return 2
     except Exception:
         log.exception("job %s: could not publish its outcome", spec.job_id)
         return 1

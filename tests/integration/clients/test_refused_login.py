@@ -121,7 +121,8 @@ def test_the_api_stops_saying_why(secured: Broker) -> None:
         KAFKAML_API_DATABASE_URL="postgresql://nobody:nothing@127.0.0.1:1/none",
     )
     code, output = run([sys.executable, "-m", "services.api"], env)
-    assert code != 0
+    assert code == 2, output
+    assert "Traceback" not in output, output  # said once, as one line, not after a failed start-up
     assert_said_clearly(output)
 
 
@@ -130,5 +131,6 @@ def test_a_worker_stops_saying_why(secured: Broker, worker: str, tmp_path: Path)
     spec = job_spec("refused-job") if worker == "trainer" else serve_spec("refused-job")
     argv = [sys.executable, "-m", f"services.{worker}", "--spec-file", "-", "--job-id", "refused-job"]
     code, output = run(argv, wrong_env(secured, HOME=str(tmp_path)), stdin=spec.model_dump_json())
-    assert code != 0
+    assert code == 2, output  # no retry cures wrong credentials: a launcher sees a spec-like refusal
+    assert "Traceback" not in output, output
     assert_said_clearly(output)
