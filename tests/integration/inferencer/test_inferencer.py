@@ -27,6 +27,7 @@ import pytest
 from services.inferencer.replica import serve
 from shared.events import Envelope
 from shared.events.inference import InferenceStats, InferenceStatusChanged, ServeSpec
+from shared.events.versions import MODEL_VERSION_HEADER
 from shared.settings import Settings
 from shared.stack.broker import Broker
 from shared.topics import topics_for
@@ -146,7 +147,12 @@ async def test_keras_digits_are_predicted_in_order_with_keys_and_headers_and_bad
     for index, (record,) in predictions.items():
         values = values_of(record)
         assert len(values) == 10 and all(isinstance(v, (int, float)) for v in values)
-        assert list(record.headers) == [("source", b"test"), ("index", str(index).encode())]
+        # The input's headers, then the version of the model that made it (a bounded training's: 1).
+        assert list(record.headers) == [
+            ("source", b"test"),
+            ("index", str(index).encode()),
+            (MODEL_VERSION_HEADER, b"1"),
+        ]
         correct += int(np.argmax(values) == labels[index])
     accuracy = correct / len(images)
     assert accuracy >= 0.90, accuracy
@@ -368,6 +374,7 @@ async def test_a_distributed_chain_sends_unsure_inputs_up_to_the_next_model(kafk
     for record in sent_up:  # raw float32, C order, the input's key and headers
         np.testing.assert_allclose(np.frombuffer(record.value, dtype=np.float32), to_upper[int(record.key)], atol=1e-5)
         assert dict(record.headers)["index"] == record.key
+        assert dict(record.headers)[MODEL_VERSION_HEADER] == b"1"  # the edge model's version made it
     expected = np.asarray(cloud.predict(to_upper[goes_up], verbose=0))
     by_index = {int(i): row for i, row in zip(np.flatnonzero(goes_up), expected, strict=True)}
     assert sorted(int(r.key) for r in from_cloud) == sorted(by_index)
