@@ -120,7 +120,6 @@ class Inferencer:
         self.version = version
         self.router = Router(spec, producer, distributed=distributed, version=version)
         self._staged: Staged | None = None
-        self._notices: set[asyncio.Task[None]] = set()
         self.events = events
         self.dead_letter_topic = topics_for(settings).dead_letters
         self.window = StatsWindow()
@@ -169,7 +168,7 @@ class Inferencer:
                 try:
                     batch = await self._next_batch(batcher, stop, stopping)
                     if self._staged is not None:  # between two micro-batches
-                        self._switch()
+                        await self._switch()
                     if batch:
                         # Not held while fetching: during a rebalance getmany waits for the new
                         # assignment, which waits for the revocation listener, which waits for this.
@@ -190,8 +189,6 @@ class Inferencer:
                 await self.drain()
             log.info("stop requested: every batch in flight was acknowledged and committed; leaving the group")
         finally:
-            # A version change just made is still told (its publish is short), not cancelled.
-            await asyncio.gather(*self._notices, return_exceptions=True)
             for task in (announce, reporter, stopping, *self._in_flight):
                 task.cancel()
             await asyncio.gather(announce, reporter, stopping, *self._in_flight, return_exceptions=True)
@@ -268,7 +265,7 @@ class Inferencer:
         """Serve ``staged`` from the next micro-batch on (the switcher calls it once the model is warm)."""
         self._staged = staged
 
-    def _switch(self) -> None:
+    async def _switch(self) -> None:
         staged, self._staged = self._staged, None
         assert staged is not None
         old = self.version
@@ -279,15 +276,12 @@ class Inferencer:
             "switched from version %d to version %d (sha256 %s…) between two micro-batches: %s",
             old, staged.version, staged.sha256[:12], staged.model.describe(),
         )  # fmt: skip
-        notice = asyncio.create_task(self._tell_version(staged.version))
-        self._notices.add(notice)
-        notice.add_done_callback(self._notices.discard)
-
-    async def _tell_version(self, version: int) -> None:
+        # Told before the first batch of the new version goes out (one acknowledgement's wait,
+        # once per switch): every output stamped after the event is the new version's.
         try:
-            await self.events.version_changed(version)
+            await self.events.version_changed(staged.version)
         except KafkaError as exc:  # the switch stands; only its report is lost
-            log.warning("could not publish the change to version %d: %s", version, exc)
+            log.warning("could not publish the change to version %d: %s", staged.version, exc)
 
     # --- batches in flight ---
 

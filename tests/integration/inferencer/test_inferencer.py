@@ -10,26 +10,21 @@ no database is needed, so these tests do not use the ``settings`` fixture.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import signal
 import subprocess
 import sys
-import uuid
 from collections import Counter, defaultdict
-from collections.abc import AsyncIterator, Awaitable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 import pytest
 
 from services.inferencer.replica import serve
-from shared.events import Envelope
-from shared.events.inference import InferenceStats, InferenceStatusChanged, ServeSpec
+from shared.events.inference import InferenceStats, InferenceStatusChanged
 from shared.events.versions import MODEL_VERSION_HEADER
 from shared.settings import Settings
-from shared.stack.broker import Broker
 from shared.topics import topics_for
 from tests.conftest import REPO, service_env
 from tests.integration.inferencer.serving import (
@@ -41,64 +36,16 @@ from tests.integration.inferencer.serving import (
     publish_model,
     read_events,
     read_records,
+    running,
+    serving,
     spec_for,
+    statuses,
     topic_name,
     torch_digits,
     values_of,
 )
 
 pytestmark = pytest.mark.integration
-
-T = TypeVar("T")
-
-
-@pytest.fixture
-def kafka(broker: Broker, stack_home: Path) -> Settings:
-    """The session's broker with a topic prefix of our own (no database: a replica has none)."""
-    prefix = f"t{uuid.uuid4().hex[:10]}"
-    return Settings(
-        home=stack_home, bootstrap_servers=broker.bootstrap_servers, topic_prefix=prefix, control_topic=f"{prefix}.ctl"
-    )
-
-
-class Replica:
-    """``serve`` running in-process; :meth:`watch` fails fast when it ends while a test waits."""
-
-    def __init__(self, settings: Settings, spec: ServeSpec, name: str) -> None:
-        self.stop = asyncio.Event()
-        self.task = asyncio.create_task(serve(settings, spec, name, stop=self.stop, artifact_timeout_s=30))
-
-    async def watch(self, awaitable: Awaitable[T]) -> T:
-        waiting = asyncio.ensure_future(awaitable)
-        await asyncio.wait({waiting, self.task}, return_when=asyncio.FIRST_COMPLETED)
-        if not waiting.done():
-            waiting.cancel()
-            raise AssertionError(f"the replica ended early: {self.task.result()}")
-        return waiting.result()
-
-
-@contextlib.asynccontextmanager
-async def serving(settings: Settings, spec: ServeSpec, name: str = "0") -> AsyncIterator[Replica]:
-    """Runs ``serve`` in-process until the block ends; then stops it and checks it stopped cleanly."""
-    replica = Replica(settings, spec, name)
-    try:
-        yield replica
-    finally:
-        replica.stop.set()
-        status = await asyncio.wait_for(replica.task, 30)
-    assert status == "stopped"
-
-
-def statuses(events: list[Envelope], replica: str | None = None) -> list[str]:
-    return [
-        e.payload.status
-        for e in events
-        if isinstance(e, InferenceStatusChanged) and (replica is None or e.payload.replica == replica)
-    ]
-
-
-def running(count: int = 1) -> Any:
-    return lambda events: statuses(events).count("running") >= count
 
 
 def digit_inputs(count: int, offset: int = 0) -> list[tuple[bytes | None, bytes, list[tuple[str, bytes]]]]:
