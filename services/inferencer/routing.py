@@ -4,9 +4,10 @@ An output goes to partition ``input partition mod output partitions``: values
 to predict usually have no key, and a keyed partitioner would scatter one
 input partition over every output partition; this way the outputs of one
 input partition stay in one output partition, in order. The input's key and
-headers are copied, and one header is added: ``kafkaml-model-version``, the
-version of the model that made the output (built once per version: a switch
-replaces it between two micro-batches; one the input carried is replaced). A
+headers are copied, and one header is added to every output (a prediction or a
+tensor sent up): ``kafkaml-model-version``, the version of the model that made
+it (built once per version: a switch replaces it between two micro-batches; one
+the input carried is replaced, so an upper model's outputs name its own). A
 prediction is ``{"values": ...}``, the model's output for that input with its
 nesting kept, as upstream writes it (:func:`encode_predictions`).
 

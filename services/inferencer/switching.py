@@ -8,7 +8,8 @@ start up to its end, where the latest switch for its inference overrides the
 spec's version, then live for as long as it serves. It obeys only a switch about
 its own inference that verifies with its own key (``Keyring(own=...)``: the bus
 key never reaches a replica); anything else addressed to it (by key or by
-payload) goes to the dead-letter topic with the reason and changes nothing.
+payload) goes to the dead-letter topic with the reason and changes nothing
+(by every replica that reads it, at each start too: the topic keeps it).
 
 **Load beside, switch between micro-batches.** The :class:`Switcher` fetches the
 version's artifact, loads and warms it up in a thread while the current model
