@@ -1,4 +1,4 @@
-"""What a replica tells the rest of the system: its status and its statistics, on the events topic."""
+"""What a replica tells the rest of the system: its status, its statistics and its version, on the events topic."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from shared.events.inference import (
     ServeSpec,
 )
 from shared.events.signing import Key
+from shared.events.versions import InferenceVersionChanged, VersionChange
 from shared.kafka import Producer
 from shared.process import truncate
 from shared.settings import Settings
@@ -45,6 +46,11 @@ class ReplicaEvents:
         )
         await self.producer.publish(InferenceStatusChanged(payload=change), signer=self.signer)
         log.info("status %s%s", status, f": {error}" if error else "")
+
+    async def version_changed(self, version: int) -> None:
+        """This replica serves ``version`` from its next micro-batch on."""
+        change = VersionChange(inference_id=self.spec.inference_id, replica=self.replica, version=version)
+        await self.producer.publish(InferenceVersionChanged(payload=change), signer=self.signer)
 
     async def stats(self, window: StatsWindow, lag: int | None) -> None:
         stats = window.take(self.spec.inference_id, self.replica, lag)

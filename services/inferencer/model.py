@@ -40,6 +40,7 @@ from typing import Any, Final
 import numpy as np
 
 from shared.artifacts import chunk_bytes, sha256_of
+from shared.codecs import Decoder
 from shared.errors import Undecodable, WorkloadFailed
 from shared.events import decode
 from shared.events.catalog import ModelDefinition
@@ -57,9 +58,11 @@ __all__ = [
     "TorchModel",
     "WorkloadFailed",
     "as_arrays",
+    "check_outputs",
     "configure_device",
     "fetch_artifact",
     "load_model",
+    "warm_up",
 ]
 
 log = logging.getLogger("kafkaml.inferencer")
@@ -89,6 +92,7 @@ async def fetch_artifact(
     await consumer.start()
     chunks: dict[int, bytes] = {}
     count: int | None = None
+    key, sha = str(spec.result_id).encode(), spec.artifact_sha256.encode()
     try:
         deadline = time.monotonic() + timeout_s
         while count is None or len(chunks) < count:
@@ -102,6 +106,10 @@ async def fetch_artifact(
                 )
             for records in (await consumer.getmany(timeout_ms=_POLL_MS)).values():
                 for record in records:
+                    # Cheap tests first: the topic holds every version of every result, and a
+                    # switch reads it while the replica serves (decoding a chunk costs more).
+                    if record.key != key or record.value is None or sha not in record.value:
+                        continue
                     chunk = _chunk_of(record.value, spec)
                     if chunk is None:
                         continue
@@ -347,3 +355,35 @@ def _load_torch(spec: ServeSpec, artifact: bytes, device: str) -> TorchModel:
     module.to(device)
     module.eval()
     return TorchModel(module, device)
+
+
+def warm_up(model: ServedModel, decoder: Decoder) -> tuple[int | None, float]:
+    """Calls the model on one zero sample (traces it, checks it takes the stream's samples).
+
+    (number of outputs, seconds of a warm call); no outputs count when the sample shape is
+    not known before data arrives (Avro, JSON without a shape). Blocking: run it in a thread.
+    """
+    shape = decoder.sample_shape
+    if shape is None:
+        shape = model.fixed_shape()
+    if shape is None:
+        return None, 0.0
+    sample = np.zeros((1, *shape), dtype=np.float32)
+    try:
+        model.predict(model.prepare(sample))
+        started = time.perf_counter()
+        outputs = model.predict(model.prepare(sample))
+    except Exception as exc:
+        raise WorkloadFailed(
+            f"the model does not take the stream's samples ({decoder.describe()}): {type(exc).__name__}: {exc}"
+        ) from None
+    return len(outputs), time.perf_counter() - started
+
+
+def check_outputs(outputs: int | None, *, distributed: bool) -> None:
+    """A distributed sub-model has two outputs at least (WorkloadFailed otherwise); None: not known yet."""
+    if distributed and outputs is not None and outputs < 2:
+        raise WorkloadFailed(
+            "a distributed inference needs a model with two outputs (to the upper model, prediction); "
+            f"this one has {outputs}"
+        )

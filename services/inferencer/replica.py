@@ -3,14 +3,18 @@
 The replica has no database credentials: its spec, its model and its inputs
 travel through Kafka. The steps, each logged on one INFO line:
 
-1. read the ``ServeModel`` with our job id from the jobs topic (:mod:`.spec`);
+1. take the ``ServeSpec`` handed over (``__main__``); read the jobs topic up to
+   its end: the latest ``SwitchModelVersion`` for this inference names the
+   version to serve instead of the spec's (:mod:`.switching`);
 2. read the model's chunks from the artifacts topic, check the SHA-256, load
    it (GPU only where asked for and present), call it once to warm it up;
 3. join the consumer group ``spec.group_id`` on the input topic (every
    replica shares it) and report ``running`` once we hold partitions;
 4. serve (:mod:`.serving`): micro-batches → one decode and one model call per
    batch → one output per input (:mod:`.routing`) → commit;
-5. every ``stats_interval_s``, an ``InferenceStats`` (:mod:`.stats`);
+5. every ``stats_interval_s``, an ``InferenceStats`` (:mod:`.stats`); every
+   switch that arrives on the jobs topic meanwhile loads beside the serving
+   model and takes over between two micro-batches (:mod:`.switching`);
 6. on a stop request (SIGTERM): finish the batches in hand, commit, leave the
    group, report ``stopped``.
 
@@ -23,21 +27,22 @@ goes on.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-import time
 from typing import Final
-
-import numpy as np
 
 from services.inferencer.events import ReplicaEvents
 from services.inferencer.model import (
     ARTIFACT_TIMEOUT_S,
     ServedModel,
+    check_outputs,
     configure_device,
     fetch_artifact,
     load_model,
+    warm_up,
 )
 from services.inferencer.serving import Inferencer
+from services.inferencer.switching import Switcher, SwitchListener, switched
 from shared.codecs import Decoder, decoder_for
 from shared.errors import WorkloadFailed
 from shared.events.inference import InferenceStatus, ServeSpec
@@ -63,29 +68,6 @@ def _decoder(spec: ServeSpec, model: ServedModel) -> Decoder:
         return decoder_for(spec.input_format, config)
     except ValueError as exc:
         raise WorkloadFailed(f"input_config does not describe {spec.input_format} values: {exc}") from None
-
-
-def _warm_up(model: ServedModel, decoder: Decoder) -> tuple[int | None, float]:
-    """Calls the model on one zero sample (traces it, checks it takes the stream's samples).
-
-    (number of outputs, seconds of a warm call); no outputs count when the sample shape is
-    not known before data arrives (Avro, JSON without a shape).
-    """
-    shape = decoder.sample_shape
-    if shape is None:
-        shape = model.fixed_shape()
-    if shape is None:
-        return None, 0.0
-    sample = np.zeros((1, *shape), dtype=np.float32)
-    try:
-        model.predict(model.prepare(sample))
-        started = time.perf_counter()
-        outputs = model.predict(model.prepare(sample))
-    except Exception as exc:
-        raise WorkloadFailed(
-            f"the model does not take the stream's samples ({decoder.describe()}): {type(exc).__name__}: {exc}"
-        ) from None
-    return len(outputs), time.perf_counter() - started
 
 
 async def serve(
@@ -124,30 +106,54 @@ async def _serve(
     stop: asyncio.Event,
     artifact_timeout_s: float,
 ) -> None:
-    # Importing the framework takes seconds: done while the artifact is read.
+    # Importing the framework takes seconds: done while the jobs topic and the artifact are read.
     device_task = asyncio.create_task(asyncio.to_thread(configure_device, spec.framework, spec.gpus, worker_threads()))
+    listener = SwitchListener(settings, spec, producer)
+    tasks: list[asyncio.Task[None]] = []
     try:
-        artifact = await fetch_artifact(settings, spec, artifact_timeout_s, stop)
+        try:
+            latest = await listener.replay()
+            serving = spec
+            if latest is not None:
+                serving = switched(spec, latest)
+                log.info("the jobs topic's latest switch names version %d: serving it", latest.version)
+            artifact = await fetch_artifact(settings, serving, artifact_timeout_s, stop)
+        finally:
+            device = await device_task
+        if artifact is None:
+            return
+        model = await asyncio.to_thread(load_model, serving, artifact, device)
+        decoder = _decoder(serving, model)
+        outputs, seconds = await asyncio.to_thread(warm_up, model, decoder)
+        log.info(
+            "model loaded: version %d, %s; inputs %s %s",
+            serving.model_version, model.describe(), spec.input_format, decoder.describe(),
+        )  # fmt: skip
+        distributed = spec.upper_topic is not None and spec.limit is not None
+        if (spec.upper_topic is None) != (spec.limit is None):
+            log.warning("upper_topic and limit go together: without both, every prediction goes to the output topic")
+        if distributed:
+            check_outputs(outputs, distributed=True)
+            log.info("distributed: below %g the first output goes up to %s", spec.limit, spec.upper_topic)
+        if stop.is_set():
+            return
+        if serving.model_version != spec.model_version:
+            await events.version_changed(serving.model_version)
+        inferencer = Inferencer(
+            settings, spec, replica, producer, model, decoder,
+            distributed=distributed, events=events, version=serving.model_version,
+        )  # fmt: skip
+        inferencer.model_seconds = seconds
+        switcher = Switcher(
+            settings, serving, device=device, decoder=decoder, distributed=distributed, events=events, stop=stop,
+            artifact_timeout_s=artifact_timeout_s,
+        )  # fmt: skip
+        tasks.append(asyncio.create_task(listener.listen(switcher.request, stop)))
+        tasks.append(asyncio.create_task(switcher.run(inferencer)))
+        await inferencer.run(stop, lambda: events.status("running"))
     finally:
-        device = await device_task
-    if artifact is None:
-        return
-    model = await asyncio.to_thread(load_model, spec, artifact, device)
-    decoder = _decoder(spec, model)
-    outputs, seconds = await asyncio.to_thread(_warm_up, model, decoder)
-    log.info("model loaded: %s; inputs %s %s", model.describe(), spec.input_format, decoder.describe())
-    distributed = spec.upper_topic is not None and spec.limit is not None
-    if (spec.upper_topic is None) != (spec.limit is None):
-        log.warning("upper_topic and limit go together: without both, every prediction goes to the output topic")
-    if distributed:
-        if outputs is not None and outputs < 2:
-            raise WorkloadFailed(
-                "a distributed inference needs a model with two outputs (to the upper model, prediction); "
-                f"this one has {outputs}"
-            )
-        log.info("distributed: below %g the first output goes up to %s", spec.limit, spec.upper_topic)
-    if stop.is_set():
-        return
-    inferencer = Inferencer(settings, spec, replica, producer, model, decoder, distributed=distributed, events=events)
-    inferencer.model_seconds = seconds
-    await inferencer.run(stop, lambda: events.status("running"))
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        with contextlib.suppress(Exception):  # the broker gone: nothing left to leave
+            await listener.close()

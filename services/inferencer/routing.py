@@ -4,8 +4,12 @@ An output goes to partition ``input partition mod output partitions``: values
 to predict usually have no key, and a keyed partitioner would scatter one
 input partition over every output partition; this way the outputs of one
 input partition stay in one output partition, in order. The input's key and
-headers are copied, nothing is added. A prediction is ``{"values": [...]}``,
-the model's output for that input flattened (:func:`encode_predictions`).
+headers are copied, and one header is added to every output (a prediction or a
+tensor sent up): ``kafkaml-model-version``, the version of the model that made
+it (built once per version: a switch replaces it between two micro-batches; one
+the input carried is replaced, so an upper model's outputs name its own). A
+prediction is ``{"values": ...}``, the model's output for that input with its
+nesting kept, as upstream writes it (:func:`encode_predictions`).
 
 In a distributed chain (``upper_topic`` and ``limit``, see docs/contracts.md)
 the model has two outputs or more: the first is the tensor for the upper
@@ -29,9 +33,10 @@ import numpy as np
 from services.inferencer.stats import predicted_classes
 from shared.errors import WorkloadFailed
 from shared.events.inference import ServeSpec
+from shared.events.versions import MODEL_VERSION_HEADER
 from shared.kafka import Producer
 
-__all__ = ["Headers", "Output", "Record", "Router", "encode_predictions"]
+__all__ = ["Headers", "Output", "Record", "Router", "encode_predictions", "version_header"]
 
 Record = Any  # aiokafka's ConsumerRecord[bytes, bytes] (aiokafka ships no type information)
 Headers = list[tuple[str, bytes]]
@@ -39,37 +44,58 @@ Headers = list[tuple[str, bytes]]
 
 # (topic, partition, key, value, headers): a plain tuple, the cheapest to build per message.
 Output = tuple[str, int, bytes | None, bytes, Headers]
-# Records without headers share this (aiokafka's batch builder only reads it).
-_NO_HEADERS: Final[Headers] = []
+
+
+def version_header(version: int) -> tuple[str, bytes]:
+    """The header every output of ``version`` carries (ASCII decimal)."""
+    return MODEL_VERSION_HEADER, str(version).encode("ascii")
 
 
 # Significant digits that give back the exact value of a float of this size (float16, float32).
 _ROUND_TRIP_DIGITS: Final = {2: 5, 4: 9}
 
 
+def _row_format(shape: tuple[int, ...], number: bytes) -> bytes:
+    """The JSON of one output of ``shape`` with a ``%`` format per value, nested as the shape."""
+    if not shape:
+        return number
+    inner = _row_format(shape[1:], number)
+    return b"[" + b", ".join([inner] * shape[0]) + b"]"
+
+
+def _nulls(value: Any) -> Any:
+    """``value`` (floats, nested in lists) with every value that is not finite as None."""
+    if isinstance(value, list):
+        return [_nulls(v) for v in value]
+    return value if math.isfinite(value) else None
+
+
 def encode_predictions(outputs: np.ndarray[Any, Any]) -> list[bytes]:
-    """``{"values": [...]}`` per input: its row of the model's output, flattened, as JSON numbers.
+    """``{"values": ...}`` per input: its part of the model's output as JSON numbers, nested as the
+    output's shape after the batch dimension (upstream writes ``predict(x).tolist()[0]``): ``[...]``
+    for a vector, ``[[...], ...]`` for a matrix; a model with one number per input writes ``[v]``.
 
     float16/float32 outputs are written with the digits that round-trip their
     type (``%.9g`` for float32: ``0.0871744305``, ``1`` for 1.0), one ``%``
-    format per row, much cheaper than ``json.dumps`` (the largest cost per
-    message at full speed). Other types go through ``json.dumps`` (shortest
-    float64 repr). A value that is not finite becomes ``null``: JSON has no
-    NaN or Infinity.
+    format for the whole batch, much cheaper than ``json.dumps`` (the largest
+    cost per message at full speed). Other types go through ``json.dumps``
+    (shortest float64 repr). A value that is not finite becomes ``null``:
+    JSON has no NaN or Infinity.
     """
     if not len(outputs):  # a distributed batch whose every input went up (reshape(0, -1) would raise)
         return []
-    rows = outputs.reshape(len(outputs), -1)
-    finite = bool(np.isfinite(rows).all()) if rows.dtype.kind == "f" else True
-    digits = _ROUND_TRIP_DIGITS.get(rows.dtype.itemsize) if rows.dtype.kind == "f" else None
+    if outputs.ndim == 1:  # one number per input: a list of one, as a vector of one would be
+        outputs = outputs.reshape(len(outputs), 1)
+    finite = bool(np.isfinite(outputs).all()) if outputs.dtype.kind == "f" else True
+    digits = _ROUND_TRIP_DIGITS.get(outputs.dtype.itemsize) if outputs.dtype.kind == "f" else None
     if finite and digits is not None:
-        row_format = b'{"values": [' + b", ".join([b"%%.%dg" % digits] * rows.shape[1]) + b"]}"
+        row_format = b'{"values": ' + _row_format(outputs.shape[1:], b"%%.%dg" % digits) + b"}"
         # One ``%`` for the whole batch, split at the newlines (no number is written with one):
-        # a format and a tuple per row cost more than the formatting itself.
-        return (b"\n".join([row_format] * len(rows)) % tuple(rows.ravel().tolist())).split(b"\n")
-    lists: list[Any] = rows.astype(np.float64).tolist()
+        # a format and a tuple per row cost more than the formatting itself. C order is the nesting's.
+        return (b"\n".join([row_format] * len(outputs)) % tuple(outputs.ravel().tolist())).split(b"\n")
+    lists: list[Any] = outputs.astype(np.float64).tolist()
     if not finite:
-        lists = [[v if math.isfinite(v) else None for v in row] for row in lists]
+        lists = [_nulls(row) for row in lists]
     dumps = json.dumps
     return [b'{"values": ' + dumps(row).encode() + b"}" for row in lists]
 
@@ -77,11 +103,19 @@ def encode_predictions(outputs: np.ndarray[Any, Any]) -> list[bytes]:
 class Router:
     """Routes a batch's outputs (prediction, or tensor sent up) and sends them."""
 
-    def __init__(self, spec: ServeSpec, producer: Producer, *, distributed: bool) -> None:
+    def __init__(self, spec: ServeSpec, producer: Producer, *, distributed: bool, version: int) -> None:
         self.spec = spec
         self.producer = producer
         self.distributed = distributed
         self._partition_counts: dict[str, int] = {}
+        self.set_version(version)
+
+    def set_version(self, version: int) -> None:
+        """The outputs routed from now on name ``version`` (the header is built here, once)."""
+        self.version = version
+        self._version_header = version_header(version)
+        # Outputs of inputs without headers share this list (aiokafka's batch builder only reads it).
+        self._version_only: Headers = [self._version_header]
 
     async def route(
         self,
@@ -116,12 +150,17 @@ class Router:
             # Raw float32 in C order: the upper model's RAW input.
             tensors = iter(np.ascontiguousarray(arrays[0][up], dtype=np.float32))
         append = outputs.append
+        mark, only = self._version_header, self._version_only
         if not self.distributed:  # the common case, per message: one tuple, nothing else
             topic = spec.output_topic
             for index, value in zip(indices, predictions, strict=True):
                 record = records[index]
                 # aiokafka's record batches take headers as a list only.
-                headers = list(record.headers) if record.headers else _NO_HEADERS
+                if record.headers:
+                    headers = [h for h in record.headers if h[0] != MODEL_VERSION_HEADER]
+                    headers.append(mark)
+                else:
+                    headers = only
                 append((topic, record.partition % output_partitions, record.key, value, headers))
             sent.extend(indices)
             return predicted_classes(prediction)
@@ -132,7 +171,11 @@ class Router:
                 topic, partitions, value = spec.upper_topic, upper_partitions, next(tensors).tobytes()
             else:
                 topic, partitions, value = spec.output_topic, output_partitions, next(predictions)
-            headers = list(record.headers) if record.headers else _NO_HEADERS
+            if record.headers:
+                headers = [h for h in record.headers if h[0] != MODEL_VERSION_HEADER]
+                headers.append(mark)
+            else:
+                headers = only
             append((topic, record.partition % partitions, record.key, value, headers))
             sent.append(index)
         return predicted_classes(prediction[~up])

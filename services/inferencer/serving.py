@@ -19,6 +19,11 @@ would stall those tasks. So a batch runs inline while the model's recent
 calls took less than :data:`INLINE_MODEL_S`, and in a dedicated thread
 otherwise (one thread: model calls never overlap, user modules need not be
 thread-safe).
+
+**Versions.** A model loaded beside the serving one (:mod:`.switching`) is
+staged; the loop takes it between two micro-batches: the batches dispatched
+before were predicted by the old model and carry its version header, every
+one after by the new. Nothing else changes (offsets, the batches in flight).
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ from services.inferencer.model import ServedModel
 from services.inferencer.rebalance import DrainOnRevoke, describe_partitions
 from services.inferencer.routing import Output, Record, Router
 from services.inferencer.stats import StatsWindow
+from services.inferencer.switching import Staged
 from shared.alive import AliveFile
 from shared.codecs import Decoder
 from shared.events.inference import ServeSpec
@@ -103,6 +109,7 @@ class Inferencer:
         *,
         distributed: bool,
         events: ReplicaEvents,
+        version: int,
     ) -> None:
         self.settings = settings
         self.spec = spec
@@ -110,7 +117,9 @@ class Inferencer:
         self.producer = producer
         self.model = model
         self.decoder = decoder
-        self.router = Router(spec, producer, distributed=distributed)
+        self.version = version
+        self.router = Router(spec, producer, distributed=distributed, version=version)
+        self._staged: Staged | None = None
         self.events = events
         self.dead_letter_topic = topics_for(settings).dead_letters
         self.window = StatsWindow()
@@ -158,6 +167,8 @@ class Inferencer:
             while not stop.is_set():
                 try:
                     batch = await self._next_batch(batcher, stop, stopping)
+                    if self._staged is not None:  # between two micro-batches
+                        await self._switch()
                     if batch:
                         # Not held while fetching: during a rebalance getmany waits for the new
                         # assignment, which waits for the revocation listener, which waits for this.
@@ -247,6 +258,30 @@ class Inferencer:
                 continue
             total = (total or 0) + max(0, int(highwater) - position)
         return total
+
+    # --- versions ---
+
+    def stage(self, staged: Staged) -> None:
+        """Serve ``staged`` from the next micro-batch on (the switcher calls it once the model is warm)."""
+        self._staged = staged
+
+    async def _switch(self) -> None:
+        staged, self._staged = self._staged, None
+        assert staged is not None
+        old = self.version
+        self.model, self.version = staged.model, staged.version
+        self.model_seconds = staged.seconds
+        self.router.set_version(staged.version)
+        log.info(
+            "switched from version %d to version %d (sha256 %s…) between two micro-batches: %s",
+            old, staged.version, staged.sha256[:12], staged.model.describe(),
+        )  # fmt: skip
+        # Told before the first batch of the new version goes out (one acknowledgement's wait,
+        # once per switch): every output stamped after the event is the new version's.
+        try:
+            await self.events.version_changed(staged.version)
+        except KafkaError as exc:  # the switch stands; only its report is lost
+            log.warning("could not publish the change to version %d: %s", staged.version, exc)
 
     # --- batches in flight ---
 

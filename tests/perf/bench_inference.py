@@ -124,14 +124,29 @@ def start_replica(
         PYTHONUNBUFFERED="1",
     )
     log = log_path.open("wb")
-    return subprocess.Popen(
-        [sys.executable, "-m", "services.inferencer", "--job-id", spec.job_id, "--replica", replica],
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "services.inferencer",
+            "--spec-file",
+            "-",
+            "--job-id",
+            spec.job_id,
+            "--replica",
+            replica,
+        ],
         cwd=REPO,
         env=env,
+        stdin=subprocess.PIPE,  # the spec, as the local launcher hands it over
         stdout=log,
         stderr=subprocess.STDOUT,
         preexec_fn=None if cpus is None else (lambda: os.sched_setaffinity(0, cpus)),
     )
+    assert process.stdin is not None
+    process.stdin.write(spec.model_dump_json().encode())
+    process.stdin.close()
+    return process
 
 
 def stop_replica(process: subprocess.Popen[bytes]) -> None:

@@ -8,24 +8,26 @@ tests cover training from Kafka); what matters to the inferencer is a real
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import json
 import tempfile
 import time
 import uuid
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from aiokafka import AIOKafkaProducer
 from sklearn.datasets import load_digits
 
+from services.inferencer.replica import serve
 from shared.artifacts import chunk_artifact
 from shared.events import Envelope, decode
-from shared.events.inference import ServeModel, ServeSpec
+from shared.events.inference import InferenceStatusChanged, ServeModel, ServeSpec
 from shared.kafka import Producer, create_topics, ensure_topics, make_consumer
 from shared.settings import Settings
 from shared.topics import TopicSpec, topics_for
@@ -35,6 +37,7 @@ EXAMPLES = REPO / "examples" / "models"
 RAW_DIGITS = {"data_type": "uint8", "data_reshape": "8 8"}
 
 Headers = list[tuple[str, bytes]]
+T = TypeVar("T")
 
 
 @cache
@@ -211,3 +214,43 @@ def values_of(record: Any) -> list[float]:
     assert set(document) == {"values"}, document
     values: list[float] = document["values"]
     return values
+
+
+class Replica:
+    """``serve`` running in-process; :meth:`watch` fails fast when it ends while a test waits."""
+
+    def __init__(self, settings: Settings, spec: ServeSpec, name: str) -> None:
+        self.stop = asyncio.Event()
+        self.task = asyncio.create_task(serve(settings, spec, name, stop=self.stop, artifact_timeout_s=30))
+
+    async def watch(self, awaitable: Awaitable[T]) -> T:
+        waiting = asyncio.ensure_future(awaitable)
+        await asyncio.wait({waiting, self.task}, return_when=asyncio.FIRST_COMPLETED)
+        if not waiting.done():
+            waiting.cancel()
+            raise AssertionError(f"the replica ended early: {self.task.result()}")
+        return waiting.result()
+
+
+@contextlib.asynccontextmanager
+async def serving(settings: Settings, spec: ServeSpec, name: str = "0") -> AsyncIterator[Replica]:
+    """Runs ``serve`` in-process until the block ends; then stops it and checks it stopped cleanly."""
+    replica = Replica(settings, spec, name)
+    try:
+        yield replica
+    finally:
+        replica.stop.set()
+        status = await asyncio.wait_for(replica.task, 30)
+    assert status == "stopped"
+
+
+def statuses(events: list[Envelope], replica: str | None = None) -> list[str]:
+    return [
+        e.payload.status
+        for e in events
+        if isinstance(e, InferenceStatusChanged) and (replica is None or e.payload.replica == replica)
+    ]
+
+
+def running(count: int = 1) -> Any:
+    return lambda events: statuses(events).count("running") >= count

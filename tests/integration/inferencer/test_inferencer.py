@@ -10,25 +10,21 @@ no database is needed, so these tests do not use the ``settings`` fixture.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import signal
 import subprocess
 import sys
-import uuid
 from collections import Counter, defaultdict
-from collections.abc import AsyncIterator, Awaitable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 import pytest
 
 from services.inferencer.replica import serve
-from shared.events import Envelope
-from shared.events.inference import InferenceStats, InferenceStatusChanged, ServeSpec
+from shared.events.inference import InferenceStats, InferenceStatusChanged
+from shared.events.versions import MODEL_VERSION_HEADER
 from shared.settings import Settings
-from shared.stack.broker import Broker
 from shared.topics import topics_for
 from tests.conftest import REPO, service_env
 from tests.integration.inferencer.serving import (
@@ -40,64 +36,16 @@ from tests.integration.inferencer.serving import (
     publish_model,
     read_events,
     read_records,
+    running,
+    serving,
     spec_for,
+    statuses,
     topic_name,
     torch_digits,
     values_of,
 )
 
 pytestmark = pytest.mark.integration
-
-T = TypeVar("T")
-
-
-@pytest.fixture
-def kafka(broker: Broker, stack_home: Path) -> Settings:
-    """The session's broker with a topic prefix of our own (no database: a replica has none)."""
-    prefix = f"t{uuid.uuid4().hex[:10]}"
-    return Settings(
-        home=stack_home, bootstrap_servers=broker.bootstrap_servers, topic_prefix=prefix, control_topic=f"{prefix}.ctl"
-    )
-
-
-class Replica:
-    """``serve`` running in-process; :meth:`watch` fails fast when it ends while a test waits."""
-
-    def __init__(self, settings: Settings, spec: ServeSpec, name: str) -> None:
-        self.stop = asyncio.Event()
-        self.task = asyncio.create_task(serve(settings, spec, name, stop=self.stop, artifact_timeout_s=30))
-
-    async def watch(self, awaitable: Awaitable[T]) -> T:
-        waiting = asyncio.ensure_future(awaitable)
-        await asyncio.wait({waiting, self.task}, return_when=asyncio.FIRST_COMPLETED)
-        if not waiting.done():
-            waiting.cancel()
-            raise AssertionError(f"the replica ended early: {self.task.result()}")
-        return waiting.result()
-
-
-@contextlib.asynccontextmanager
-async def serving(settings: Settings, spec: ServeSpec, name: str = "0") -> AsyncIterator[Replica]:
-    """Runs ``serve`` in-process until the block ends; then stops it and checks it stopped cleanly."""
-    replica = Replica(settings, spec, name)
-    try:
-        yield replica
-    finally:
-        replica.stop.set()
-        status = await asyncio.wait_for(replica.task, 30)
-    assert status == "stopped"
-
-
-def statuses(events: list[Envelope], replica: str | None = None) -> list[str]:
-    return [
-        e.payload.status
-        for e in events
-        if isinstance(e, InferenceStatusChanged) and (replica is None or e.payload.replica == replica)
-    ]
-
-
-def running(count: int = 1) -> Any:
-    return lambda events: statuses(events).count("running") >= count
 
 
 def digit_inputs(count: int, offset: int = 0) -> list[tuple[bytes | None, bytes, list[tuple[str, bytes]]]]:
@@ -146,7 +94,12 @@ async def test_keras_digits_are_predicted_in_order_with_keys_and_headers_and_bad
     for index, (record,) in predictions.items():
         values = values_of(record)
         assert len(values) == 10 and all(isinstance(v, (int, float)) for v in values)
-        assert list(record.headers) == [("source", b"test"), ("index", str(index).encode())]
+        # The input's headers, then the version of the model that made it (a bounded training's: 1).
+        assert list(record.headers) == [
+            ("source", b"test"),
+            ("index", str(index).encode()),
+            (MODEL_VERSION_HEADER, b"1"),
+        ]
         correct += int(np.argmax(values) == labels[index])
     accuracy = correct / len(images)
     assert accuracy >= 0.90, accuracy
@@ -368,6 +321,7 @@ async def test_a_distributed_chain_sends_unsure_inputs_up_to_the_next_model(kafk
     for record in sent_up:  # raw float32, C order, the input's key and headers
         np.testing.assert_allclose(np.frombuffer(record.value, dtype=np.float32), to_upper[int(record.key)], atol=1e-5)
         assert dict(record.headers)["index"] == record.key
+        assert dict(record.headers)[MODEL_VERSION_HEADER] == b"1"  # the edge model's version made it
     expected = np.asarray(cloud.predict(to_upper[goes_up], verbose=0))
     by_index = {int(i): row for i, row in zip(np.flatnonzero(goes_up), expected, strict=True)}
     assert sorted(int(r.key) for r in from_cloud) == sorted(by_index)

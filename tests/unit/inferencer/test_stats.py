@@ -55,7 +55,8 @@ def test_predictions_are_json_numbers_exact_for_their_type() -> None:
     assert encode_predictions(np.array([0.25, 0.5])) == [b'{"values": [0.25]}', b'{"values": [0.5]}']
     assert encode_predictions(np.array([[1, 2]])) == [b'{"values": [1.0, 2.0]}']
     assert encode_predictions(np.array([[np.nan, np.inf, 0.5]], dtype=np.float32)) == [b'{"values": [null, null, 0.5]}']
-    assert encode_predictions(np.ones((2, 2, 2), dtype=np.float32))[0] == b'{"values": [1, 1, 1, 1]}'
+    # Nested as the model output it (upstream: predict(x).tolist()[0]), not flattened.
+    assert encode_predictions(np.ones((2, 2, 2), dtype=np.float32))[0] == b'{"values": [[1, 1], [1, 1]]}'
 
 
 class Fixed(ServedModel):
