@@ -29,6 +29,7 @@ from services.inferencer.replica import serve
 from shared.errors import SpecNotFound
 from shared.events.inference import ServeSpec
 from shared.jobs import read_spec
+from shared.kafka_security import KafkaSecurityError
 from shared.process import on_stop_signals, setup_logging
 from shared.settings import get_settings
 
@@ -51,6 +52,9 @@ async def _main(spec: ServeSpec, replica: str) -> int:
     settings = get_settings()
     try:
         status = await serve(settings, spec, replica, stop=stop)
+    except KafkaSecurityError as exc:  # wrong credentials: said once; a restart would not cure them
+        log.error("job %s: %s", spec.job_id, exc.detail)
+        return 2
     except Exception:
         log.exception("job %s: the inferencer failed and could not report it", spec.job_id)
         return 1

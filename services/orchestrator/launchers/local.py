@@ -369,7 +369,8 @@ class LocalLauncher:
         if reason is None:
             how = f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"
             reason = f"the {unit.argv[2].rsplit('.', 1)[-1]} process {how}; see {unit.log_path}"
-        if unit.restart and self._may_restart(unit):
+        # Exit status 2: no readable spec, or Kafka refused the login; a restart cures neither.
+        if unit.restart and code != REFUSED_EXIT and self._may_restart(unit):
             delay = next(itertools.islice(RESTART_BACKOFF.delays(), len(unit.crashes) - 1, None))
             log.warning("%s; restarting it in %.0f s", reason, delay)
             await asyncio.sleep(delay)
@@ -384,6 +385,9 @@ class LocalLauncher:
         unit.crashes = [t for t in unit.crashes if now - t < RESTART_WINDOW_S] + [now]
         return len(unit.crashes) <= MAX_RESTARTS
 
+
+# A worker's exit status when its spec is unreadable or Kafka refused its login.
+REFUSED_EXIT = 2
 
 # The Kafka TLS files a worker may need, by the setting that names them.
 TLS_FILES = {
