@@ -138,7 +138,18 @@ def decode_prediction(raw: bytes | None) -> list[list[float]]:
         values = json.loads(raw or b"")["values"]
     except (ValueError, KeyError, TypeError):
         return []
-    return [values] if isinstance(values, list) else []
+    if not isinstance(values, list):
+        return []
+    # A model with a multi-dimensional output writes it nested; the live view shows one row of numbers.
+    row: list[float] = []
+    pending: list[Any] = [values]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, list):
+            pending.extend(reversed(item))
+        else:
+            row.append(item)
+    return [row]
 
 
 class LiveFeeds:
