@@ -3,9 +3,10 @@
 **Artifact.** The trainer published the model as checksummed chunks on the
 artifacts topic (keyed by result id); the orchestrator sends them again when
 it deploys an inference (the embedded broker forgets topics on restart). A
-replica reads the topic from the beginning, without a group, keeps the chunks
-of its result whose checksum is the spec's, and stops once it has all
-``count`` of them; the whole is checked against the SHA-256.
+replica reads its result's partition from the end backwards, without a group
+(then what arrives after, until a timeout), keeps the chunks whose checksum is
+the spec's, and stops once it has all ``count`` of them; the whole is checked
+against the SHA-256.
 
 **Loading** takes nothing that crossed a topic as code: a Keras ``.keras``
 file loads in safe mode (no Python lambdas), a PyTorch state dict with
@@ -39,16 +40,14 @@ from typing import Any, Final
 
 import numpy as np
 
-from shared.artifacts import chunk_bytes, sha256_of
+from shared.artifacts import ResultPartition, chunk_bytes, sha256_of
 from shared.codecs import Decoder
 from shared.errors import Undecodable, WorkloadFailed
 from shared.events import decode
 from shared.events.catalog import ModelDefinition
 from shared.events.inference import ServeSpec
 from shared.events.training import ArtifactChunk
-from shared.kafka import make_consumer
 from shared.settings import Settings
-from shared.topics import topics_for
 from shared.usercode import ModelCodeError, build_model, failure_message
 
 __all__ = [
@@ -69,7 +68,6 @@ log = logging.getLogger("kafkaml.inferencer")
 
 # The orchestrator re-sends the artifact as it launches the replicas: it may arrive after we start.
 ARTIFACT_TIMEOUT_S: Final = 120.0
-_POLL_MS: Final = 500
 
 
 # --- the artifact ---------------------------------------------------------------
@@ -85,43 +83,43 @@ async def fetch_artifact(
 
     Raises WorkloadFailed when the chunks are not all there in time or do not add up to the checksum.
     """
-    topic = topics_for(settings).artifacts
-    consumer = make_consumer(
-        settings, topic, group_id=None, max_partition_fetch_bytes=8 * 1024 * 1024, fetch_max_bytes=64 * 1024 * 1024
-    )
-    await consumer.start()
     chunks: dict[int, bytes] = {}
     count: int | None = None
     key, sha = str(spec.result_id).encode(), spec.artifact_sha256.encode()
-    try:
-        deadline = time.monotonic() + timeout_s
-        while count is None or len(chunks) < count:
-            if stop is not None and stop.is_set():
-                return None
-            if time.monotonic() > deadline:
-                have = f"{len(chunks)} of {count}" if count is not None else "none"
-                raise WorkloadFailed(
-                    f"the model of result {spec.result_id} (sha256 {spec.artifact_sha256[:12]}…) did not arrive "
-                    f"on {topic} within {timeout_s:g} s ({have} of its chunks)"
-                )
-            for records in (await consumer.getmany(timeout_ms=_POLL_MS)).values():
-                for record in records:
-                    # Cheap tests first: the topic holds every version of every result, and a
-                    # switch reads it while the replica serves (decoding a chunk costs more).
-                    if record.key != key or record.value is None or sha not in record.value:
-                        continue
-                    chunk = _chunk_of(record.value, spec)
-                    if chunk is None:
-                        continue
-                    count = chunk.count
-                    # A re-sent artifact repeats its chunks: the first copy of each index is kept.
-                    if chunk.index < chunk.count and chunk.index not in chunks:
-                        try:
-                            chunks[chunk.index] = chunk_bytes(chunk)
-                        except ValueError as exc:
-                            log.warning("%s: ignored", exc)
-    finally:
-        await consumer.stop()
+
+    def take(record: Any) -> bool:
+        nonlocal count
+        # Cheap tests first: the partition holds every version and checkpoint of the result,
+        # and other results' chunks, and a switch reads it while the replica serves.
+        if record.key != key or record.value is None or sha not in record.value:
+            return False
+        chunk = _chunk_of(record.value, spec)
+        if chunk is None:
+            return False
+        count = chunk.count
+        # A re-sent artifact repeats its chunks: any copy of an index will do (same checksum).
+        if chunk.index < chunk.count and chunk.index not in chunks:
+            try:
+                chunks[chunk.index] = chunk_bytes(chunk)
+            except ValueError as exc:
+                log.warning("%s: ignored", exc)
+        return len(chunks) == count
+
+    deadline = time.monotonic() + timeout_s
+    reader = ResultPartition(
+        settings, spec.result_id, max_partition_fetch_bytes=8 * 1024 * 1024, fetch_max_bytes=64 * 1024 * 1024
+    )
+    async with reader:
+        found = await reader.newest_first(take, stop) or await reader.follow(take, deadline, stop)
+    if not found:
+        if stop is not None and stop.is_set():
+            return None
+        have = f"{len(chunks)} of {count}" if count is not None else "none"
+        raise WorkloadFailed(
+            f"the model of result {spec.result_id} (sha256 {spec.artifact_sha256[:12]}…) did not arrive "
+            f"on {reader.topic} within {timeout_s:g} s ({have} of its chunks)"
+        )
+    assert count is not None
     data = b"".join(chunks[index] for index in range(count))
     digest = sha256_of(data)
     if digest != spec.artifact_sha256:
@@ -129,7 +127,13 @@ async def fetch_artifact(
             f"the model of result {spec.result_id} does not match its checksum "
             f"(sha256 {digest[:12]}…, expected {spec.artifact_sha256[:12]}…)"
         )
-    log.info("artifact of result %d: %d bytes in %d chunks, checksum verified", spec.result_id, len(data), count)
+    log.info(
+        "artifact of result %d: %d bytes in %d chunks, checksum verified (%d records read)",
+        spec.result_id,
+        len(data),
+        count,
+        reader.records_read,
+    )
     return data
 
 

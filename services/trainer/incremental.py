@@ -10,7 +10,7 @@ are committed. Every publish is acknowledged before the next, so the chunks of a
 the artifacts topic before anything says the window is done.
 
 A restarted trainer (same spec, same job key) reads its result's partition of the artifacts
-topic, keeps only chunks signed with its own key, restores the model from the newest complete
+topic back from its end, keeps only chunks signed with its own key, restores the model from the newest complete
 state and goes on after that window's end offsets: window numbers continue, no window is
 trained twice, none is skipped. The stream ending (``stream_timeout_s`` without a record)
 finishes the result with the last version as its artifact.
@@ -33,7 +33,7 @@ from services.trainer.data.split import SPLIT_SEED, split_indices
 from services.trainer.data.window import StreamReader, Window, WindowRule, stream_topic
 from services.trainer.learners import Learner, make_learner
 from services.trainer.publishing import Publisher
-from shared.artifacts import chunk_artifact, chunk_bytes, sha256_of
+from shared.artifacts import ResultPartition, chunk_artifact, chunk_bytes, sha256_of
 from shared.codecs import Decoder, decoder_for
 from shared.errors import Undecodable, WorkloadFailed
 from shared.events.signing import Forged, Key, Keyring
@@ -47,9 +47,7 @@ from shared.events.training import (
     TrainingPhase,
 )
 from shared.events.versions import ModelVersion, ModelVersionPublished, WindowCompleted, WindowMetrics
-from shared.kafka import make_consumer
 from shared.settings import Settings
-from shared.topics import topics_for
 
 __all__ = ["DEFAULT_PARAMS", "improved", "train_incremental", "window_split"]
 
@@ -59,8 +57,6 @@ log = logging.getLogger("kafkaml.trainer")
 # upstream's defaults (a stream timeout of 60 s, an improvement of 0.1, no monitored metric: a
 # version per window), with windows of 10 s, the poll timeout upstream's Kafka reader batches by.
 DEFAULT_PARAMS: Final = IncrementalParams(window_s=10.0, stream_timeout_s=60.0, improvement=0.1)
-# Reading back a checkpoint stops at the partition's end, or after this long without a record.
-_CHECKPOINT_IDLE_S: Final = 3.0
 
 Progress = Callable[[TrainingPhase, str], Awaitable[None]]
 
@@ -88,69 +84,54 @@ class Checkpoint:
     data: bytes
 
 
-def _partition_of(key: bytes, partitions: list[int]) -> int:
-    from aiokafka.partitioner import DefaultPartitioner
-
-    partition: int = DefaultPartitioner()(key, partitions, partitions)
-    return partition
-
-
 async def find_checkpoint(settings: Settings, spec: JobSpec, result_id: int) -> Checkpoint | None:
-    """The newest complete state this job saved for ``result_id``, from the one partition its key maps to."""
+    """The newest complete state this job saved for ``result_id``, read back from the end of the
+    one partition its key maps to (a state's chunks all follow the older states' chunks)."""
     if spec.signing_key is None:
         log.warning("the spec has no signing key: no checkpoint can be verified, training from the start")
         return None
     keyring = Keyring((), own=Key.of(spec.signing_key))
-    topic = topics_for(settings).artifacts
-    consumer = make_consumer(settings, group_id=None, max_partition_fetch_bytes=8 * 2**20)
-    await consumer.start()
     pieces: dict[tuple[int, str], dict[int, Any]] = {}
-    try:
-        from aiokafka import TopicPartition
+    found: list[Checkpoint] = []
 
-        partitions = consumer.partitions_for_topic(topic) or set()
-        if not partitions:
-            await consumer.topics()
-            partitions = consumer.partitions_for_topic(topic) or set()
-        if not partitions:
-            return None
-        tp = TopicPartition(topic, _partition_of(str(result_id).encode(), sorted(partitions)))
-        consumer.assign([tp])
-        end = (await consumer.end_offsets([tp]))[tp]
-        await consumer.seek_to_beginning(tp)
-        last = time.monotonic()
-        while await consumer.position(tp) < end and time.monotonic() - last < _CHECKPOINT_IDLE_S:
-            for record in (await consumer.getmany(tp, timeout_ms=500)).get(tp, []):
-                last = time.monotonic()
-                try:
-                    message = keyring.open(
-                        record.value,
-                        list(record.headers or ()),
-                        lambda m: isinstance(m, ArtifactChunk) and m.payload.result_id == result_id,
-                    )
-                except Undecodable:
-                    continue  # not a message of ours (the metrics service dead-letters it)
-                except Forged as exc:
-                    log.warning("artifacts offset %d: a chunk not signed by this job, ignored (%s)", record.offset, exc)
-                    continue
-                if isinstance(message, ArtifactChunk) and message.payload.state is not None:
-                    chunk = message.payload
-                    pieces.setdefault((message.payload.state.window, chunk.sha256), {})[chunk.index] = chunk
-    finally:
-        await consumer.stop()
-    for (window, sha256), chunks in sorted(pieces.items(), reverse=True):
-        count = next(iter(chunks.values())).count
-        if sorted(chunks) != list(range(count)):
-            log.warning("the checkpoint of window %d lacks chunks (%d of %d): skipped", window, len(chunks), count)
-            continue
-        data = b"".join(chunk_bytes(chunks[i]) for i in range(count))
-        if sha256_of(data) != sha256:
-            log.warning("the checkpoint of window %d does not match its checksum: skipped", window)
-            continue
-        state = chunks[0].state
-        assert state is not None
-        return Checkpoint(state, data)
-    return None
+    def take(record: Any) -> bool:
+        try:
+            message = keyring.open(
+                record.value,
+                list(record.headers or ()),
+                lambda m: isinstance(m, ArtifactChunk) and m.payload.result_id == result_id,
+            )
+        except Undecodable:
+            return False  # not a message of ours (the metrics service dead-letters it)
+        except Forged as exc:
+            log.warning("artifacts offset %d: a chunk not signed by this job, ignored (%s)", record.offset, exc)
+            return False
+        if not isinstance(message, ArtifactChunk) or message.payload.state is None:
+            return False
+        chunk = message.payload
+        assert chunk.state is not None
+        chunks = pieces.setdefault((chunk.state.window, chunk.sha256), {})
+        chunks[chunk.index] = chunk
+        checkpoint = _complete(chunks)
+        if checkpoint is not None:
+            found.append(checkpoint)
+        return False  # a span can hold newer states after this one: read it to its end
+
+    async with ResultPartition(settings, result_id, max_partition_fetch_bytes=8 * 2**20) as reader:
+        await reader.newest_first(take, enough=lambda: bool(found))
+    return max(found, key=lambda checkpoint: checkpoint.state.window, default=None)
+
+
+def _complete(chunks: dict[int, Any]) -> Checkpoint | None:
+    """The checkpoint these chunks make once all are there and match their checksum."""
+    first = next(iter(chunks.values()))
+    if sorted(chunks) != list(range(first.count)):
+        return None
+    data = b"".join(chunk_bytes(chunks[i]) for i in range(first.count))
+    if sha256_of(data) != first.sha256:
+        log.warning("the checkpoint of window %d does not match its checksum: skipped", first.state.window)
+        return None
+    return Checkpoint(chunks[0].state, data)
 
 
 @dataclass
