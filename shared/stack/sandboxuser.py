@@ -67,7 +67,7 @@ def sandbox_identity(settings: Settings) -> SandboxIdentity | None:
         log.warning(SAME_USER_WARNING, os.geteuid(), SANDBOX_USER)
         return None
     identity = ensure_user(SANDBOX_USER)
-    open_for_traversal(_code_folders())
+    open_for_traversal(code_folders())
     problem = cannot_run_python(identity)
     if problem is not None:
         log.error(
@@ -97,7 +97,7 @@ def validation_identity(settings: Settings, sandbox: SandboxIdentity | None) -> 
     return identity
 
 
-def _code_folders() -> list[Path]:
+def code_folders() -> list[Path]:
     """What user code's processes read: the interpreter, its standard library, the packages, this project."""
     found = [Path(sys.executable).resolve(), Path(sys.base_prefix).resolve(), Path(sys.prefix).resolve()]
     found += [Path(p).resolve() for p in sys.path if p and Path(p).is_dir()]

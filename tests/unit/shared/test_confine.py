@@ -146,6 +146,10 @@ def test_a_hidden_folder_is_empty_for_the_program(tmp_path: Path) -> None:
 
 @pytest.mark.skipif(not IS_ROOT, reason="changing uid needs root")
 def test_privileges_are_dropped_and_processes_limited(tmp_path: Path) -> None:
+    from shared.stack.sandboxuser import code_folders, open_for_traversal
+
+    # As the stack does before it runs user code as another user (an interpreter under /root).
+    open_for_traversal(code_folders())
     nobody = (65534, 65534)
     work = confine.make_work_dir(str(tmp_path), nobody)
     code = (
