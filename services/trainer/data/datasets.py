@@ -61,9 +61,14 @@ class InMemoryData(TrainingData):
         test_rate: float,
         bad: int,
         seed: int = SPLIT_SEED,
+        order: np.ndarray[Any, Any] | None = None,
     ) -> None:
+        """``order``: where each sample of the announced order is in ``x`` and ``y`` (records
+        read interleaved from partitions); applied with the split, one copy of the data."""
         self.decoder = decoder
         train, validation, test = split_indices(len(x), validation_rate, test_rate, seed)
+        if order is not None:
+            train, validation, test = order[train], order[validation], order[test]
         self._parts: dict[str, tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]] = {
             "train": (x[train], y[train]),
             "validation": (x[validation], y[validation]),

@@ -146,9 +146,9 @@ async def load_training_data(
         # Partitions are fetched interleaved as they come: back to the announced order, so that
         # the same data set always gives the same split.
         x_all, y_all, order = np.concatenate(xs), np.concatenate(ys), np.concatenate(positions)
+        ordering = None
         if len(order) > 1 and not bool(np.all(order[1:] > order[:-1])):
             ordering = np.argsort(order, kind="stable")
-            x_all, y_all = x_all[ordering], y_all[ordering]
         data: TrainingData = InMemoryData(
             decoder,
             x_all,
@@ -157,6 +157,7 @@ async def load_training_data(
             test_rate=message.test_rate,
             bad=bad,
             seed=seed,
+            order=ordering,
         )
     else:
         # The split is per announced position, so that every pass agrees without keeping data.
