@@ -92,23 +92,20 @@ def _build(model: JobModel, *, require_compiled: bool = True) -> Any:
     return built
 
 
+def _declared_input(model: Any) -> tuple[str | None, int | None]:
+    """The dtype and the batch size of the model's first declared input (None, None: it declares
+    none, as a subclassed model; a batch size only where the model was built for one)."""
+    try:
+        declared = model.inputs[0]
+        return str(declared.dtype), (int(declared.shape[0]) if declared.shape[0] else None)
+    except (AttributeError, IndexError, TypeError, ValueError):
+        return None, None
+
+
 def _input_dtype(model: Any) -> str:
     """What the model's input takes: integer inputs (token ids) stay integers, all else is float32."""
-    try:
-        dtype = str(model.inputs[0].dtype)
-    except (AttributeError, IndexError, TypeError, ValueError):
-        return "float32"
-    return dtype if dtype.startswith(("int", "uint", "float")) else "float32"
-
-
-def _casts_its_input(model: Any) -> bool:
-    """Whether the model declares a floating input, which Keras converts every batch to: integer
-    data (uint8 pixels) can then be handed over as it is, with no float copy of the whole set
-    (four times its size: 0.4 s and 150 MB for 48,000 MNIST images)."""
-    try:
-        return str(model.inputs[0].dtype).startswith(("float", "bfloat"))
-    except (AttributeError, IndexError, TypeError, ValueError):
-        return False
+    dtype, _ = _declared_input(model)
+    return dtype if dtype is not None and dtype.startswith(("int", "uint", "float")) else "float32"
 
 
 def evaluation_batch(spec: JobSpec, sample_shape: tuple[int, ...], fixed: int | None = None) -> int:
@@ -119,15 +116,6 @@ def evaluation_batch(spec: JobSpec, sample_shape: tuple[int, ...], fixed: int | 
         return fixed
     sample_bytes = 4 * int(np.prod(sample_shape, dtype=np.int64)) if sample_shape else 4
     return max(spec.batch_size, min(EVAL_BATCH_MAX, EVAL_BATCH_BYTES // max(1, sample_bytes)))
-
-
-def _fixed_batch(model: Any) -> int | None:
-    """The batch size a model was built for (a stateful RNN's), else None."""
-    try:
-        size = model.inputs[0].shape[0]
-    except (AttributeError, IndexError, TypeError, ValueError):
-        return None
-    return int(size) if size else None
 
 
 def _float_dict(values: Mapping[str, Any]) -> dict[str, float]:
@@ -159,9 +147,12 @@ class _Run:
     def __init__(self, spec: JobSpec, data: TrainingData, model: Any) -> None:
         self.spec = spec
         self.data = data
+        dtype, fixed = _declared_input(model)
         self.x_dtype = _input_dtype(model)
-        self.casts = _casts_its_input(model)
-        self.eval_batch = evaluation_batch(spec, data.sample_shape, _fixed_batch(model))
+        # A declared floating input is converted by Keras batch by batch: integer data (uint8
+        # pixels) goes as it is, with no float copy of the whole set (four times its size).
+        self.casts = dtype is not None and dtype.startswith(("float", "bfloat"))
+        self.eval_batch = evaluation_batch(spec, data.sample_shape, fixed)
         self.streamed = data.arrays("train") is None
 
     def arrays(self, part: Part) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
@@ -173,7 +164,7 @@ class _Run:
 
     def inputs(self, x: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
         """``x`` as the model takes it: integers as they are where the model converts every
-        batch itself (_casts_its_input), else in the model's input dtype."""
+        batch itself (see __init__), else in the model's input dtype."""
         if self.casts and (np.issubdtype(x.dtype, np.integer) or x.dtype == np.bool_):
             return x
         return x.astype(self.x_dtype, copy=False)

@@ -167,7 +167,8 @@ def test_referenced_documents_exist(tracked: dict[Path, str]) -> None:
     assert not missing, "references to documents that are not in the repository:\n" + "\n".join(sorted(set(missing)))
 
 
-# Paths of the machine the project was built on. Container paths (/app, /data) are fine.
+# Paths of the machine the project was built on (docs/architecture.md, "The repository stands
+# alone"): these patterns are the rule's subject, the one place they may appear.
 BUILD_MACHINE = re.compile(r"(?<![\w.])(\.\./shared/|/work/|/root/|/home/)")
 
 
