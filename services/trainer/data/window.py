@@ -176,7 +176,7 @@ class StreamReader:
             wait_ms = _POLL_MS
             if opened_at is not None and rule.seconds is not None:
                 wait_ms = max(1, min(wait_ms, int((opened_at + rule.seconds - now) * 1000) + 1))
-            batches = await self.consumer.getmany(timeout_ms=wait_ms, max_records=rule.room(len(window)))
+            batches = await self._draw(rule.room(len(window)), wait_ms)
             for tp, records in sorted(batches.items(), key=lambda item: item[0].partition):
                 if not records:
                     continue
@@ -185,3 +185,28 @@ class StreamReader:
                 window.add(tp.partition, self.positions[tp.partition], records)
                 self.positions[tp.partition] = records[-1].offset + 1
                 last_record = time.monotonic()
+
+    async def _draw(self, room: int, wait_ms: int) -> dict[TopicPartition, list[Any]]:
+        """Up to ``room`` records, shared among the partitions that have records buffered.
+
+        aiokafka hands out one partition's buffer before the next, so a backlog (a topic keyed by
+        label, read after a pause) would fill a window from one partition, with that partition's
+        labels only. Taken a share per partition, a window mixes them as the stream did."""
+        drawn = await self._shares(room, {})
+        if drawn:
+            return drawn
+        # Nothing buffered: wait for the stream, taking one record, then the shares of what came.
+        first = await self.consumer.getmany(timeout_ms=wait_ms, max_records=1)
+        return await self._shares(room - 1, first) if first else {}
+
+    async def _shares(self, room: int, drawn: dict[TopicPartition, list[Any]]) -> dict[TopicPartition, list[Any]]:
+        share = -(-room // len(self.partitions))
+        for tp in self.partitions:
+            take = min(share, room)
+            if take <= 0:
+                break
+            records = (await self.consumer.getmany(tp, timeout_ms=0, max_records=take)).get(tp)
+            if records:
+                drawn[tp] = [*drawn.get(tp, ()), *records]
+                room -= len(records)
+        return drawn

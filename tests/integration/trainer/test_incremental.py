@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from services.trainer.data.window import StreamReader, WindowRule
 from services.trainer.worker import train_job
 from shared.events import Envelope
 from shared.events.signing import Keyring, job_signer
@@ -140,6 +141,35 @@ async def test_keras_digits_in_three_parts_make_versions_and_learn(topics: Setti
     assert [w.version for w in reported if w.version is not None] == [v.payload.version for v in versions]
     (finished,) = of_type(messages, TrainingFinished, 1201)
     assert finished.payload.artifact.sha256 == versions[-1].payload.sha256
+
+
+async def test_a_window_takes_its_share_from_every_partition_of_a_backlog(topics: Settings) -> None:
+    """A topic keyed by label keeps some labels on each partition: a window drawn from one
+    partition's backlog alone would hold only those labels."""
+    from aiokafka import AIOKafkaProducer
+
+    settings = topics
+    topic = await data_topic(settings)
+    producer = AIOKafkaProducer(bootstrap_servers=settings.brokers, linger_ms=5)
+    await producer.start()
+    try:
+        sends = [await producer.send(topic, bytes([p]), partition=p) for p in (0, 1) for _ in range(400 - 250 * p)]
+        await asyncio.gather(*sends)
+    finally:
+        await producer.stop()
+    reader = StreamReader(settings, topic, "job-share")
+    await reader.start({}, timeout_s=10)
+    try:
+        counts = []
+        while not reader.idle:
+            window = await reader.read(WindowRule(samples=100, seconds=None), idle_timeout_s=2)
+            counts.append([window.values.count(bytes([p])) for p in (0, 1)])
+    finally:
+        await reader.stop()
+    # 400 records on partition 0, 150 on partition 1: halves while both have some (the record that
+    # woke the reader can tip one by one), then the rest.
+    assert all(abs(a - b) <= 2 for a, b in counts[:3]), counts
+    assert sum(c[0] for c in counts) == 400 and sum(c[1] for c in counts) == 150, counts
 
 
 async def test_pytorch_incremental_publishes_a_version_per_window(topics: Settings) -> None:
