@@ -30,7 +30,9 @@ def job(job_id: str, framework: str = "tensorflow", gpus: int = 0) -> JobSpec:
 
 
 def serving(job_id: str) -> ServeSpec:
-    return serve_spec(job_id)
+    # PyTorch: a replica imports its framework as soon as it has its spec, and torch imports in
+    # half TensorFlow's time; what is tested here is the launcher, not the framework.
+    return serve_spec(job_id, framework="pytorch", artifact_format="pt")
 
 
 @pytest.fixture
