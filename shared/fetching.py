@@ -6,9 +6,12 @@ answers it) quiet. The embedded broker holds a fetch that finds no data for up t
 the whole wait (docs/performance.md has the figures), so one fixed wait is either
 slow or busy. :class:`FetchWait` is the policy: the busy wait while records came
 within ``busy_for_s``, then a wait that doubles every ``double_every_s`` up to
-the idle wait; a record (or :meth:`FetchWait.wake`, when an answer is expected)
-brings it back to the busy wait at once. The first record after an idle spell
-costs at most one idle wait.
+the idle wait, and after ``long_idle_after_s`` without a record the long idle
+wait; a record (or :meth:`FetchWait.wake`, when an answer is expected) brings it
+back to the busy wait at once. The first record after a pause of a few seconds
+(a user between two clicks) costs at most one idle wait; after a long silence,
+at most one long idle wait. Every held fetch costs the embedded broker CPU,
+so the long wait is what keeps a stack nobody uses quiet.
 
 :class:`AdaptiveConsumer` is how every consumer of ``shared.kafka.make_consumer``
 applies it. aiokafka 0.14 has no public way to change the wait of a running
@@ -40,6 +43,8 @@ class FetchWait:
         busy_ms: int,
         idle_ms: int,
         *,
+        long_idle_ms: int | None = None,
+        long_idle_after_s: float = 30.0,
         busy_for_s: float = 1.0,
         double_every_s: float = 0.5,
         clock: Callable[[], float] = time.monotonic,
@@ -48,10 +53,14 @@ class FetchWait:
             raise ValueError(f"busy_ms must not be negative, not {busy_ms}")
         if idle_ms < busy_ms:
             raise ValueError(f"idle_ms ({idle_ms}) must be at least busy_ms ({busy_ms})")
+        if long_idle_ms is not None and long_idle_ms < idle_ms:
+            raise ValueError(f"long_idle_ms ({long_idle_ms}) must be at least idle_ms ({idle_ms})")
         if busy_for_s < 0 or double_every_s <= 0:
             raise ValueError("busy_for_s must not be negative and double_every_s must be positive")
         self.busy_ms = busy_ms
         self.idle_ms = idle_ms
+        self.long_idle_ms = idle_ms if long_idle_ms is None else long_idle_ms
+        self.long_idle_after_s = long_idle_after_s
         self.busy_for_s = busy_for_s
         self.double_every_s = double_every_s
         self.clock = clock
@@ -69,7 +78,10 @@ class FetchWait:
         self._last_record = self.clock()
 
     def wait_ms(self) -> int:
-        quiet = self.clock() - self._last_record - self.busy_for_s
+        since = self.clock() - self._last_record
+        if since >= self.long_idle_after_s:
+            return self.long_idle_ms
+        quiet = since - self.busy_for_s
         if quiet < 0:
             return self.busy_ms
         # One doubling on leaving the busy window, one more every double_every_s; capped

@@ -305,7 +305,8 @@ async def deliver(
 def make_consumer(settings: Settings, *topics: str, group_id: str | None, **overrides: Any) -> AIOKafkaConsumer:
     """A consumer with manual commits and an adaptive fetch wait (``shared.fetching``): the busy
     wait (``KAFKAML_FETCH_MAX_WAIT_MS``, or a ``fetch_max_wait_ms`` override) while records
-    come, backing off to ``KAFKAML_FETCH_IDLE_WAIT_MS`` when idle."""
+    come, backing off to ``KAFKAML_FETCH_IDLE_WAIT_MS`` when idle and to
+    ``KAFKAML_FETCH_LONG_IDLE_WAIT_MS`` after a long silence."""
     busy_ms = int(overrides.pop("fetch_max_wait_ms", settings.fetch_max_wait_ms))
     options: dict[str, Any] = {
         "bootstrap_servers": settings.brokers,
@@ -337,7 +338,8 @@ class LoginCheckedConsumer(AdaptiveConsumer):
 def fetch_wait_for(settings: Settings, busy_ms: int | None = None) -> FetchWait:
     """The fetch-wait policy of this stack's consumers (faust's too)."""
     busy = settings.fetch_max_wait_ms if busy_ms is None else busy_ms
-    return FetchWait(busy, max(busy, settings.fetch_idle_wait_ms))
+    idle = max(busy, settings.fetch_idle_wait_ms)
+    return FetchWait(busy, idle, long_idle_ms=max(idle, settings.fetch_long_idle_wait_ms))
 
 
 async def consume(

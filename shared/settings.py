@@ -127,6 +127,9 @@ class Settings(BaseSettings):
     # An idle consumer's fetch wait backs off from KAFKAML_FETCH_MAX_WAIT_MS (the busy wait) to
     # this: an idle stack stays quiet, and the first record after idle waits at most this long.
     fetch_idle_wait_ms: int = Field(default=300, ge=1)
+    # ... and after 30 s without a record, this (each held fetch costs the embedded broker CPU):
+    # a stack nobody uses stays under 5% of a core, its first answer after a pause takes longer.
+    fetch_long_idle_wait_ms: int = Field(default=1000, ge=1)
     # --- warm trainers (local launcher) --------------------------------------
     # Frameworks the local launcher keeps one trainer process ready for, its framework imported
     # (comma-separated; empty: none, every trainer starts cold).

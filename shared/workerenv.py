@@ -26,6 +26,7 @@ WORKER_SETTINGS = (
     "enable_idempotence",
     "fetch_max_wait_ms",
     "fetch_idle_wait_ms",
+    "fetch_long_idle_wait_ms",
     "message_max_bytes",
     "log_level",
     # How to reach a secured cluster. On Kubernetes the password is left out of the pod's

@@ -122,12 +122,17 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--settle", type=float, default=30.0, help="seconds after up before measuring")
     parser.add_argument("--idle-wait-ms", type=int, default=None, help="KAFKAML_FETCH_IDLE_WAIT_MS for the stack")
+    parser.add_argument(
+        "--long-idle-wait-ms", type=int, default=None, help="KAFKAML_FETCH_LONG_IDLE_WAIT_MS for the stack"
+    )
     args = parser.parse_args()
     home = Path(tempfile.mkdtemp(prefix="kml-idle-", dir="/tmp"))
     env = {k: v for k, v in os.environ.items() if not k.startswith("KAFKAML_")}
     env.update(KAFKAML_HOME=str(home), KAFKAML_API_PORT=str(free_port()), PYTHONPATH=str(REPO))
     if args.idle_wait_ms is not None:
         env["KAFKAML_FETCH_IDLE_WAIT_MS"] = str(args.idle_wait_ms)
+    if args.long_idle_wait_ms is not None:
+        env["KAFKAML_FETCH_LONG_IDLE_WAIT_MS"] = str(args.long_idle_wait_ms)
     up = kafkaml(env, "up", "--detach")
     try:
         if up.returncode != 0:

@@ -63,18 +63,37 @@ def test_a_consumer_idle_for_days_stays_at_the_idle_wait() -> None:
     assert wait.observe(0) == 500
 
 
+def test_a_long_silence_takes_the_long_idle_wait_and_a_record_ends_it() -> None:
+    clock = Clock()
+    wait = FetchWait(2, 200, long_idle_ms=1000, long_idle_after_s=30.0, clock=clock)
+    clock.now += 29.9
+    assert wait.observe(0) == 200  # a pause between two clicks: the idle wait
+    clock.now += 0.1
+    assert wait.observe(0) == 1000
+    clock.now += 10 * 86400
+    assert wait.observe(0) == 1000
+    assert wait.observe(1) == 2
+    clock.now += 60
+    wait.wake()  # an answer is due: busy again, whatever the silence before
+    assert wait.wait_ms() == 2
+
+
 def test_bad_bounds_are_refused_naming_them() -> None:
     with pytest.raises(ValueError, match="idle_ms"):
         FetchWait(100, 10)
     with pytest.raises(ValueError, match="busy_ms"):
         FetchWait(-1, 10)
+    with pytest.raises(ValueError, match="long_idle_ms"):
+        FetchWait(10, 100, long_idle_ms=50)
 
 
 def test_the_stack_policy_takes_its_bounds_from_the_settings_and_an_override() -> None:
-    settings = Settings(fetch_max_wait_ms=5, fetch_idle_wait_ms=300)
-    assert (fetch_wait_for(settings).busy_ms, fetch_wait_for(settings).idle_ms) == (5, 300)
-    # A consumer that asks for a longer busy wait than the idle wait never goes below it.
-    assert (fetch_wait_for(settings, 500).busy_ms, fetch_wait_for(settings, 500).idle_ms) == (500, 500)
+    settings = Settings(fetch_max_wait_ms=5, fetch_idle_wait_ms=300, fetch_long_idle_wait_ms=900)
+    stack = fetch_wait_for(settings)
+    assert (stack.busy_ms, stack.idle_ms, stack.long_idle_ms) == (5, 300, 900)
+    # A consumer that asks for a longer busy wait than the idle waits never goes below it.
+    slow = fetch_wait_for(settings, 2000)
+    assert (slow.busy_ms, slow.idle_ms, slow.long_idle_ms) == (2000, 2000, 2000)
 
 
 def test_aiokafka_still_reads_the_wait_per_fetch_request() -> None:
