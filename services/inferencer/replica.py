@@ -5,7 +5,10 @@ travel through Kafka. The steps, each logged on one INFO line:
 
 1. take the ``ServeSpec`` handed over (``__main__``); read the jobs topic up to
    its end: the latest ``SwitchModelVersion`` for this inference names the
-   version to serve instead of the spec's (:mod:`.switching`);
+   version to serve instead of the spec's (:mod:`.switching`). Where that
+   version's model is not on the artifacts topic (or fails its checksum), the
+   spec's version is served and ``running`` carries the reason, as a failed
+   live switch keeps the version it had;
 2. read the model's chunks from the artifacts topic, check the SHA-256, load
    it (GPU only where asked for and present), call it once to warm it up;
 3. join the consumer group ``spec.group_id`` on the input topic (every
@@ -56,6 +59,8 @@ log = logging.getLogger("kafkaml.inferencer")
 
 # A producer record batch per output partition holds up to this much (one future each).
 _RECORD_BATCH_BYTES: Final = 1024 * 1024
+# A switch names a version already published: its chunks are on the topic, the wait is short.
+SWITCHED_ARTIFACT_TIMEOUT_S: Final = 10.0
 
 
 def _decoder(spec: ServeSpec, model: ServedModel) -> Decoder:
@@ -110,14 +115,26 @@ async def _serve(
     device_task = asyncio.create_task(asyncio.to_thread(configure_device, spec.framework, spec.gpus, worker_threads()))
     listener = SwitchListener(settings, spec, producer)
     tasks: list[asyncio.Task[None]] = []
+    start_error: str | None = None
     try:
         try:
             latest = await listener.replay()
-            serving = spec
+            serving, artifact = spec, None
             if latest is not None:
-                serving = switched(spec, latest)
                 log.info("the jobs topic's latest switch names version %d: serving it", latest.version)
-            artifact = await fetch_artifact(settings, serving, artifact_timeout_s, stop)
+                try:
+                    artifact = await fetch_artifact(
+                        settings, switched(spec, latest), min(artifact_timeout_s, SWITCHED_ARTIFACT_TIMEOUT_S), stop
+                    )
+                    serving = switched(spec, latest)
+                except WorkloadFailed as exc:
+                    start_error = (
+                        f"could not switch to version {latest.version}, serving version {spec.model_version} "
+                        f"(the deployment's): {exc.detail}"
+                    )
+                    log.error("%s", start_error)
+            if artifact is None and not stop.is_set():
+                artifact = await fetch_artifact(settings, serving, artifact_timeout_s, stop)
         finally:
             device = await device_task
         if artifact is None:
@@ -150,7 +167,7 @@ async def _serve(
         )  # fmt: skip
         tasks.append(asyncio.create_task(listener.listen(switcher.request, stop)))
         tasks.append(asyncio.create_task(switcher.run(inferencer)))
-        await inferencer.run(stop, lambda: events.status("running"))
+        await inferencer.run(stop, lambda: events.status("running", start_error))
     finally:
         for task in tasks:
             task.cancel()

@@ -80,12 +80,15 @@ async def setup(kafka: Settings, partitions: int = 2) -> tuple[ServeSpec, str]:
     return spec, output_topic
 
 
-async def switch(kafka: Settings, spec: ServeSpec, version: int, artifact: bytes, *, key: Key | None = None) -> None:
-    """The version's chunks, then the switch signed with ``key`` (default: the inference's own)."""
+async def switch(
+    kafka: Settings, spec: ServeSpec, version: int, artifact: bytes, *, key: Key | None = None, chunks_sent: bool = True
+) -> None:
+    """The version's chunks (unless not ``chunks_sent``), then the switch signed with ``key``
+    (default: the inference's own)."""
     chunks = chunk_artifact(spec.result_id, artifact)
     assert spec.signing_key is not None
     async with Producer(kafka) as producer:
-        for chunk in chunks:
+        for chunk in chunks if chunks_sent else ():
             await producer.publish(chunk)
         payload = VersionSwitch(
             inference_id=spec.inference_id,
@@ -152,6 +155,16 @@ def stopped(records: list[Any]) -> bool:
     return "stopped" in statuses([decode(r.value) for r in records])
 
 
+def failed_switches(records: list[Any]) -> list[str]:
+    """The errors of the ``running`` statuses among ``records`` (a switch that did not happen)."""
+    found = [decode(r.value) for r in records]
+    return [
+        m.payload.error
+        for m in found
+        if isinstance(m, InferenceStatusChanged) and m.payload.status == "running" and m.payload.error
+    ]
+
+
 async def test_a_forged_switch_is_dead_lettered_and_a_failed_load_keeps_the_version(kafka: Settings) -> None:
     spec, output_topic = await setup(kafka, partitions=1)
     async with serving(kafka, spec, "r") as replica:
@@ -166,16 +179,8 @@ async def test_a_forged_switch_is_dead_lettered_and_a_failed_load_keeps_the_vers
         # Signed properly, but the bytes are no model: the load fails, version 1 goes on serving.
         await switch(kafka, spec, 3, b"not a keras file")
 
-        def failed_switch(records: list[Any]) -> list[str]:
-            found = [decode(r.value) for r in records]
-            return [
-                m.payload.error
-                for m in found
-                if isinstance(m, InferenceStatusChanged) and m.payload.status == "running" and m.payload.error
-            ]
-
-        [error] = failed_switch(
-            await replica.watch(read_records(kafka, topics_for(kafka).events, lambda f: bool(failed_switch(f)), 30))
+        [error] = failed_switches(
+            await replica.watch(read_records(kafka, topics_for(kafka).events, lambda f: bool(failed_switches(f)), 30))
         )
         assert "could not switch to version 3, still serving version 1" in error, error
         await produce(kafka, spec.input_topic, inputs(50))
@@ -196,3 +201,20 @@ async def test_a_replica_started_after_a_switch_serves_the_switched_version(kafk
         outputs = await replica.watch(read_records(kafka, output_topic, lambda found: len(found) >= 50))
     assert version == 2
     assert [version_of(r) for r in outputs] == [2] * 50
+
+
+async def test_a_replica_started_after_a_switch_whose_model_is_gone_serves_the_deployments_version(
+    kafka: Settings,
+) -> None:
+    spec, output_topic = await setup(kafka, partitions=1)
+    await switch(kafka, spec, 2, constant_model(1), chunks_sent=False)  # version 2's chunks are not there
+    async with serving(kafka, spec, "late") as replica:
+        found = await replica.watch(
+            read_records(kafka, topics_for(kafka).events, lambda f: bool(failed_switches(f)), 60)
+        )
+        [error] = failed_switches(found)
+        assert "could not switch to version 2, serving version 1 (the deployment's)" in error, error
+        assert "none of its chunks" in error, error
+        await produce(kafka, spec.input_topic, inputs(20))
+        outputs = await replica.watch(read_records(kafka, output_topic, lambda found: len(found) >= 20))
+    assert [version_of(r) for r in outputs] == [1] * 20
