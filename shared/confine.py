@@ -303,6 +303,10 @@ def _kill_descendants() -> None:
         time.sleep(0.01)
 
 
+# How often a signal held for the program (``supervise``) is looked at again.
+_HELD_SIGNAL_EVERY_S: Final = 0.05
+
+
 def supervise(
     target: Callable[[], int],
     *,
@@ -322,9 +326,11 @@ def supervise(
         _prctl(_PR_SET_CHILD_SUBREAPER, 1)
     with contextlib.suppress(OSError):
         _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    is_init = False  # the child is its PID namespace's init
     if pid_namespace:
         with contextlib.suppress(OSError):
             unshare(CLONE_NEWPID)
+            is_init = True
     child = os.fork()
     if child == 0:
         code = 1
@@ -336,10 +342,30 @@ def supervise(
         with contextlib.suppress(OSError):
             os.close(fd)
 
+    # The kernel drops a signal that a namespace's init has no handler for, and a worker
+    # installs its handlers only once its interpreter has started: a stop request that came
+    # before would be lost (and the launcher kill it after its grace). So it is held until then,
+    # looked at again on a timer (no thread: the supervisor may be under the program's limits).
+    held: list[int] = []
+
+    def deliver_held(_signum: int = 0, _frame: object = None) -> None:
+        for signum in list(held):
+            if catches(child, signum):
+                held.remove(signum)
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(child, signum)
+        if held:
+            signal.setitimer(signal.ITIMER_REAL, _HELD_SIGNAL_EVERY_S)
+
     def forward(signum: int, _frame: object) -> None:
+        if is_init and not catches(child, signum):
+            held.append(signum)
+            deliver_held()
+            return
         with contextlib.suppress(ProcessLookupError):
             os.kill(child, signum)
 
+    signal.signal(signal.SIGALRM, deliver_held)
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(signum, forward)
     while True:
@@ -353,6 +379,19 @@ def supervise(
             break
     _kill_descendants()
     return os.waitstatus_to_exitcode(status)
+
+
+def catches(pid: int, signum: int) -> bool:
+    """Whether process ``pid`` has a handler for ``signum`` (its ``SigCgt`` mask); True when that
+    cannot be read (the process is gone, or no /proc): then there is nothing to wait for."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("SigCgt:"):
+                    return bool(int(line.split()[1], 16) >> (signum - 1) & 1)
+    except (OSError, ValueError):
+        pass
+    return True
 
 
 def exit_like(code: int) -> None:

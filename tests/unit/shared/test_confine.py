@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import resource
+import signal
 import subprocess
 import sys
 import time
@@ -66,6 +67,27 @@ def test_a_setsid_grandchild_is_killed_when_the_program_ends(pid_namespace: bool
     assert result.returncode == 0, result.stderr
     assert time.monotonic() - started < 20  # not the grandchild's 60 s
     assert running_with(marker) == []
+
+
+@pytest.mark.skipif(not NAMESPACES["pid"], reason="this kernel or user may not create a PID namespace")
+def test_a_stop_request_before_the_program_handles_it_is_held_until_it_does() -> None:
+    # The program is its PID namespace's init: the kernel would drop a SIGTERM it has no handler
+    # for yet (a worker's interpreter still starting), and only the launcher's SIGKILL would end it.
+    code = (
+        "import signal, sys, time\n"
+        "time.sleep(1.0)\n"
+        "signal.signal(signal.SIGTERM, lambda *_: sys.exit(7))\n"
+        "time.sleep(30)\n"
+    )
+    env = {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": str(ROOT)}
+    started = time.monotonic()
+    process = subprocess.Popen(
+        Confinement(pid_namespace=True, read_only=()).command([sys.executable, "-c", code]), env=env, cwd=ROOT
+    )
+    time.sleep(0.3)  # the supervisor runs, the program does not handle SIGTERM yet
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=20) == 7  # its own handler ran: the request was delivered, once
+    assert time.monotonic() - started < 10  # not the program's 30 s
 
 
 def running_with(marker: str) -> list[int]:
