@@ -350,7 +350,7 @@ def supervise(
 
     def deliver_held(_signum: int = 0, _frame: object = None) -> None:
         for signum in list(held):
-            if catches(child, signum):
+            if _catches(child, signum):
                 held.remove(signum)
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(child, signum)
@@ -358,7 +358,7 @@ def supervise(
             signal.setitimer(signal.ITIMER_REAL, _HELD_SIGNAL_EVERY_S)
 
     def forward(signum: int, _frame: object) -> None:
-        if is_init and not catches(child, signum):
+        if is_init and not _catches(child, signum):
             held.append(signum)
             deliver_held()
             return
@@ -381,7 +381,7 @@ def supervise(
     return os.waitstatus_to_exitcode(status)
 
 
-def catches(pid: int, signum: int) -> bool:
+def _catches(pid: int, signum: int) -> bool:
     """Whether process ``pid`` has a handler for ``signum`` (its ``SigCgt`` mask); True when that
     cannot be read (the process is gone, or no /proc): then there is nothing to wait for."""
     try:

@@ -122,11 +122,11 @@ async def _serve(
             serving, artifact = spec, None
             if latest is not None:
                 log.info("the jobs topic's latest switch names version %d: serving it", latest.version)
+                wanted = switched(spec, latest)
                 try:
-                    artifact = await fetch_artifact(
-                        settings, switched(spec, latest), min(artifact_timeout_s, SWITCHED_ARTIFACT_TIMEOUT_S), stop
-                    )
-                    serving = switched(spec, latest)
+                    timeout_s = min(artifact_timeout_s, SWITCHED_ARTIFACT_TIMEOUT_S)
+                    artifact = await fetch_artifact(settings, wanted, timeout_s, stop)
+                    serving = wanted
                 except WorkloadFailed as exc:
                     start_error = (
                         f"could not switch to version {latest.version}, serving version {spec.model_version} "
